@@ -1,0 +1,129 @@
+// CPU kernels of deepfast::reparam_kl and deepfast::reparam_kl_backward.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <torch/library.h>
+
+#include <vector>
+
+#include "../checks.h"
+#include "../reparam_kl.h"
+
+namespace deepfast {
+namespace {
+
+// Elements per partial sum of kl. Fixed, so the reduced value does not depend on the thread count.
+constexpr int64_t kBlock = 1 << 14;
+
+template <typename scalar_t, bool kReduce>
+acc_t<scalar_t> forward_range(const scalar_t* mu, const scalar_t* logvar, const scalar_t* eps, scalar_t* z,
+                              scalar_t* kl, int64_t begin, int64_t end) {
+  using T = acc_t<scalar_t>;
+  T sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = begin; i < end; ++i) {
+    T zi, kli;
+    reparam_kl_forward<T>(T(mu[i]), T(logvar[i]), T(eps[i]), zi, kli);
+    z[i] = scalar_t(zi);
+    if constexpr (kReduce) {
+      sum += kli;
+    } else {
+      kl[i] = scalar_t(kli);
+    }
+  }
+  return sum;
+}
+
+template <typename scalar_t, bool kReduced>
+void backward_range(const scalar_t* gz, const scalar_t* gkl, acc_t<scalar_t> gkl_scalar, const scalar_t* mu,
+                    const scalar_t* logvar, const scalar_t* eps, scalar_t* dmu, scalar_t* dlogvar, int64_t begin,
+                    int64_t end) {
+  using T = acc_t<scalar_t>;
+#pragma omp simd
+  for (int64_t i = begin; i < end; ++i) {
+    T dmui, dlvi;
+    reparam_kl_backward<T>(T(gz[i]), kReduced ? gkl_scalar : T(gkl[i]), T(mu[i]), T(logvar[i]), T(eps[i]), dmui,
+                           dlvi);
+    dmu[i] = scalar_t(dmui);
+    dlogvar[i] = scalar_t(dlvi);
+  }
+}
+
+void check_inputs(const at::Tensor& mu, const at::Tensor& logvar, const at::Tensor& eps) {
+  check_float(mu, "mu");
+  check_like(logvar, "logvar", mu, "mu");
+  check_like(eps, "eps", mu, "mu");
+}
+
+std::tuple<at::Tensor, at::Tensor> reparam_kl_cpu(const at::Tensor& mu_, const at::Tensor& logvar_,
+                                                  const at::Tensor& eps_, bool reduce, double scale) {
+  check_inputs(mu_, logvar_, eps_);
+  const at::Tensor mu = mu_.contiguous(), logvar = logvar_.contiguous(), eps = eps_.contiguous();
+  at::Tensor z = at::empty_like(mu, at::MemoryFormat::Contiguous);
+  at::Tensor kl = reduce ? at::empty({}, mu.options()) : at::empty_like(mu, at::MemoryFormat::Contiguous);
+  const int64_t n = mu.numel();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mu.scalar_type(), "reparam_kl_cpu", [&] {
+    using T = acc_t<scalar_t>;
+    const scalar_t *pm = mu.const_data_ptr<scalar_t>(), *pl = logvar.const_data_ptr<scalar_t>(),
+                   *pe = eps.const_data_ptr<scalar_t>();
+    scalar_t* pz = z.mutable_data_ptr<scalar_t>();
+    if (!reduce) {
+      scalar_t* pk = kl.mutable_data_ptr<scalar_t>();
+      at::parallel_for(0, n, kBlock, [&](int64_t b, int64_t e) { forward_range<scalar_t, false>(pm, pl, pe, pz, pk, b, e); });
+      return;
+    }
+    const int64_t blocks = (n + kBlock - 1) / kBlock;
+    std::vector<T> partial(blocks);
+    at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        partial[b] = forward_range<scalar_t, true>(pm, pl, pe, pz, nullptr, b * kBlock, std::min(n, (b + 1) * kBlock));
+      }
+    });
+    T sum = 0;
+    for (T p : partial) sum += p;
+    kl.fill_(static_cast<double>(sum) * scale);
+  });
+  return {z, kl};
+}
+
+std::tuple<at::Tensor, at::Tensor> reparam_kl_backward_cpu(const at::Tensor& grad_z_, const at::Tensor& grad_kl_,
+                                                           const at::Tensor& mu_, const at::Tensor& logvar_,
+                                                           const at::Tensor& eps_, double scale) {
+  check_inputs(mu_, logvar_, eps_);
+  check_like(grad_z_, "grad_z", mu_, "mu");
+  const bool reduced = check_grad_kl(grad_kl_, mu_);
+  const at::Tensor mu = mu_.contiguous(), logvar = logvar_.contiguous(), eps = eps_.contiguous(),
+                   gz = grad_z_.contiguous(), gkl = grad_kl_.contiguous();
+  at::Tensor dmu = at::empty_like(mu, at::MemoryFormat::Contiguous);
+  at::Tensor dlogvar = at::empty_like(mu, at::MemoryFormat::Contiguous);
+  const int64_t n = mu.numel();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mu.scalar_type(), "reparam_kl_backward_cpu", [&] {
+    using T = acc_t<scalar_t>;
+    const scalar_t *pg = gz.const_data_ptr<scalar_t>(), *pk = gkl.const_data_ptr<scalar_t>(),
+                   *pm = mu.const_data_ptr<scalar_t>(), *pl = logvar.const_data_ptr<scalar_t>(),
+                   *pe = eps.const_data_ptr<scalar_t>();
+    scalar_t *pdm = dmu.mutable_data_ptr<scalar_t>(), *pdl = dlogvar.mutable_data_ptr<scalar_t>();
+    if (reduced) {
+      const T gkl_scalar = static_cast<T>(static_cast<double>(T(pk[0])) * scale);
+      at::parallel_for(0, n, kBlock, [&](int64_t b, int64_t e) {
+        backward_range<scalar_t, true>(pg, nullptr, gkl_scalar, pm, pl, pe, pdm, pdl, b, e);
+      });
+    } else {
+      at::parallel_for(0, n, kBlock, [&](int64_t b, int64_t e) {
+        backward_range<scalar_t, false>(pg, pk, T(0), pm, pl, pe, pdm, pdl, b, e);
+      });
+    }
+  });
+  return {dmu, dlogvar};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(deepfast, CPU, m) {
+  m.impl("reparam_kl", &reparam_kl_cpu);
+  m.impl("reparam_kl_backward", &reparam_kl_backward_cpu);
+}
+
+}  // namespace deepfast

@@ -1,0 +1,45 @@
+// deepfast._C: the op schemas (dispatcher) and the pybind11 module that reports build information.
+#include <ATen/Parallel.h>
+#include <torch/extension.h>
+#include <torch/library.h>
+
+#ifndef DEEPFAST_VERSION
+#define DEEPFAST_VERSION "unknown"
+#endif
+#ifndef DEEPFAST_CUDA_ARCHS
+#define DEEPFAST_CUDA_ARCHS ""
+#endif
+#ifndef DEEPFAST_TORCH_VERSION
+#define DEEPFAST_TORCH_VERSION "unknown"
+#endif
+
+// Schemas of every compiled op. Implementations: csrc/cpu/*.cpp (CPU), csrc/cuda/*.cu (CUDA).
+// Fake kernels and autograd are registered from Python (deepfast/ops).
+TORCH_LIBRARY(deepfast, m) {
+  // z = mu + eps * exp(logvar/2); kl = -1/2 (1 + logvar - mu^2 - exp(logvar)), per element,
+  // or scale * sum(kl) as a 0-dim tensor when reduce.
+  m.def("reparam_kl(Tensor mu, Tensor logvar, Tensor eps, bool reduce, float scale) -> (Tensor, Tensor)");
+  // grad_kl is 0-dim (then multiplied by scale) when the forward reduced, else shaped like mu.
+  m.def(
+      "reparam_kl_backward(Tensor grad_z, Tensor grad_kl, Tensor mu, Tensor logvar, Tensor eps, float scale)"
+      " -> (Tensor, Tensor)");
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "deepfast compiled kernels: build information (the ops live in torch.ops.deepfast)";
+  m.attr("version") = DEEPFAST_VERSION;
+#ifdef DEEPFAST_WITH_CUDA
+  m.attr("backends") = pybind11::make_tuple("cpp", "cuda");
+  m.attr("cuda_archs") = DEEPFAST_CUDA_ARCHS;
+#else
+  m.attr("backends") = pybind11::make_tuple("cpp");
+  m.attr("cuda_archs") = "";
+#endif
+#ifdef _OPENMP
+  m.attr("openmp") = true;
+#else
+  m.attr("openmp") = false;
+#endif
+  m.attr("torch_version") = DEEPFAST_TORCH_VERSION;  // the torch it was built against
+  m.def("num_threads", &at::get_num_threads, "Intra-op threads the CPU kernels use (at::get_num_threads()).");
+}

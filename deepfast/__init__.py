@@ -1,0 +1,18 @@
+"""deepfast: fast generative imaging models and adversarial robustness for PyTorch.
+
+The hot paths run in fused kernels (C++ on the CPU, CUDA and Triton on NVIDIA GPUs) with a
+pure-torch reference as the definition and fallback; see ``deepfast.backends``.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from deepfast import backends, nn, ops
+from deepfast.backends import BackendUnavailable, use_backend
+from deepfast.ops import reparameterize_kl
+
+try:
+    __version__ = version("deepfast")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0+unknown"
+
+__all__ = ["BackendUnavailable", "backends", "nn", "ops", "reparameterize_kl", "use_backend", "__version__"]
