@@ -84,7 +84,8 @@ def _triton_status(has_gpu: bool, gpu: str) -> Status:
     return Status(True, f"Triton kernels{gpu}")
 
 
-def _runs_on(name: str, device_type: str) -> bool:
+def runs_on(name: str, device_type: str) -> bool:
+    """Whether backend ``name`` runs tensors of this device type (whether it is available aside)."""
     if name == "torch":
         return True
     if name == "cpp":
@@ -94,22 +95,21 @@ def _runs_on(name: str, device_type: str) -> bool:
     return device_type == "cuda" or (device_type == "cpu" and triton_interpreted())
 
 
-def _check_name(name: str) -> None:
+def _check_name(name: str, source: str) -> None:
     if name not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)} or 'auto', got {name!r}")
+        raise ValueError(f"{source} must be one of {', '.join(BACKENDS)} or 'auto', got {name!r}")
     if not status()[name].available:
-        raise BackendUnavailable(f"backend {name!r} is not available: {status()[name].detail}")
+        raise BackendUnavailable(f"backend {name!r} ({source}) is not available: {status()[name].detail}")
 
 
-def _from_environment() -> str | None:
-    name = os.environ.get("DEEPFAST_BACKEND", "auto") or "auto"
-    if name == "auto":
-        return None
-    _check_name(name)
-    return name
+# The forced backend and what forced it; DEEPFAST_BACKEND is read once, here, and checked at the first call.
+_forced: str | None = None if os.environ.get("DEEPFAST_BACKEND", "auto") in ("", "auto") else os.environ["DEEPFAST_BACKEND"]
+_forced_by = "DEEPFAST_BACKEND"
 
 
-_forced: str | None = _from_environment()
+def forced() -> str | None:
+    """The backend forced by use_backend() or DEEPFAST_BACKEND, or None for the automatic choice."""
+    return _forced
 
 
 @contextlib.contextmanager
@@ -118,26 +118,36 @@ def use_backend(name: str) -> Iterator[None]:
 
     Not thread-local: the setting is for the whole process while the block runs.
     """
-    global _forced
+    global _forced, _forced_by
     if name != "auto":
-        _check_name(name)
-    previous, _forced = _forced, (None if name == "auto" else name)
+        _check_name(name, "use_backend")
+    previous = _forced, _forced_by
+    _forced, _forced_by = (None if name == "auto" else name), "use_backend"
     try:
         yield
     finally:
-        _forced = previous
+        _forced, _forced_by = previous
 
 
 @functools.cache
 def _auto(device_type: str) -> str:
     order = _AUTO_ORDER.get(device_type, ("torch",))
-    return next(name for name in order if status()[name].available and _runs_on(name, device_type))
+    return next(name for name in order if status()[name].available and runs_on(name, device_type))
 
 
 def select(device: torch.device) -> str:
-    """The backend that runs an op on tensors of ``device``: the forced one, else the fastest available."""
+    """The backend that runs an op on tensors of ``device``: the forced one, else the fastest available.
+
+    Under torch.compile the choice is made once, when the function is traced.
+    """
+    return _select(device.type)
+
+
+@torch.compiler.assume_constant_result
+def _select(device_type: str) -> str:
     if _forced is None:
-        return _auto(device.type)
-    if not _runs_on(_forced, device.type):
-        raise BackendUnavailable(f"backend {_forced!r} cannot run tensors on {device}")
+        return _auto(device_type)
+    _check_name(_forced, _forced_by)
+    if not runs_on(_forced, device_type):
+        raise BackendUnavailable(f"backend {_forced!r} ({_forced_by}) cannot run tensors on {device_type}")
     return _forced

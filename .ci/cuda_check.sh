@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# `make cuda-check`: proves that the CUDA half of setup.py builds, links and imports.
+#
+# There is no GPU here, so the check builds deepfast._C with its CUDA kernels against the CUDA
+# build of torch, in a venv of its own outside the repo, from a copy of the sources outside the
+# repo (its object files never meet those of the CPU build in the checkout), installs it as a
+# regular (non-editable) package and then checks what got installed (.ci/check_cuda_build.py).
+# A CUDA call itself would fail for lack of a driver: that is not checked.
+#
+# Environment:
+#   DEEPFAST_CUDA_VENV      the venv (default ~/.cache/deepfast/cuda-venv; created once, ~80 s, 5.5 GB)
+#   DEEPFAST_CUDA_BUILD     the build dir (default ~/.cache/deepfast/cuda-build)
+#   DEEPFAST_CUDA_PACKAGES  what goes into the venv (default: torch==2.14.1 numpy pybind11 ninja setuptools wheel)
+#   CUDA_HOME               the CUDA toolkit with nvcc (default /usr/local/cuda-13.0)
+#   TORCH_CUDA_ARCH_LIST    default "8.0;9.0"
+#   MAX_JOBS                parallel compile jobs (default 2)
+#   PYTHON                  interpreter that creates the venv (default python3)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CACHE="${HOME}/.cache/deepfast"
+VENV="${DEEPFAST_CUDA_VENV:-${CACHE}/cuda-venv}"
+BUILD="${DEEPFAST_CUDA_BUILD:-${CACHE}/cuda-build}"
+PACKAGES="${DEEPFAST_CUDA_PACKAGES:-torch==2.14.1 numpy pybind11 ninja setuptools wheel}"
+export CUDA_HOME="${CUDA_HOME:-/usr/local/cuda-13.0}"
+export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-8.0;9.0}"
+export MAX_JOBS="${MAX_JOBS:-2}"
+export DEEPFAST_CUDA=1
+unset DEEPFAST_NO_EXT PYTHONPATH PIP_REQUIRE_VIRTUALENV
+
+SRC="${BUILD}/src"
+LOG="${BUILD}/build.log"
+START=${SECONDS}
+say() { printf 'cuda-check [%3ds] %s\n' "$((SECONDS - START))" "$*"; }
+die() { printf 'cuda-check: FAILED: %s\n' "$*" >&2; exit 1; }
+
+[[ -x "${CUDA_HOME}/bin/nvcc" ]] || die "nvcc not found at ${CUDA_HOME}/bin/nvcc (set CUDA_HOME)"
+mkdir -p "${BUILD}"
+# One cuda-check at a time per build dir (two would fight over the venv and the objects).
+exec 9>"${BUILD}.lock"
+flock 9
+
+# --- 1. the venv with the CUDA build of torch, created once ---------------------------------
+STAMP="${VENV}/.deepfast-cuda-venv"
+if [[ ! -f "${STAMP}" || "$(cat "${STAMP}")" != "${PACKAGES}" ]]; then
+    if [[ -e "${VENV}" ]] && ! "${VENV}/bin/python" -c '' 2>/dev/null; then
+        [[ -f "${VENV}/pyvenv.cfg" ]] || die "${VENV} exists and is not a venv; remove it or set DEEPFAST_CUDA_VENV"
+        say "removing the broken venv ${VENV}"
+        rm -rf "${VENV}"
+    fi
+    if [[ ! -e "${VENV}" ]]; then
+        say "creating ${VENV} (once; about 80 s)"
+        "${PYTHON:-python3}" -m venv "${VENV}"
+    fi
+    say "installing ${PACKAGES} into ${VENV}"
+    # shellcheck disable=SC2086  # PACKAGES is a list of words
+    "${VENV}/bin/python" -m pip install -q ${PACKAGES}
+    printf '%s' "${PACKAGES}" >"${STAMP}"
+fi
+PY="${VENV}/bin/python"
+"${PY}" -c 'import sys, torch; sys.exit(torch.version.cuda is None)' \
+    || die "the torch in ${VENV} is not a CUDA build (remove ${STAMP} to reinstall)"
+
+# --- 2. a copy of the sources outside the repo ----------------------------------------------
+# The files git knows (tracked, plus new ones that are not ignored), minus anything built.
+# tar keeps the mtimes, so ninja recompiles only the sources that changed since the last run.
+say "copying the sources to ${SRC}"
+PATHS=(setup.py pyproject.toml README.md csrc deepfast kernels)
+list_sources() {
+    if git -C "${ROOT}" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+        git -C "${ROOT}" ls-files -z --cached --others --exclude-standard -- "${PATHS[@]}"
+    else
+        find "${PATHS[@]}" -type f -print0
+    fi | while IFS= read -r -d '' f; do
+        case "${f}" in *.so | *.pyd | *.o | */__pycache__/* | *.pyc) continue ;; esac
+        if [[ -f "${ROOT}/${f}" ]]; then printf '%s\0' "${f}"; fi  # skips tracked files deleted in the checkout
+    done
+}
+mkdir -p "${SRC}"
+(cd "${SRC}" && rm -rf -- "${PATHS[@]}")  # so that deleted sources do not linger; build/ stays
+(cd "${ROOT}" && list_sources | tar --null -T - -cf -) | tar -xf - -C "${SRC}"
+[[ -f "${SRC}/setup.py" ]] || die "no setup.py was copied from ${ROOT}"
+NCU=$(find "${SRC}/csrc" -name '*.cu' | wc -l)
+[[ "${NCU}" -gt 0 ]] || die "no csrc/**/*.cu in the sources: nothing CUDA to build"
+
+# --- 3. build and install (regular install, CUDA kernels forced on) --------------------------
+say "building deepfast._C with ${NCU} .cu file(s) for TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST}, MAX_JOBS=${MAX_JOBS} (log: ${LOG})"
+if ! (cd "${SRC}" && "${PY}" -m pip install -v --no-build-isolation --no-deps .) >"${LOG}" 2>&1; then
+    if grep -q 'FAILED: ' "${LOG}"; then  # ninja: the failed step and what the compiler said
+        echo "----- failed compile steps (from ${LOG}) -----" >&2
+        sed -n '/FAILED: /,/^ *Traceback\|^ *subprocess.CalledProcessError/p' "${LOG}" | head -n 80 >&2
+    else
+        echo "----- last lines of ${LOG} -----" >&2
+        tail -n 60 "${LOG}" >&2
+    fi
+    die "the CUDA build of deepfast._C failed"
+fi
+COMPILED=$(grep -c -E '^[[:space:]]*\[[0-9]+/[0-9]+\]' "${LOG}" || true)
+say "built and installed (${COMPILED} ninja step(s); 0 means every object was up to date)"
+
+# --- 4. check what was installed, from a neutral directory ----------------------------------
+say "checking the installed package"
+WORK=$(mktemp -d)
+trap 'rm -rf "${WORK}"' EXIT
+(cd "${WORK}" && DEEPFAST_REPO="${ROOT}" "${PY}" "${ROOT}/.ci/check_cuda_build.py")
+say "OK"

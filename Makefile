@@ -1,0 +1,59 @@
+# deepfast: `make test` and `make demo` set everything up on a fresh machine.
+#
+#   PYTHON=python3          interpreter that creates .venv
+#   SYSTEM_PYTHON=1         use $(PYTHON) as it is, installing nothing from a registry (GPU machine)
+#   TORCH_SPEC=torch==2.13.0  TRITON_SPEC=triton==3.7.*   what goes into .venv
+#   PYTEST_ARGS=...         extra pytest arguments
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+TRITON_SPEC ?= triton==3.7.*
+PYTEST_ARGS ?=
+
+ifeq ($(SYSTEM_PYTHON),1)
+PY := $(PYTHON)
+STAMPS := build/stamps-system
+else
+PY := $(VENV)/bin/python
+STAMPS := $(VENV)/stamps
+endif
+SOURCES := setup.py pyproject.toml $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/*.cpp csrc/cuda/*.cu csrc/cuda/*.cuh)
+
+.PHONY: setup test demo bench cuda-check gpu-check clean
+.DELETE_ON_ERROR:
+
+setup: $(STAMPS)/installed
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMPS)/deps: pyproject.toml | $(if $(filter 1,$(SYSTEM_PYTHON)),,$(VENV)/bin/python)
+	mkdir -p $(STAMPS)
+ifneq ($(SYSTEM_PYTHON),1)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q "$(TORCH_SPEC)" "$(TRITON_SPEC)" numpy tqdm pytest pytest-benchmark pybind11 ninja
+endif
+	touch $@
+
+# Builds deepfast._C once (in place, editable install); rebuilt only when a source changes.
+$(STAMPS)/installed: $(STAMPS)/deps $(SOURCES)
+	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
+	touch $@
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) benchmarks/run.py
+
+demo: setup
+	$(PY) benchmarks/run.py --quick
+
+# Builds the CUDA kernels against the CUDA build of torch 2.14.1, in a venv and a build dir of
+# their own under ~/.cache/deepfast (no GPU needed), and checks what got installed.
+cuda-check:
+	bash .ci/cuda_check.sh
+
+clean:
+	rm -rf build dist *.egg-info deepfast/_C*.so $(VENV)

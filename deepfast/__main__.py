@@ -1,0 +1,5 @@
+import sys
+
+from deepfast.cli import main
+
+sys.exit(main())

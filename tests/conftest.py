@@ -1,0 +1,55 @@
+"""Shared fixtures: the (backend, device) pairs this machine can test, and poisoned outputs."""
+
+import os
+
+import torch
+
+# Without a GPU, Triton kernels run in the interpreter on CPU tensors; set before they are imported.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+from deepfast import backends  # noqa: E402
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+BACKEND_DEVICES = [
+    (name, device)
+    for device in DEVICES
+    for name in backends.BACKENDS
+    if backends.status()[name].available and backends.runs_on(name, device)
+]
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_cuda = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "cuda" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(skip_cuda)
+
+
+@pytest.fixture(params=BACKEND_DEVICES, ids=[f"{b}-{d}" for b, d in BACKEND_DEVICES])
+def backend_device(request) -> tuple[str, str]:
+    """Every available backend on every device it runs: ("cpp", "cpu"), ("triton", "cuda"), ..."""
+    return request.param
+
+
+@pytest.fixture
+def poison():
+    """Fill every tensor allocated by torch.empty* with NaN, so an element a kernel leaves unwritten fails."""
+    enabled = torch.are_deterministic_algorithms_enabled()
+    fill = torch.utils.deterministic.fill_uninitialized_memory
+    torch.use_deterministic_algorithms(True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    yield
+    torch.use_deterministic_algorithms(enabled)
+    torch.utils.deterministic.fill_uninitialized_memory = fill
+
+
+# (rtol, atol) of a backend's result against the float64 reference computed from the same inputs.
+TOLERANCE = {
+    torch.float64: (1e-10, 1e-12),
+    torch.float32: (2e-5, 2e-5),
+    torch.float16: (2e-3, 2e-3),
+    torch.bfloat16: (1.6e-2, 1.6e-2),
+}
