@@ -1,0 +1,64 @@
+"""Both install modes ship deepfast.kernels (the top-level kernels/ folder) and import cleanly."""
+
+import os
+import pathlib
+import site
+import subprocess
+import sys
+
+import pytest
+
+import deepfast
+from deepfast import backends
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_kernels_package_in_this_install():
+    import deepfast.kernels.reparam_kl as k
+
+    origin = pathlib.Path(k.__file__).resolve()
+    if pathlib.Path(deepfast.__file__).resolve().is_relative_to(REPO):  # editable install or source tree
+        assert origin == REPO / "kernels" / "reparam_kl.py"
+    else:
+        assert origin.parent.name == "kernels" and origin.parent.parent.name == "deepfast"
+
+
+@pytest.mark.slow
+def test_regular_pure_python_install(tmp_path):
+    """`DEEPFAST_NO_EXT=1 pip install .`: no extension; import works, the torch backend serves, info says why."""
+    target = tmp_path / "site"
+    env = {**os.environ, "DEEPFAST_NO_EXT": "1", "PIP_NO_INPUT": "1"}
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-build-isolation", "--no-deps", "--target", str(target),
+         str(REPO)],
+        check=True, env=env, timeout=300, capture_output=True,
+    )
+    code = """
+import pathlib, sys, torch, deepfast, deepfast.kernels
+site = pathlib.Path(sys.argv[1]).resolve()
+assert pathlib.Path(deepfast.__file__).resolve().is_relative_to(site), deepfast.__file__
+assert pathlib.Path(deepfast.kernels.__file__).resolve() == site / "deepfast" / "kernels" / "__init__.py"
+assert deepfast.backends.extension is None
+assert deepfast.backends.select(torch.device("cpu")) == "torch"
+z, kl = deepfast.reparameterize_kl(torch.zeros(2, 3), torch.zeros(2, 3), torch.ones(2, 3))
+assert torch.equal(z, torch.ones(2, 3)) and kl.item() == 0.0
+"""
+    # -S skips the .pth files, so the editable install of this environment cannot serve deepfast._C.
+    path = os.pathsep.join([str(target), *site.getsitepackages()])
+    env = {k: v for k, v in os.environ.items() if k != "DEEPFAST_BACKEND"} | {"PYTHONPATH": path}
+    python = [sys.executable, "-S"]
+    run = subprocess.run([*python, "-c", code, str(target)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    info = subprocess.run([*python, "-m", "deepfast", "info"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert info.returncode == 0, info.stderr
+    assert "cpp      no         deepfast._C did not load" in info.stdout
+
+
+@pytest.mark.skipif(backends.extension is None, reason="deepfast._C not built")
+def test_extension_reports_its_build():
+    ext = backends.extension
+    assert ext.version == deepfast.__version__
+    assert "cpp" in ext.backends and ext.openmp and ext.num_threads() >= 1
