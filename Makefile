@@ -57,3 +57,7 @@ cuda-check:
 
 clean:
 	rm -rf build dist *.egg-info deepfast/_C*.so $(VENV)
+
+# On a lent GPU machine (no registry): the GPU runbook, results under benchmarks/results/<gpu>/.
+gpu-check:
+	bash benchmarks/gpu_check.sh

@@ -63,7 +63,9 @@ PY="${VENV}/bin/python"
 
 # --- 2. a copy of the sources outside the repo ----------------------------------------------
 # The files git knows (tracked, plus new ones that are not ignored), minus anything built.
-# tar keeps the mtimes, so ninja recompiles only the sources that changed since the last run.
+# Synced by content: a file whose content changed since the last run gets a new mtime, an
+# unchanged one keeps its old one, so ninja recompiles exactly what changed, even when the
+# build dir was last used by another checkout (mtimes of two checkouts do not compare).
 say "copying the sources to ${SRC}"
 PATHS=(setup.py pyproject.toml README.md csrc deepfast kernels)
 list_sources() {
@@ -76,9 +78,21 @@ list_sources() {
         if [[ -f "${ROOT}/${f}" ]]; then printf '%s\0' "${f}"; fi  # skips tracked files deleted in the checkout
     done
 }
-mkdir -p "${SRC}"
-(cd "${SRC}" && rm -rf -- "${PATHS[@]}")  # so that deleted sources do not linger; build/ stays
-(cd "${ROOT}" && list_sources | tar --null -T - -cf -) | tar -xf - -C "${SRC}"
+STAGE="${BUILD}/stage"
+rm -rf "${STAGE}" && mkdir -p "${STAGE}" "${SRC}"
+(cd "${ROOT}" && list_sources | tar --null -T - -cf -) | tar -xf - -C "${STAGE}"
+CHANGED=0
+while IFS= read -r -d '' f; do  # new or changed files: copied with a fresh mtime
+    if ! cmp -s "${STAGE}/${f}" "${SRC}/${f}"; then
+        mkdir -p "$(dirname "${SRC}/${f}")" && cp -f "${STAGE}/${f}" "${SRC}/${f}" && touch "${SRC}/${f}"
+        CHANGED=$((CHANGED + 1))
+    fi
+done < <(cd "${STAGE}" && find . -type f -print0)
+while IFS= read -r -d '' f; do  # files that are no longer sources; build/ and *.egg-info stay
+    [[ -e "${STAGE}/${f}" ]] || rm -f "${SRC}/${f}"
+done < <(cd "${SRC}" && find "${PATHS[@]}" -type f -print0 2>/dev/null || true)
+rm -rf "${STAGE}"
+say "${CHANGED} source file(s) new or changed since the last cuda-check"
 [[ -f "${SRC}/setup.py" ]] || die "no setup.py was copied from ${ROOT}"
 NCU=$(find "${SRC}/csrc" -name '*.cu' | wc -l)
 [[ "${NCU}" -gt 0 ]] || die "no csrc/**/*.cu in the sources: nothing CUDA to build"

@@ -1,0 +1,41 @@
+"""Call every CUDA and Triton kernel once per dtype and variant, for compute-sanitizer (memcheck, racecheck).
+
+    compute-sanitizer --tool memcheck python tests/gpu/sanitize_kernels.py
+"""
+
+import torch
+
+import deepfast
+from deepfast import backends
+
+DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def reparam_kl(device: str) -> None:
+    for dtype in DTYPES:
+        for shape in [(1,), (37, 53), (4099, 129)]:
+            mu, logvar, eps = (torch.randn(shape, device=device, dtype=dtype) for _ in range(3))
+            for reduction in ("none", "sum", "batchmean"):
+                m, v = mu.clone().requires_grad_(), logvar.clone().requires_grad_()
+                z, kl = deepfast.reparameterize_kl(m, v, eps, reduction=reduction)
+                (z.sum() + kl.sum()).backward()
+
+
+EXERCISES = [reparam_kl]
+
+
+def main() -> None:
+    assert torch.cuda.is_available(), "needs a CUDA GPU"
+    for backend in ("cuda", "triton"):
+        if not backends.status()[backend].available:
+            print(f"skip {backend}: {backends.status()[backend].detail}")
+            continue
+        with deepfast.use_backend(backend):
+            for exercise in EXERCISES:
+                exercise("cuda")
+                torch.cuda.synchronize()
+                print(f"ran {exercise.__name__} on {backend}")
+
+
+if __name__ == "__main__":
+    main()
