@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import backend_impls, bench_device, measure, shape_params
 
 import deepfast
+from benchmarks.conftest import backend_impls, bench_device, measure, shape_params
 from deepfast.ops import reparameterize_kl, reparameterize_kl_reference
 
 OP = "reparam_kl"
@@ -135,6 +135,7 @@ def test_reparam_kl_call_overhead(benchmark, device, copy_bandwidth, impl):
         mode="call overhead",
         impl=label,
         role=role,
+        dtype="float32",
         warmup=20,
         note="call overhead: 'vs eager' is (time of one eager torch.mul) / (time of the row); "
         "the target is >= 0.67 (within 1.5x of one eager elementwise op)",

@@ -5,6 +5,10 @@ and prints a table), or by hand:
 
     pytest benchmarks -p no:cacheprovider --benchmark-enable -o python_files='bench_*.py'
 
+benchmarks/ is a package so that this conftest is ``benchmarks.conftest`` and does not shadow
+tests/conftest.py when both directories are collected; suites import the helpers below with
+``from benchmarks.conftest import measure, shape_params, ...``.
+
 What a suite gets from here:
 
 - ``device``: the device benchmarked (cuda when torch sees a GPU, else cpu; DEEPFAST_BENCH_DEVICE
@@ -135,10 +139,9 @@ def shape_id(shape) -> str:
 def backend_impls(device: torch.device) -> list[str]:
     """The compiled deepfast backends that run tensors of ``device`` here (never the Triton interpreter)."""
     status = backends.status()
-    runs_on = getattr(backends, "runs_on", None) or backends._runs_on  # public from 0.1 on; private before
     names = []
     for name in backends.BACKENDS:
-        if name == "torch" or not status[name].available or not runs_on(name, device.type):
+        if name == "torch" or not status[name].available or not backends.runs_on(name, device.type):
             continue
         if name == "triton" and (device.type != "cuda" or backends.triton_interpreted()):
             continue
@@ -216,6 +219,8 @@ def measure(
 
 def pytest_configure(config):
     config.addinivalue_line("markers", f"large: a shape of at least {LARGE_NUMEL} elements (left out by --quick)")
+    # torch.compile's internals use torch.jit.script_method, deprecated in recent torch: not ours to fix
+    config.addinivalue_line("filterwarnings", "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
 
 
 def pytest_report_header(config):

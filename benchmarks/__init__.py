@@ -1,0 +1,1 @@
+"""deepfast benchmark suites (pytest-benchmark); run them with benchmarks/run.py."""
