@@ -23,6 +23,12 @@ TORCH_LIBRARY(deepfast, m) {
   m.def(
       "reparam_kl_backward(Tensor grad_z, Tensor grad_kl, Tensor mu, Tensor logvar, Tensor eps, float scale)"
       " -> (Tensor, Tensor)");
+  // scale * sum(|rec - orig|) as a 0-dim tensor (scale = weight / numel for a mean, weight for a sum).
+  m.def("cycle_l1(Tensor rec, Tensor orig, float scale) -> Tensor");
+  // grad_rec = grad * scale * sign(rec - orig), grad_orig = -grad_rec; only those output_mask asks for.
+  m.def(
+      "cycle_l1_backward(Tensor grad, Tensor rec, Tensor orig, float scale, bool[2] output_mask)"
+      " -> (Tensor?, Tensor?)");
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

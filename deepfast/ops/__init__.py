@@ -1,5 +1,6 @@
 """Fused ops: one function per op, with the backend choice, autograd and a pure-torch reference."""
 
+from deepfast.ops.cycle import cycle_l1, cycle_l1_reference
 from deepfast.ops.reparam_kl import reparameterize_kl, reparameterize_kl_reference
 
-__all__ = ["reparameterize_kl", "reparameterize_kl_reference"]
+__all__ = ["cycle_l1", "cycle_l1_reference", "reparameterize_kl", "reparameterize_kl_reference"]
