@@ -45,18 +45,20 @@ inline CycleGrads cycle_l1_grads(const at::Tensor& r, std::array<bool, 2> output
   return grads;
 }
 
-inline void* data_or_null(const std::optional<at::Tensor>& t) { return t ? t->mutable_data_ptr() : nullptr; }
-
-// f(std::bool_constant<output_mask[0]>{}, std::bool_constant<output_mask[1]>{}): the run-time mask
-// as compile-time flags; nothing when the mask asks for no gradient.
-template <typename F>
-void with_output_mask(std::array<bool, 2> output_mask, const F& f) {
-  if (output_mask[0] && output_mask[1]) {
-    f(std::true_type{}, std::true_type{});
-  } else if (output_mask[0]) {
-    f(std::true_type{}, std::false_type{});
-  } else if (output_mask[1]) {
-    f(std::false_type{}, std::true_type{});
+// f(std::bool_constant<has rec grad>{}, std::bool_constant<has orig grad>{}, grad_rec data, grad_orig
+// data): which gradients to write as compile-time flags, and where (nullptr for a gradient not
+// asked for). Nothing when no gradient is asked for.
+template <typename scalar_t, typename F>
+void with_grads(const CycleGrads& grads, const F& f) {
+  const auto& [grad_rec, grad_orig] = grads;
+  scalar_t* rec_data = grad_rec ? grad_rec->mutable_data_ptr<scalar_t>() : nullptr;
+  scalar_t* orig_data = grad_orig ? grad_orig->mutable_data_ptr<scalar_t>() : nullptr;
+  if (grad_rec && grad_orig) {
+    f(std::true_type{}, std::true_type{}, rec_data, orig_data);
+  } else if (grad_rec) {
+    f(std::true_type{}, std::false_type{}, rec_data, orig_data);
+  } else if (grad_orig) {
+    f(std::false_type{}, std::true_type{}, rec_data, orig_data);
   }
 }
 

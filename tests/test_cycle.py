@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import TOLERANCE
+from conftest import TOLERANCE, assert_compiles_fullgraph
 
 import deepfast
 from deepfast import backends
@@ -188,31 +188,12 @@ def test_opcheck(namespace, mask):
 
 def test_torch_compile_fullgraph(backend_device):
     backend, device = backend_device
-    rec, orig = make_inputs((2, 3, 5, 7), torch.float32, device)
 
     def loss(rec, orig):
         return cycle_l1(rec, orig, weight=10.0) + cycle_l1(rec * rec, orig, reduction="sum")
 
-    graphs = []
-
-    def capture(gm, example_inputs):
-        graphs.append(gm)
-        return gm.forward
-
-    with deepfast.use_backend(backend):
-        torch._dynamo.reset()
-        torch.compile(loss, fullgraph=True, backend=capture)(rec, orig)
-        compiled = torch.compile(loss, fullgraph=True)
-        results = []
-        for fn in (loss, compiled):
-            r = rec.clone().requires_grad_()
-            out = fn(r, orig)
-            results.append((out, *torch.autograd.grad(out, r)))
-    for eager, comp in zip(*results):
-        torch.testing.assert_close(comp, eager, rtol=1e-5, atol=1e-5)
-    called = {str(node.target) for node in graphs[0].graph.nodes}
-    namespace = {"torch": None, "triton": "deepfast_triton", "cpp": "deepfast", "cuda": "deepfast"}[backend]
-    assert namespace is None or f"{namespace}.cycle_l1" in called, called
+    inputs = tuple(make_inputs((2, 3, 5, 7), torch.float32, device))
+    assert_compiles_fullgraph(loss, inputs, backend, "cycle_l1", grad_of=(0,))
 
 
 @pytest.mark.cuda

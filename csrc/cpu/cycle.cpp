@@ -57,9 +57,7 @@ CycleGrads cycle_l1_backward_cpu(const at::Tensor& grad, const at::Tensor& rec_,
     using T = acc_t<scalar_t>;
     const T c = static_cast<T>(static_cast<double>(T(grad.const_data_ptr<scalar_t>()[0])) * scale);
     const scalar_t *pr = rec.const_data_ptr<scalar_t>(), *po = orig.const_data_ptr<scalar_t>();
-    auto* grad_rec = static_cast<scalar_t*>(data_or_null(std::get<0>(grads)));
-    auto* grad_orig = static_cast<scalar_t*>(data_or_null(std::get<1>(grads)));
-    with_output_mask(output_mask, [&](auto kRec, auto kOrig) {
+    with_grads<scalar_t>(grads, [&](auto kRec, auto kOrig, scalar_t* grad_rec, scalar_t* grad_orig) {
       at::parallel_for(0, n, kBlock, [&](int64_t b, int64_t e) {
         grad_range<scalar_t, decltype(kRec)::value, decltype(kOrig)::value>(pr, po, c, grad_rec, grad_orig, b, e);
       });

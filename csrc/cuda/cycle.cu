@@ -73,9 +73,7 @@ CycleGrads cycle_l1_backward_cuda(const at::Tensor& grad, const at::Tensor& rec_
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, rec.scalar_type(), "cycle_l1_backward_cuda", [&] {
     const scalar_t *pg = grad.const_data_ptr<scalar_t>(), *pr = rec.const_data_ptr<scalar_t>(),
                    *po = orig.const_data_ptr<scalar_t>();
-    auto* grad_rec = static_cast<scalar_t*>(data_or_null(std::get<0>(grads)));
-    auto* grad_orig = static_cast<scalar_t*>(data_or_null(std::get<1>(grads)));
-    with_output_mask(output_mask, [&](auto kRec, auto kOrig) {
+    with_grads<scalar_t>(grads, [&](auto kRec, auto kOrig, scalar_t* grad_rec, scalar_t* grad_orig) {
       cycle_l1_backward_kernel<scalar_t, decltype(kRec)::value, decltype(kOrig)::value>
           <<<grid_size(n), kThreads, 0, stream>>>(pg, scale, pr, po, grad_rec, grad_orig, n);
     });
