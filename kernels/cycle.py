@@ -3,9 +3,9 @@
     loss     = scale * sum_i |rec_i - orig_i|
     grad_rec = grad * scale * sign(rec - orig),   grad_orig = -grad_rec
 
-rec and orig are read as flat memory, in one dense layout (copied into it when they are not). Math runs in float32
-(float64 for float64 tensors); indices are 64-bit; ``scale`` is passed as float64. The loss is summed
-per program into a buffer, then summed in a fixed order, so it is deterministic.
+rec and orig are read as flat memory, in one dense layout (copied into it when they are not). Math
+runs in float32 (float64 for float64 tensors); indices are 64-bit; ``scale`` is passed as float64.
+The loss is summed per program into a buffer, then summed in a fixed order, so it is deterministic.
 """
 
 import torch
@@ -31,8 +31,9 @@ def _backward_kernel(grad_ptr, scale: tl.float64, rec_ptr, orig_ptr, grad_rec_pt
     pid = tl.program_id(0).to(tl.int64)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
-    c = (tl.load(grad_ptr).to(tl.float64) * scale).to(ACC)
-    diff = tl.load(rec_ptr + offs, mask=mask, other=0.0).to(ACC) - tl.load(orig_ptr + offs, mask=mask, other=0.0).to(ACC)
+    c = (tl.load(grad_ptr).to(ACC).to(tl.float64) * scale).to(ACC)  # grad * scale in float64, as in csrc/
+    rec = tl.load(rec_ptr + offs, mask=mask, other=0.0).to(ACC)
+    diff = rec - tl.load(orig_ptr + offs, mask=mask, other=0.0).to(ACC)
     g = tl.where(diff > 0, c, tl.where(diff < 0, -c, 0.0))
     if WRITE_REC:
         tl.store(grad_rec_ptr + offs, g.to(grad_rec_ptr.dtype.element_ty), mask=mask)
