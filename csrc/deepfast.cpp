@@ -29,6 +29,16 @@ TORCH_LIBRARY(deepfast, m) {
   m.def(
       "cycle_l1_backward(Tensor grad, Tensor rec, Tensor orig, float scale, bool[2] output_mask)"
       " -> (Tensor?, Tensor?)");
+  // One PGD step on each sample s of x_adv (N, ...), step_size and eps of shape (N,) (csrc/pgd.h):
+  // "inf": x_adv + step_size[s] * sign(grad), clipped to the eps[s] box around x_orig, then to [lo, hi];
+  // "2": x_adv + step_size[s] * grad / ||grad||, its difference to x_orig scaled into the eps[s] ball,
+  // then clipped to [lo, hi]. pgd_step_ writes the result into x_adv.
+  m.def(
+      "pgd_step(Tensor x_adv, Tensor grad, Tensor x_orig, Tensor step_size, Tensor eps, str norm, float lo,"
+      " float hi) -> Tensor");
+  m.def(
+      "pgd_step_(Tensor(a!) x_adv, Tensor grad, Tensor x_orig, Tensor step_size, Tensor eps, str norm, float lo,"
+      " float hi) -> ()");
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

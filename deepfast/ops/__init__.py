@@ -1,6 +1,16 @@
 """Fused ops: one function per op, with the backend choice, autograd and a pure-torch reference."""
 
 from deepfast.ops.cycle import cycle_l1, cycle_l1_reference
+from deepfast.ops.pgd import pgd_random_start, pgd_step, pgd_step_, pgd_step_reference
 from deepfast.ops.reparam_kl import reparameterize_kl, reparameterize_kl_reference
 
-__all__ = ["cycle_l1", "cycle_l1_reference", "reparameterize_kl", "reparameterize_kl_reference"]
+__all__ = [
+    "cycle_l1",
+    "cycle_l1_reference",
+    "pgd_random_start",
+    "pgd_step",
+    "pgd_step_",
+    "pgd_step_reference",
+    "reparameterize_kl",
+    "reparameterize_kl_reference",
+]

@@ -1,0 +1,268 @@
+"""Fused projected-gradient-descent (PGD) step of adversarial attacks, for the Linf and the L2 ball.
+
+Per sample s of x_adv (N, ...), with step = step_size[s], eps = eps[s] and the box [lo, hi] = clamp:
+
+    norm "inf":  x' = clip(min(max(x_adv + step * sign(grad), x_orig - eps), x_orig + eps), lo, hi)
+    norm "2":    g  = grad / (||grad||_2 + 1e-10)               (norms over all non-batch dims)
+                 d  = x_adv + step * g - x_orig
+                 x' = clip(x_orig + d * factor, lo, hi),  factor = eps / ||d||_2 if ||d||_2 > eps else 1
+
+These are the updates of torchattacks' PGD (there written x_orig + clamp(x_adv' - x_orig, -eps, eps),
+the same up to rounding) and PGDL2 (factor = min(eps / ||d||, 1)), as in the PGD paper (Madry et al.).
+The only deviation: where ||d|| = 0 and eps = 0, min(eps / ||d||, 1) is 0/0 = NaN in torch; here the
+factor is 1 (and x' = x_orig).
+
+Backends: torch (the reference below), cpp and cuda (torch.ops.deepfast.pgd_step / pgd_step_, csrc/),
+triton (torch.ops.deepfast_triton.pgd_step / pgd_step_, kernels/pgd.py). The compiled backends make
+one pass for Linf and three for L2 (sum of grad^2; sum of d^2, d recomputed; the write, d recomputed),
+with deterministic per-sample sums and no temporary tensor.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+from torch._prims_common import suggest_memory_format
+
+from deepfast import backends
+from deepfast.ops._checks import check_choice, check_finite_float, check_float, check_like, in_float32
+
+NORMS = ("inf", "2")
+
+Amount = float | Tensor  # a Python float, or one value per sample: a tensor of shape (N,)
+
+
+def _per_sample(value: Amount, x: Tensor) -> Amount:
+    """A float as it is; a (N,) tensor viewed as (N, 1, ..., 1) to broadcast over the samples of x."""
+    return value.view(-1, *(1,) * (x.dim() - 1)) if isinstance(value, Tensor) else value
+
+
+def _norm(t: Tensor) -> Tensor:
+    """L2 norm of each sample of t, shaped (N, 1, ..., 1)."""
+    return torch.linalg.vector_norm(t.reshape(t.shape[0], -1), dim=1).view(-1, *(1,) * (t.dim() - 1))
+
+
+def pgd_step_reference(
+    x_adv: Tensor,
+    grad: Tensor,
+    x_orig: Tensor,
+    step_size: Amount,
+    eps: Amount,
+    norm: str = "inf",
+    clamp: tuple[float, float] | None = (0.0, 1.0),
+) -> Tensor:
+    """The definition of the op, in plain torch (the ``torch`` backend, and the spec of the others)."""
+    step, eps = _per_sample(step_size, x_adv), _per_sample(eps, x_adv)
+    if norm == "inf":
+        x = x_adv + step * grad.sign()
+        x = torch.min(torch.max(x, x_orig - eps), x_orig + eps)
+    else:
+        x = x_adv + step * (grad / (_norm(grad) + 1e-10))
+        d = x - x_orig
+        d_norm = _norm(d)
+        x = x_orig + d * torch.where(d_norm > eps, eps / d_norm, 1.0)
+    return x if clamp is None else x.clamp(*clamp)
+
+
+def pgd_step(
+    x_adv: Tensor,
+    grad: Tensor,
+    x_orig: Tensor,
+    *,
+    step_size: Amount,
+    eps: Amount,
+    norm: str = "inf",
+    clamp: tuple[float, float] | None = (0.0, 1.0),
+) -> Tensor:
+    """One PGD step: move x_adv along grad, project into the eps ball around x_orig and into the box.
+
+    Per sample s (``step = step_size[s]``, ``eps = eps[s]``, ``(lo, hi) = clamp``)::
+
+        norm "inf":  x' = clip(min(max(x_adv + step * sign(grad), x_orig - eps), x_orig + eps), lo, hi)
+        norm "2":    g  = grad / (||grad||_2 + 1e-10)
+                     d  = x_adv + step * g - x_orig
+                     x' = clip(x_orig + d * (eps / ||d||_2 if ||d||_2 > eps else 1), lo, hi)
+
+    with sign(0) = 0 and L2 norms over all non-batch dims: the updates of torchattacks' PGD and PGDL2.
+    Where torch's ``min(eps / ||d||, 1)`` is NaN (eps = 0 and d = 0) the factor here is 1.
+
+    Args:
+        x_adv, grad, x_orig: floating tensors of one shape (N, ...), dtype and device, e.g. (N, C, H, W)
+            images, NCHW or channels_last or any other layout. float32, float16 and bfloat16 compute in
+            float32; float64 in float64. None may require grad: the step is not differentiable (pass
+            ``x_adv.detach()``).
+        step_size, eps: finite, >= 0: Python floats, or tensors of shape (N,) (one value per sample).
+        norm: "inf" or "2".
+        clamp: the box (lo, hi) the result is clipped to, lo <= hi; None for no box.
+
+    Returns:
+        x' of the shape and dtype of x_adv, in the memory format x_adv suggests (channels_last stays
+        channels_last). Contract: for finite inputs with x_orig inside the box, x' is in the box and
+        in the eps ball of x_orig up to one rounding (float32: |x' - x_orig| <= eps + 1e-6 for "inf",
+        ||x' - x_orig|| <= eps * (1 + 1e-6) + 1e-6 for "2"), and never NaN.
+    """
+    return _step(x_adv, grad, x_orig, step_size, eps, norm, clamp, inplace=False)
+
+
+def pgd_step_(
+    x_adv: Tensor,
+    grad: Tensor,
+    x_orig: Tensor,
+    *,
+    step_size: Amount,
+    eps: Amount,
+    norm: str = "inf",
+    clamp: tuple[float, float] | None = (0.0, 1.0),
+) -> Tensor:
+    """In-place ``pgd_step``: writes x' into x_adv (no new tensor when x_adv is NCHW- or
+    channels_last-contiguous) and returns x_adv. Same arguments, formulas and contract."""
+    return _step(x_adv, grad, x_orig, step_size, eps, norm, clamp, inplace=True)
+
+
+def pgd_random_start(
+    x: Tensor,
+    eps: Amount,
+    norm: str = "inf",
+    clamp: tuple[float, float] | None = (0.0, 1.0),
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """A random starting point of PGD around x (N, ...), clipped to the box ``clamp`` (None: no box).
+
+    norm "inf": x + U(-eps, eps) per element. norm "2": uniform in the L2 ball of radius eps, per
+    sample: x + eps * u^(1/D) * z / ||z|| with z ~ N(0, I), u ~ U(0, 1), D the elements per sample.
+    eps: a finite float >= 0 or a tensor of shape (N,). Random numbers in float32 (float64 for
+    float64 x), from ``generator`` if given (on the device of x). Returns a new tensor like x.
+    """
+    check_float(x, "x")
+    _check_batched(x, "x")
+    _check_amount(eps, "eps", x, "x")
+    check_choice(norm, "norm", NORMS)
+    bounds = _check_clamp(clamp)
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    e = _per_sample(eps.to(acc) if isinstance(eps, Tensor) else eps, x)
+    if norm == "inf":
+        delta = (2 * torch.rand(x.shape, generator=generator, dtype=acc, device=x.device) - 1) * e
+    else:
+        z = torch.randn(x.shape, generator=generator, dtype=acc, device=x.device)
+        u = torch.rand((x.shape[0], *(1,) * (x.dim() - 1)), generator=generator, dtype=acc, device=x.device)
+        radius = e * u.pow(1.0 / max(1, x[0].numel()))
+        delta = z * (radius / _norm(z).clamp_min(torch.finfo(acc).tiny))
+    out = x.to(acc) + delta
+    return (out if bounds is None else out.clamp(*bounds)).to(x.dtype)
+
+
+# --- argument checks and backend choice --------------------------------------------------------------
+
+
+def _check_batched(t: Tensor, name: str) -> None:
+    if t.dim() == 0:
+        raise ValueError(f"{name} must have a batch dimension (N, ...), got a 0-dim tensor")
+
+
+def _check_no_grad(t: Tensor, name: str) -> None:
+    if t.requires_grad:
+        raise ValueError(f"{name} must not require grad: the PGD step is not differentiable (pass {name}.detach())")
+
+
+def _check_amount(value: object, name: str, x: Tensor, x_name: str) -> None:
+    """step_size or eps: a finite float >= 0, or a tensor of shape (N,) of such values on x's device."""
+    if not isinstance(value, Tensor):
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise TypeError(f"{name} must be a Python float or a tensor of shape (N,), got {type(value).__name__}")
+        check_finite_float(value, name)
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
+        return
+    check_float(value, name)
+    if tuple(value.shape) != (x.shape[0],):
+        raise ValueError(
+            f"{name} must be a float or a tensor of shape (N,) = ({x.shape[0]},) for {x_name} of shape "
+            f"{tuple(x.shape)}, got shape {tuple(value.shape)}"
+        )
+    if value.device != x.device:
+        raise ValueError(f"{name} must be on the device of {x_name} ({x.device}), got {value.device}")
+    _check_no_grad(value, name)
+    # A sync on a GPU; under torch.compile the values are not checked (data-dependent control flow).
+    if not torch.compiler.is_compiling() and not bool((torch.isfinite(value) & (value >= 0)).all()):
+        raise ValueError(f"{name} must be finite and >= 0 in every sample")
+
+
+def _check_clamp(clamp: object) -> tuple[float, float] | None:
+    if clamp is None:
+        return None
+    ok = isinstance(clamp, (tuple, list)) and len(clamp) == 2
+    ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in clamp)
+    if not ok or not clamp[0] <= clamp[1]:  # also NaN
+        raise ValueError(f"clamp must be None or a pair (lo, hi) of numbers with lo <= hi, got {clamp!r}")
+    return float(clamp[0]), float(clamp[1])
+
+
+def _step(x_adv, grad, x_orig, step_size, eps, norm, clamp, inplace: bool) -> Tensor:
+    check_float(x_adv, "x_adv")
+    _check_batched(x_adv, "x_adv")
+    check_like(grad, "grad", x_adv, "x_adv")
+    check_like(x_orig, "x_orig", x_adv, "x_adv")
+    for t, name in ((x_adv, "x_adv"), (grad, "grad"), (x_orig, "x_orig")):
+        _check_no_grad(t, name)
+    _check_amount(step_size, "step_size", x_adv, "x_adv")
+    _check_amount(eps, "eps", x_adv, "x_adv")
+    check_choice(norm, "norm", NORMS)
+    bounds = _check_clamp(clamp)
+    acc = torch.float64 if x_adv.dtype == torch.float64 else torch.float32
+    backend = backends.select(x_adv.device)
+    if backend == "torch":
+        step_size, eps = (v.to(acc) if isinstance(v, Tensor) else v for v in (step_size, eps))
+        out = in_float32(pgd_step_reference, x_adv, grad, x_orig, step_size=step_size, eps=eps, norm=norm,
+                         clamp=bounds)
+        return x_adv.copy_(out) if inplace else out
+    step_size, eps = (v if isinstance(v, Tensor) else x_adv.new_full((x_adv.shape[0],), v, dtype=acc)
+                      for v in (step_size, eps))
+    lo, hi = bounds if bounds is not None else (-math.inf, math.inf)
+    ops = torch.ops.deepfast_triton if backend == "triton" else torch.ops.deepfast
+    if inplace:
+        ops.pgd_step_(x_adv, grad, x_orig, step_size, eps, norm, lo, hi)
+        return x_adv
+    return ops.pgd_step(x_adv, grad, x_orig, step_size, eps, norm, lo, hi)
+
+
+# --- Triton backend: custom ops around the kernels of deepfast.kernels.pgd -------------------------
+
+
+@torch.library.custom_op("deepfast_triton::pgd_step", mutates_args=())
+def _triton_step(x_adv: Tensor, grad: Tensor, x_orig: Tensor, step_size: Tensor, eps: Tensor, norm: str,
+                 lo: float, hi: float) -> Tensor:
+    from deepfast.kernels import pgd
+
+    return pgd.step(x_adv, grad, x_orig, step_size, eps, norm, lo, hi, inplace=False)
+
+
+@torch.library.custom_op("deepfast_triton::pgd_step_", mutates_args=["x_adv"])
+def _triton_step_(x_adv: Tensor, grad: Tensor, x_orig: Tensor, step_size: Tensor, eps: Tensor, norm: str,
+                  lo: float, hi: float) -> None:
+    from deepfast.kernels import pgd
+
+    pgd.step(x_adv, grad, x_orig, step_size, eps, norm, lo, hi, inplace=True)
+
+
+# --- fake kernels, shared by the compiled (cpp/cuda) and Triton ops -----------------------------------
+
+
+def _fake_step(x_adv: Tensor, grad: Tensor, x_orig: Tensor, step_size: Tensor, eps: Tensor, norm: str,
+               lo: float, hi: float) -> Tensor:
+    return torch.empty_like(x_adv, memory_format=suggest_memory_format(x_adv))
+
+
+def _fake_step_(x_adv: Tensor, grad: Tensor, x_orig: Tensor, step_size: Tensor, eps: Tensor, norm: str,
+                lo: float, hi: float) -> None:
+    return None
+
+
+def _register_fakes() -> None:
+    for namespace in ["deepfast_triton"] + (["deepfast"] if backends.extension is not None else []):
+        torch.library.register_fake(f"{namespace}::pgd_step")(_fake_step)
+        torch.library.register_fake(f"{namespace}::pgd_step_")(_fake_step_)
+
+
+_register_fakes()
