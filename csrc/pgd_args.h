@@ -30,14 +30,15 @@ inline void check_per_sample(const at::Tensor& t, const char* name, const at::Te
               "), got ", t.device());
 }
 
+using PgdKernel = void (*)(const PgdProblem&);
+
 // pgd_step (inplace false: the result in a new tensor, in the memory format x_adv suggests) and
 // pgd_step_ (inplace true: the result written into x_adv, which is returned): checks the arguments,
-// lays them out for `kernel(const PgdProblem&)` and runs it. The values of step_size and eps
-// (finite, >= 0) are checked by the Python wrapper, not here: on a GPU that would cost a sync.
-template <typename Kernel>
-at::Tensor pgd_run(const at::Tensor& x_adv, const at::Tensor& grad, const at::Tensor& x_orig,
-                   const at::Tensor& step_size, const at::Tensor& eps, c10::string_view norm, double lo, double hi,
-                   bool inplace, const Kernel& kernel) {
+// lays them out for `kernel` and runs it. The values of step_size and eps (finite, >= 0) are checked
+// by the Python wrapper, not here: on a GPU that would cost a sync.
+inline at::Tensor pgd_run(const at::Tensor& x_adv, const at::Tensor& grad, const at::Tensor& x_orig,
+                          const at::Tensor& step_size, const at::Tensor& eps, c10::string_view norm, double lo,
+                          double hi, bool inplace, PgdKernel kernel) {
   check_float(x_adv, "x_adv");
   TORCH_CHECK(x_adv.dim() >= 1, "deepfast: x_adv must have a batch dimension (N, ...), got a 0-dim tensor");
   check_like(grad, "grad", x_adv, "x_adv");
@@ -63,6 +64,21 @@ at::Tensor pgd_run(const at::Tensor& x_adv, const at::Tensor& grad, const at::Te
   if (x_adv.numel() > 0) kernel(p);
   if (inplace && !p.out.is_same(x_adv)) x_adv.copy_(p.out);
   return inplace ? x_adv : p.out;
+}
+
+// The implementations of the schemas pgd_step and pgd_step_ for the device that Kernel runs on.
+template <PgdKernel Kernel>
+at::Tensor pgd_step_op(const at::Tensor& x_adv, const at::Tensor& grad, const at::Tensor& x_orig,
+                       const at::Tensor& step_size, const at::Tensor& eps, c10::string_view norm, double lo,
+                       double hi) {
+  return pgd_run(x_adv, grad, x_orig, step_size, eps, norm, lo, hi, false, Kernel);
+}
+
+template <PgdKernel Kernel>
+void pgd_step_inplace_op(at::Tensor& x_adv, const at::Tensor& grad, const at::Tensor& x_orig,
+                         const at::Tensor& step_size, const at::Tensor& eps, c10::string_view norm, double lo,
+                         double hi) {
+  pgd_run(x_adv, grad, x_orig, step_size, eps, norm, lo, hi, true, Kernel);
 }
 
 }  // namespace deepfast

@@ -67,6 +67,17 @@ DF_CPU_CLONES void l2_write(Ptrs<scalar_t> p, acc_t<scalar_t> step, acc_t<scalar
   }
 }
 
+// What the loops over samples read: per-sample step and eps, the box, and the elements per sample.
+template <typename T>
+struct Samples {
+  const T *step, *eps;
+  T lo, hi;
+  int64_t n, per_sample;
+  explicit Samples(const PgdProblem& pr)
+      : step(pr.step.const_data_ptr<T>()), eps(pr.eps.const_data_ptr<T>()), lo(T(pr.lo)), hi(T(pr.hi)),
+        n(pr.samples), per_sample(pr.per_sample) {}
+};
+
 // Sum of chunk_sum(begin, end) over the chunks [c * kBlock, min(n, (c + 1) * kBlock)) of [0, n), in
 // order, in this thread: the same bits as deterministic_sum(n, chunk_sum).
 template <typename T, typename F>
@@ -77,45 +88,41 @@ T serial_sum(int64_t n, const F& chunk_sum) {
 }
 
 template <typename scalar_t>
-void pgd_linf_cpu(const PgdProblem& pr, Ptrs<scalar_t> p) {
-  using T = acc_t<scalar_t>;
-  const T *step = pr.step.const_data_ptr<T>(), *eps = pr.eps.const_data_ptr<T>();
-  const T lo = T(pr.lo), hi = T(pr.hi);
-  const int64_t m = pr.per_sample;
-  at::parallel_for(0, pr.samples * m, kBlock, [&](int64_t begin, int64_t end) {
+void pgd_linf_cpu(const Samples<acc_t<scalar_t>>& sa, Ptrs<scalar_t> p) {
+  const int64_t m = sa.per_sample;
+  at::parallel_for(0, sa.n * m, kBlock, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end;) {  // the runs of [begin, end) within one sample
       const int64_t s = i / m, run_end = std::min(end, (s + 1) * m);
-      linf_run<scalar_t>(p.at(i), step[s], eps[s], lo, hi, run_end - i);
+      linf_run<scalar_t>(p.at(i), sa.step[s], sa.eps[s], sa.lo, sa.hi, run_end - i);
       i = run_end;
     }
   });
 }
 
 template <typename scalar_t>
-void pgd_l2_cpu(const PgdProblem& pr, Ptrs<scalar_t> p) {
+void pgd_l2_cpu(const Samples<acc_t<scalar_t>>& sa, Ptrs<scalar_t> p) {
   using T = acc_t<scalar_t>;
-  const T *step = pr.step.const_data_ptr<T>(), *eps = pr.eps.const_data_ptr<T>();
-  const T lo = T(pr.lo), hi = T(pr.hi);
-  const int64_t m = pr.per_sample;
+  const int64_t m = sa.per_sample;
   // The three passes over sample s; `sum` is serial_sum or deterministic_sum, `for_chunks` runs the
   // write pass over the chunks of the sample.
   auto sample = [&](int64_t s, const auto& sum, const auto& for_chunks) {
     const Ptrs<scalar_t> q = p.at(s * m);
+    const T step = sa.step[s];
     const T ginv = pgd_l2_grad_inv<T>(sum(m, [&](int64_t b, int64_t e) { return grad_sumsq(q.at(b), e - b); }));
-    const T dsum = sum(m, [&](int64_t b, int64_t e) { return delta_sumsq(q.at(b), step[s], ginv, e - b); });
-    const T factor = pgd_l2_factor<T>(dsum, eps[s]);
-    for_chunks(m, [&](int64_t b, int64_t e) { l2_write(q.at(b), step[s], ginv, factor, lo, hi, e - b); });
+    const T dsum = sum(m, [&](int64_t b, int64_t e) { return delta_sumsq(q.at(b), step, ginv, e - b); });
+    const T factor = pgd_l2_factor<T>(dsum, sa.eps[s]);
+    for_chunks(m, [&](int64_t b, int64_t e) { l2_write(q.at(b), step, ginv, factor, sa.lo, sa.hi, e - b); });
   };
   auto serial = [](int64_t n, const auto& f) { return serial_sum<T>(n, f); };
-  if (pr.samples >= at::get_num_threads()) {
+  if (sa.n >= at::get_num_threads()) {
     auto serial_chunks = [](int64_t n, const auto& f) { f(int64_t(0), n); };
-    at::parallel_for(0, pr.samples, std::max<int64_t>(1, kBlock / m), [&](int64_t s0, int64_t s1) {
+    at::parallel_for(0, sa.n, std::max<int64_t>(1, kBlock / m), [&](int64_t s0, int64_t s1) {
       for (int64_t s = s0; s < s1; ++s) sample(s, serial, serial_chunks);
     });
   } else {
     auto parallel = [](int64_t n, const auto& f) { return deterministic_sum<T>(n, f); };
     auto parallel_chunks = [](int64_t n, const auto& f) { at::parallel_for(0, n, kBlock, f); };
-    for (int64_t s = 0; s < pr.samples; ++s) sample(s, parallel, parallel_chunks);
+    for (int64_t s = 0; s < sa.n; ++s) sample(s, parallel, parallel_chunks);
   }
 }
 
@@ -123,31 +130,20 @@ void pgd_cpu(const PgdProblem& pr) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, pr.x.scalar_type(), "pgd_step_cpu", [&] {
     const Ptrs<scalar_t> p{pr.x.const_data_ptr<scalar_t>(), pr.grad.const_data_ptr<scalar_t>(),
                            pr.x0.const_data_ptr<scalar_t>(), pr.out.mutable_data_ptr<scalar_t>()};
+    const Samples<acc_t<scalar_t>> sa(pr);
     if (pr.l2) {
-      pgd_l2_cpu<scalar_t>(pr, p);
+      pgd_l2_cpu<scalar_t>(sa, p);
     } else {
-      pgd_linf_cpu<scalar_t>(pr, p);
+      pgd_linf_cpu<scalar_t>(sa, p);
     }
   });
-}
-
-at::Tensor pgd_step_cpu(const at::Tensor& x_adv, const at::Tensor& grad, const at::Tensor& x_orig,
-                        const at::Tensor& step_size, const at::Tensor& eps, c10::string_view norm, double lo,
-                        double hi) {
-  return pgd_run(x_adv, grad, x_orig, step_size, eps, norm, lo, hi, false, pgd_cpu);
-}
-
-void pgd_step_inplace_cpu(at::Tensor& x_adv, const at::Tensor& grad, const at::Tensor& x_orig,
-                          const at::Tensor& step_size, const at::Tensor& eps, c10::string_view norm, double lo,
-                          double hi) {
-  pgd_run(x_adv, grad, x_orig, step_size, eps, norm, lo, hi, true, pgd_cpu);
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(deepfast, CPU, m) {
-  m.impl("pgd_step", &pgd_step_cpu);
-  m.impl("pgd_step_", &pgd_step_inplace_cpu);
+  m.impl("pgd_step", &pgd_step_op<pgd_cpu>);
+  m.impl("pgd_step_", &pgd_step_inplace_op<pgd_cpu>);
 }
 
 }  // namespace deepfast

@@ -118,6 +118,7 @@ __global__ void pgd_l2_kernel(PgdArgs<scalar_t> a, const acc_t<scalar_t>* __rest
 }
 
 void pgd_cuda(const PgdProblem& pr) {
+  const c10::cuda::CUDAGuard guard(pr.x.device());
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, pr.x.scalar_type(), "pgd_step_cuda", [&] {
     using T = acc_t<scalar_t>;
@@ -146,25 +147,11 @@ void pgd_cuda(const PgdProblem& pr) {
   });
 }
 
-at::Tensor pgd_step_cuda(const at::Tensor& x_adv, const at::Tensor& grad, const at::Tensor& x_orig,
-                         const at::Tensor& step_size, const at::Tensor& eps, c10::string_view norm, double lo,
-                         double hi) {
-  const c10::cuda::CUDAGuard guard(x_adv.device());
-  return pgd_run(x_adv, grad, x_orig, step_size, eps, norm, lo, hi, false, pgd_cuda);
-}
-
-void pgd_step_inplace_cuda(at::Tensor& x_adv, const at::Tensor& grad, const at::Tensor& x_orig,
-                           const at::Tensor& step_size, const at::Tensor& eps, c10::string_view norm, double lo,
-                           double hi) {
-  const c10::cuda::CUDAGuard guard(x_adv.device());
-  pgd_run(x_adv, grad, x_orig, step_size, eps, norm, lo, hi, true, pgd_cuda);
-}
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(deepfast, CUDA, m) {
-  m.impl("pgd_step", &pgd_step_cuda);
-  m.impl("pgd_step_", &pgd_step_inplace_cuda);
+  m.impl("pgd_step", &pgd_step_op<pgd_cuda>);
+  m.impl("pgd_step_", &pgd_step_inplace_op<pgd_cuda>);
 }
 
 }  // namespace deepfast

@@ -229,33 +229,32 @@ def _step(x_adv, grad, x_orig, step_size, eps, norm, clamp, inplace: bool) -> Te
 
 # --- Triton backend: custom ops around the kernels of deepfast.kernels.pgd -------------------------
 
+_ARGS = "Tensor grad, Tensor x_orig, Tensor step_size, Tensor eps, str norm, float lo, float hi"  # after x_adv
 
-@torch.library.custom_op("deepfast_triton::pgd_step", mutates_args=())
-def _triton_step(x_adv: Tensor, grad: Tensor, x_orig: Tensor, step_size: Tensor, eps: Tensor, norm: str,
-                 lo: float, hi: float) -> Tensor:
+
+@torch.library.custom_op("deepfast_triton::pgd_step", mutates_args=(), schema=f"(Tensor x_adv, {_ARGS}) -> Tensor")
+def _triton_step(x_adv: Tensor, *args) -> Tensor:
     from deepfast.kernels import pgd
 
-    return pgd.step(x_adv, grad, x_orig, step_size, eps, norm, lo, hi, inplace=False)
+    return pgd.step(x_adv, *args, inplace=False)
 
 
-@torch.library.custom_op("deepfast_triton::pgd_step_", mutates_args=["x_adv"])
-def _triton_step_(x_adv: Tensor, grad: Tensor, x_orig: Tensor, step_size: Tensor, eps: Tensor, norm: str,
-                  lo: float, hi: float) -> None:
+@torch.library.custom_op("deepfast_triton::pgd_step_", mutates_args=["x_adv"],
+                         schema=f"(Tensor(a!) x_adv, {_ARGS}) -> ()")
+def _triton_step_(x_adv: Tensor, *args) -> None:
     from deepfast.kernels import pgd
 
-    pgd.step(x_adv, grad, x_orig, step_size, eps, norm, lo, hi, inplace=True)
+    pgd.step(x_adv, *args, inplace=True)
 
 
 # --- fake kernels, shared by the compiled (cpp/cuda) and Triton ops -----------------------------------
 
 
-def _fake_step(x_adv: Tensor, grad: Tensor, x_orig: Tensor, step_size: Tensor, eps: Tensor, norm: str,
-               lo: float, hi: float) -> Tensor:
+def _fake_step(x_adv: Tensor, *args) -> Tensor:
     return torch.empty_like(x_adv, memory_format=suggest_memory_format(x_adv))
 
 
-def _fake_step_(x_adv: Tensor, grad: Tensor, x_orig: Tensor, step_size: Tensor, eps: Tensor, norm: str,
-                lo: float, hi: float) -> None:
+def _fake_step_(x_adv: Tensor, *args) -> None:
     return None
 
 
