@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import TOLERANCE, assert_compiles_fullgraph
+from conftest import TOLERANCE, assert_compiles_fullgraph, compiled_namespaces
 
 import deepfast
 from deepfast import backends
@@ -67,11 +67,6 @@ def test_grad_of_one_input(backend_device, wrt, reduction, poison):
     """Only the input that requires grad gets one (CycleGAN: orig is real data)."""
     backend, device = backend_device
     assert_matches_reference(backend, *make_inputs((2, 3, 4, 5), torch.float32, device), -0.75, reduction, wrt)
-
-
-def compiled_namespaces():
-    return [ns for ns, ok in (("deepfast", backends.extension is not None),
-                              ("deepfast_triton", backends.status()["triton"].available)) if ok]
 
 
 @pytest.mark.parametrize("namespace", compiled_namespaces())

@@ -3,7 +3,7 @@ the contract (inside the eps ball and the box, never NaN), layouts, compile, opc
 
 import pytest
 import torch
-from conftest import TOLERANCE, assert_compiles_fullgraph
+from conftest import TOLERANCE, assert_compiles_fullgraph, compiled_namespaces
 from torch._prims_common import suggest_memory_format
 
 import deepfast
@@ -252,11 +252,6 @@ def test_random_start_generator_reproducible():
 
 
 # --- dispatcher ops: opcheck, torch.compile ----------------------------------------------------------
-
-
-def compiled_namespaces():
-    return [ns for ns, ok in (("deepfast", backends.extension is not None),
-                              ("deepfast_triton", backends.status()["triton"].available)) if ok]
 
 
 @pytest.mark.parametrize("namespace", compiled_namespaces())
