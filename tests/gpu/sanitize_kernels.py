@@ -36,7 +36,22 @@ def cycle_l1(device: str) -> None:
                         deepfast.ops.cycle_l1(r, o, weight=2.0, reduction=reduction).backward()
 
 
-EXERCISES = [reparam_kl, cycle_l1]
+def pgd_step(device: str) -> None:
+    for dtype in DTYPES:
+        for shape in [(1, 1), (5, 1, 13, 11), (3, 3, 67, 129)]:  # the last: several tiles per sample
+            x_orig = torch.rand(shape, device=device, dtype=dtype)
+            x_adv, grad = deepfast.ops.pgd_random_start(x_orig, 0.1), torch.randn_like(x_orig)
+            step = torch.full((shape[0],), 0.02, device=device)
+            layouts = [(x_adv, grad, x_orig), (x_adv[..., ::2], grad[..., ::2], x_orig[..., ::2])]  # strided: copied
+            if len(shape) == 4:
+                layouts.append(tuple(t.contiguous(memory_format=torch.channels_last) for t in (x_adv, grad, x_orig)))
+            for x, g, x0 in layouts:
+                for norm in ("inf", "2"):
+                    deepfast.ops.pgd_step(x, g, x0, step_size=step, eps=0.1, norm=norm)
+                    deepfast.ops.pgd_step_(x.clone(), g, x0, step_size=0.02, eps=0.1, norm=norm, clamp=None)
+
+
+EXERCISES = [reparam_kl, cycle_l1, pgd_step]
 
 
 def main() -> None:
