@@ -153,11 +153,12 @@ def test_l2_is_deterministic(backend_device):
 
 
 @pytest.mark.parametrize("inplace", [False, True], ids=["pgd_step", "pgd_step_"])
-def test_empty(backend_device, inplace):
+@pytest.mark.parametrize("norm", NORMS)
+def test_empty(backend_device, norm, inplace):
     backend, device = backend_device
     for shape in [(0, 3, 4, 4), (4, 0)]:
         x = torch.zeros(shape, device=device)
-        out = run(backend, inplace, x, x, x, step_size=0.1, eps=torch.ones(shape[0], device=device))
+        out = run(backend, inplace, x, x, x, step_size=0.1, eps=torch.ones(shape[0], device=device), norm=norm)
         assert out.shape == shape
 
 
@@ -231,6 +232,7 @@ def test_random_start_in_ball_and_box(norm, dtype):
         assert (size <= e * (1 + 1e-6) + 1e-6).all()
         if isinstance(eps, torch.Tensor):
             assert torch.equal(start[0], x[0])  # eps 0
+    assert pgd_random_start(x[:0], 0.1, norm=norm).shape == (0, 3, 5, 5)
 
 
 def test_random_start_distribution():

@@ -34,6 +34,11 @@ NORMS = ("inf", "2")
 Amount = float | Tensor  # a Python float, or one value per sample: a tensor of shape (N,)
 
 
+def _acc_dtype(x: Tensor) -> torch.dtype:
+    """The dtype the kernels compute in: float64 for float64, else float32."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
 def _per_sample(value: Amount, x: Tensor) -> Amount:
     """A float as it is; a (N,) tensor viewed as (N, 1, ..., 1) to broadcast over the samples of x."""
     return value.view(-1, *(1,) * (x.dim() - 1)) if isinstance(value, Tensor) else value
@@ -41,7 +46,8 @@ def _per_sample(value: Amount, x: Tensor) -> Amount:
 
 def _norm(t: Tensor) -> Tensor:
     """L2 norm of each sample of t, shaped (N, 1, ..., 1)."""
-    return torch.linalg.vector_norm(t.reshape(t.shape[0], -1), dim=1).view(-1, *(1,) * (t.dim() - 1))
+    flat = t.reshape(t.shape[0], math.prod(t.shape[1:]))
+    return torch.linalg.vector_norm(flat, dim=1).view(-1, *(1,) * (t.dim() - 1))
 
 
 def pgd_step_reference(
@@ -140,14 +146,14 @@ def pgd_random_start(
     _check_amount(eps, "eps", x, "x")
     check_choice(norm, "norm", NORMS)
     bounds = _check_clamp(clamp)
-    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    acc = _acc_dtype(x)
     e = _per_sample(eps.to(acc) if isinstance(eps, Tensor) else eps, x)
     if norm == "inf":
         delta = (2 * torch.rand(x.shape, generator=generator, dtype=acc, device=x.device) - 1) * e
     else:
         z = torch.randn(x.shape, generator=generator, dtype=acc, device=x.device)
         u = torch.rand((x.shape[0], *(1,) * (x.dim() - 1)), generator=generator, dtype=acc, device=x.device)
-        radius = e * u.pow(1.0 / max(1, x[0].numel()))
+        radius = e * u.pow(1.0 / max(1, math.prod(x.shape[1:])))
         delta = z * (radius / _norm(z).clamp_min(torch.finfo(acc).tiny))
     out = x.to(acc) + delta
     return (out if bounds is None else out.clamp(*bounds)).to(x.dtype)
@@ -210,7 +216,7 @@ def _step(x_adv, grad, x_orig, step_size, eps, norm, clamp, inplace: bool) -> Te
     _check_amount(eps, "eps", x_adv, "x_adv")
     check_choice(norm, "norm", NORMS)
     bounds = _check_clamp(clamp)
-    acc = torch.float64 if x_adv.dtype == torch.float64 else torch.float32
+    acc = _acc_dtype(x_adv)
     backend = backends.select(x_adv.device)
     if backend == "torch":
         step_size, eps = (v.to(acc) if isinstance(v, Tensor) else v for v in (step_size, eps))
