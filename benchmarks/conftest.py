@@ -218,14 +218,15 @@ def measure(
 
 
 def measure_impl(benchmark, impl: str, reference, fused, make_step, *, rtol: float = 1e-4, atol: float = 1e-4,
-                 **labels):
+                 label: str | None = None, **labels):
     """Time one impl row of an op: ``make_step(fn)`` returns the zero-argument step to time, calling ``fn``.
 
     impl "eager": fn is ``reference``; "compile": torch.compile of it (static shapes, compiled afresh
     for this test: no recompile limits from earlier tests); a backend name: ``fused`` with that backend
     forced. Except for eager, the outputs of the step (a tuple of tensors) are first checked against
-    those of ``make_step(reference)``, so that every row measures a correct implementation. ``labels``
-    go to ``measure``.
+    those of ``make_step(reference)``, computed first (so a ``fused`` that updates an input in place is
+    checked from the same inputs), so that every row measures a correct implementation. ``label`` is
+    the row's impl column (default: impl); ``labels`` go to ``measure``.
     """
     backend = None
     if impl == "eager":
@@ -238,9 +239,10 @@ def measure_impl(benchmark, impl: str, reference, fused, make_step, *, rtol: flo
     step = make_step(fn)
     with deepfast.use_backend(backend or "auto"):
         if impl != "eager":
-            for got, want in zip(step(), make_step(reference)(), strict=True):
+            expected = make_step(reference)()
+            for got, want in zip(step(), expected, strict=True):
                 torch.testing.assert_close(got, want, rtol=rtol, atol=atol)
-        return measure(benchmark, step, impl=impl, **labels)
+        return measure(benchmark, step, impl=label or impl, **labels)
 
 
 # --- pytest hooks ------------------------------------------------------------------------------------
