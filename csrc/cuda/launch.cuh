@@ -9,11 +9,15 @@ namespace deepfast {
 
 constexpr int kThreads = 256;
 
+// Blocks of kThreads that fill every SM of the current device.
+inline int64_t resident_blocks() {
+  return int64_t(at::cuda::getCurrentDeviceProperties()->multiProcessorCount) * 8;
+}
+
 // Grid for a grid-stride loop over n elements: enough blocks to fill every SM, no more.
 inline int grid_size(int64_t n) {
-  const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
   const int64_t needed = (n + kThreads - 1) / kThreads;
-  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(needed, sms * 8)));
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(needed, resident_blocks())));
 }
 
 // Sum over the threads of a block (blockDim.x == kThreads); the result is valid in thread 0.

@@ -1,10 +1,12 @@
 // CUDA kernels of deepfast::pgd_step and deepfast::pgd_step_.
 //
-// The elements of each sample are cut into tiles of kTile elements (the last one of a sample
-// shorter), numbered sample-major; blocks loop over tiles, so a block's per-sample values are loaded
-// once per tile and no element index is divided. Linf: one kernel. L2: three, each tile writing one
-// partial sum (sum of g^2, then of d^2) with a fixed-order block reduction; the per-sample norms add
-// the partial sums of the sample in order (thread 0 of each block), so the result is deterministic.
+// The elements of each sample are cut into tiles (the last one of a sample shorter), numbered
+// sample-major; blocks loop over tiles, so a block's per-sample values are loaded once per tile and
+// no element index is divided. The tile size (a power of 2 in [kMinTile, kMaxTile]) is the largest
+// that still gives every SM several tiles. Linf: one kernel. L2: three, each tile writing one partial
+// sum (sum of g^2, then of d^2) with a fixed-order block reduction; the per-sample norms add the
+// partial sums of the sample in a fixed order (the first warp of each block), so the result is the
+// same bits on every run on one GPU.
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/cuda/CUDAContext.h>
@@ -19,7 +21,7 @@
 namespace deepfast {
 namespace {
 
-constexpr int64_t kTile = 8192;
+constexpr int64_t kMinTile = 1024, kMaxTile = 8192;
 
 // What every kernel gets. out may be x (in place): no __restrict__ on those two.
 template <typename scalar_t>
@@ -31,25 +33,28 @@ struct PgdArgs {
   const acc_t<scalar_t>* step;
   const acc_t<scalar_t>* eps;
   acc_t<scalar_t> lo, hi;
-  int64_t per_sample, tiles_per_sample, tiles;
+  int64_t per_sample, tile, tiles_per_sample, tiles;
 };
 
 struct Tile {
   int64_t sample, begin, end;
 };
 
-__device__ __forceinline__ Tile tile_at(int64_t t, int64_t per_sample, int64_t tiles_per_sample) {
-  const int64_t s = t / tiles_per_sample;
-  const int64_t begin = s * per_sample + (t - s * tiles_per_sample) * kTile;
-  const int64_t sample_end = (s + 1) * per_sample;
-  return {s, begin, begin + kTile < sample_end ? begin + kTile : sample_end};
+template <typename scalar_t>
+__device__ __forceinline__ Tile tile_at(const PgdArgs<scalar_t>& a, int64_t t) {
+  const int64_t s = t / a.tiles_per_sample;
+  const int64_t begin = s * a.per_sample + (t - s * a.tiles_per_sample) * a.tile;
+  const int64_t sample_end = (s + 1) * a.per_sample;
+  return {s, begin, begin + a.tile < sample_end ? begin + a.tile : sample_end};
 }
 
-// The partial sums of sample s added in order (one thread).
+// The partial sums of sample s added in a fixed order by the first warp (lane-strided, then a
+// shuffle tree); the result is valid in thread 0.
 template <typename T>
 __device__ T sample_sum(const T* __restrict__ partial, int64_t s, int64_t tiles_per_sample) {
   T sum = 0;
-  for (int64_t c = 0; c < tiles_per_sample; ++c) sum += partial[s * tiles_per_sample + c];
+  for (int64_t c = threadIdx.x; c < tiles_per_sample; c += 32) sum += partial[s * tiles_per_sample + c];
+  for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_down_sync(0xffffffffu, sum, offset);
   return sum;
 }
 
@@ -57,7 +62,7 @@ template <typename scalar_t>
 __global__ void pgd_linf_kernel(PgdArgs<scalar_t> a) {
   using T = acc_t<scalar_t>;
   for (int64_t t = blockIdx.x; t < a.tiles; t += gridDim.x) {
-    const Tile tile = tile_at(t, a.per_sample, a.tiles_per_sample);
+    const Tile tile = tile_at(a, t);
     const T step = a.step[tile.sample], eps = a.eps[tile.sample];
     for (int64_t i = tile.begin + threadIdx.x; i < tile.end; i += blockDim.x) {
       a.out[i] = scalar_t(pgd_linf<T>(T(a.x[i]), T(a.g[i]), T(a.x0[i]), step, eps, a.lo, a.hi));
@@ -70,7 +75,7 @@ template <typename scalar_t>
 __global__ void pgd_grad_sumsq_kernel(PgdArgs<scalar_t> a, acc_t<scalar_t>* __restrict__ gpartial) {
   using T = acc_t<scalar_t>;
   for (int64_t t = blockIdx.x; t < a.tiles; t += gridDim.x) {
-    const Tile tile = tile_at(t, a.per_sample, a.tiles_per_sample);
+    const Tile tile = tile_at(a, t);
     T sum = 0;
     for (int64_t i = tile.begin + threadIdx.x; i < tile.end; i += blockDim.x) {
       const T g = T(a.g[i]);
@@ -87,13 +92,15 @@ template <typename scalar_t, bool kWrite>
 __global__ void pgd_l2_kernel(PgdArgs<scalar_t> a, const acc_t<scalar_t>* __restrict__ gpartial,
                               acc_t<scalar_t>* __restrict__ dpartial) {
   using T = acc_t<scalar_t>;
-  __shared__ T ginv_factor[2];  // of the tile's sample, computed by thread 0
+  __shared__ T ginv_factor[2];  // of the tile's sample, computed by the first warp
   for (int64_t t = blockIdx.x; t < a.tiles; t += gridDim.x) {
-    const Tile tile = tile_at(t, a.per_sample, a.tiles_per_sample);
-    if (threadIdx.x == 0) {
-      ginv_factor[0] = pgd_l2_grad_inv<T>(sample_sum(gpartial, tile.sample, a.tiles_per_sample));
+    const Tile tile = tile_at(a, t);
+    if (threadIdx.x < 32) {
+      const T gsum = sample_sum(gpartial, tile.sample, a.tiles_per_sample);
+      if (threadIdx.x == 0) ginv_factor[0] = pgd_l2_grad_inv<T>(gsum);
       if constexpr (kWrite) {
-        ginv_factor[1] = pgd_l2_factor<T>(sample_sum(dpartial, tile.sample, a.tiles_per_sample), a.eps[tile.sample]);
+        const T dsum = sample_sum(dpartial, tile.sample, a.tiles_per_sample);
+        if (threadIdx.x == 0) ginv_factor[1] = pgd_l2_factor<T>(dsum, a.eps[tile.sample]);
       }
     }
     __syncthreads();
@@ -122,14 +129,17 @@ void pgd_cuda(const PgdProblem& pr) {
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, pr.x.scalar_type(), "pgd_step_cuda", [&] {
     using T = acc_t<scalar_t>;
-    const int64_t tiles_per_sample = (pr.per_sample + kTile - 1) / kTile;
+    const int64_t resident = resident_blocks();
+    int64_t tile = kMaxTile;
+    while (tile > kMinTile && pr.samples * ((pr.per_sample + tile - 1) / tile) < 4 * resident) tile /= 2;
+    const int64_t tiles_per_sample = (pr.per_sample + tile - 1) / tile;
     const PgdArgs<scalar_t> a{pr.x.const_data_ptr<scalar_t>(), pr.grad.const_data_ptr<scalar_t>(),
                               pr.x0.const_data_ptr<scalar_t>(), pr.out.mutable_data_ptr<scalar_t>(),
                               pr.step.const_data_ptr<T>(),      pr.eps.const_data_ptr<T>(),
                               T(pr.lo),                         T(pr.hi),
-                              pr.per_sample,                    tiles_per_sample,
-                              pr.samples * tiles_per_sample};
-    const int blocks = grid_size(a.tiles * kThreads);  // one block per tile, at most enough to fill the GPU
+                              pr.per_sample,                    tile,
+                              tiles_per_sample,                 pr.samples * tiles_per_sample};
+    const int blocks = static_cast<int>(std::min(a.tiles, resident));  // grid-stride over the tiles
     if (!pr.l2) {
       pgd_linf_kernel<scalar_t><<<blocks, kThreads, 0, stream>>>(a);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
