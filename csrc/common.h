@@ -63,4 +63,7 @@ DF_HD float exp_f32(float x) {
 DF_HD float exp_acc(float x) { return exp_f32(x); }
 DF_HD double exp_acc(double x) { return exp(x); }
 
+DF_HD float sqrt_acc(float x) { return sqrtf(x); }
+DF_HD double sqrt_acc(double x) { return sqrt(x); }
+
 }  // namespace deepfast

@@ -12,9 +12,6 @@
 
 namespace deepfast {
 
-DF_HD float sqrt_acc(float x) { return sqrtf(x); }
-DF_HD double sqrt_acc(double x) { return sqrt(x); }
-
 template <typename T>
 DF_HD T clip(T v, T lo, T hi) {
   v = v < lo ? lo : v;
