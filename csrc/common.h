@@ -12,6 +12,13 @@
 #define DF_HD inline __attribute__((always_inline))
 #endif
 
+// The loops are compiled for AVX-512, AVX2 and baseline x86-64; the loader picks the best the CPU has.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define DF_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define DF_CPU_CLONES
+#endif
+
 namespace deepfast {
 
 // Accumulation type: float for float/half/bfloat16, double for double.

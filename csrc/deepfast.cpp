@@ -23,6 +23,16 @@ TORCH_LIBRARY(deepfast, m) {
   m.def(
       "reparam_kl_backward(Tensor grad_z, Tensor grad_kl, Tensor mu, Tensor logvar, Tensor eps, float scale)"
       " -> (Tensor, Tensor)");
+  // Batch / instance norm + LeakyReLU (csrc/norm_act.h). Batch statistics when mean and var are
+  // None (returned, biased var, float32 or float64, one per group), else those (running) ones.
+  // y = leaky(w (x - mean) / sqrt(var + eps) + b); instance: statistics per (n, c).
+  m.def(
+      "norm_act(Tensor x, Tensor? weight, Tensor? bias, Tensor? mean, Tensor? var, bool instance, float eps,"
+      " float slope, bool inplace) -> (Tensor, Tensor, Tensor)");
+  // (grad_x, grad_weight, grad_bias); saved is x, or y in in-place mode.
+  m.def(
+      "norm_act_backward(Tensor grad_y, Tensor saved, Tensor? weight, Tensor? bias, Tensor mean, Tensor var,"
+      " bool batch_stats, bool instance, float eps, float slope, bool inplace) -> (Tensor, Tensor, Tensor)");
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

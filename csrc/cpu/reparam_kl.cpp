@@ -17,13 +17,6 @@ namespace {
 // Elements per partial sum of kl. Fixed, so the reduced value does not depend on the thread count.
 constexpr int64_t kBlock = 1 << 14;
 
-// The loops are compiled for AVX-512, AVX2 and baseline x86-64; the loader picks the best the CPU has.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define DF_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define DF_CPU_CLONES
-#endif
-
 template <typename scalar_t, bool kReduce>
 DF_CPU_CLONES acc_t<scalar_t> forward_range(const scalar_t* mu, const scalar_t* logvar, const scalar_t* eps, scalar_t* z,
                               scalar_t* kl, int64_t begin, int64_t end) {

@@ -1,5 +1,16 @@
 """Fused ops: one function per op, with the backend choice, autograd and a pure-torch reference."""
 
+from deepfast.ops.norm_act import (
+    batch_norm_leaky_relu,
+    batch_norm_leaky_relu_reference,
+    instance_norm_leaky_relu,
+    instance_norm_leaky_relu_reference,
+)
 from deepfast.ops.reparam_kl import reparameterize_kl, reparameterize_kl_reference
 
-__all__ = ["reparameterize_kl", "reparameterize_kl_reference"]
+__all__ = [
+    "batch_norm_leaky_relu",
+    "batch_norm_leaky_relu_reference",
+    "instance_norm_leaky_relu",
+    "instance_norm_leaky_relu_reference",
+   "reparameterize_kl", "reparameterize_kl_reference"]

@@ -1,0 +1,258 @@
+// CPU kernels of deepfast::norm_act and deepfast::norm_act_backward (batch / instance norm +
+// LeakyReLU). Two passes over the data each way: per-group sums, then one elementwise pass.
+// NCHW data is reduced along contiguous rows of S values; channels_last data (S == 1) along
+// columns, vectorised across C. Partial sums have a fixed size and are added in a fixed order,
+// so results do not depend on the thread count.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "../norm_act_args.h"
+
+namespace deepfast {
+namespace {
+
+// Values per partial sum, and per task of the elementwise pass.
+constexpr int64_t kChunk = 1 << 12;
+
+// s1[g], s2[g] = sums over group g of the two values f(i, g, u, v) gives for element i.
+template <typename T, typename F>
+DF_CPU_CLONES void group_sums(const NormLayout& L, const F& f, T* s1, T* s2) {
+  const int64_t B = L.B, R = L.R, C = L.C, S = L.S;
+  if (S > 1) {  // rows of S contiguous values
+    at::parallel_for(0, L.groups(), 1, [&](int64_t g0, int64_t g1) {
+      for (int64_t g = g0; g < g1; ++g) {
+        const int64_t b = g / C, c = g % C;
+        T a1 = 0, a2 = 0;
+        for (int64_t r = 0; r < R; ++r) {
+          const int64_t base = ((b * R + r) * C + c) * S;
+          for (int64_t s0 = 0; s0 < S; s0 += kChunk) {
+            const int64_t s1_end = std::min(S, s0 + kChunk);
+            T p1 = 0, p2 = 0;
+#pragma omp simd reduction(+ : p1, p2)
+            for (int64_t s = s0; s < s1_end; ++s) {
+              T u, v;
+              f(base + s, g, u, v);
+              p1 += u;
+              p2 += v;
+            }
+            a1 += p1;
+            a2 += p2;
+          }
+        }
+        s1[g] = a1;
+        s2[g] = a2;
+      }
+    });
+    return;
+  }
+  // columns: C contiguous values per row; partial sums over fixed chunks of rows
+  const int64_t rows = std::max<int64_t>(1, kChunk / std::max<int64_t>(C, 1));
+  const int64_t chunks = (R + rows - 1) / rows;
+  std::vector<T> part1(B * chunks * C), part2(B * chunks * C);
+  at::parallel_for(0, B * chunks, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t b = t / chunks, r0 = (t % chunks) * rows, r1 = std::min(R, r0 + rows);
+      T* p1 = part1.data() + t * C;
+      T* p2 = part2.data() + t * C;
+      std::fill(p1, p1 + C, T(0));
+      std::fill(p2, p2 + C, T(0));
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t base = (b * R + r) * C;
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) {
+          T u, v;
+          f(base + c, b * C + c, u, v);
+          p1[c] += u;
+          p2[c] += v;
+        }
+      }
+    }
+  });
+  std::fill(s1, s1 + L.groups(), T(0));
+  std::fill(s2, s2 + L.groups(), T(0));
+  for (int64_t t = 0; t < B * chunks; ++t) {
+    T* o1 = s1 + (t / chunks) * C;
+    T* o2 = s2 + (t / chunks) * C;
+    const T* p1 = part1.data() + t * C;
+    const T* p2 = part2.data() + t * C;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) {
+      o1[c] += p1[c];
+      o2[c] += p2[c];
+    }
+  }
+}
+
+// f(i, g) for every element i, g its group.
+template <typename F>
+DF_CPU_CLONES void for_each_element(const NormLayout& L, const F& f) {
+  const int64_t R = L.R, C = L.C, S = L.S;
+  if (S > 1) {
+    const int64_t grain = std::max<int64_t>(1, kChunk / S);
+    at::parallel_for(0, L.B * R * C, grain, [&](int64_t r0, int64_t r1) {
+      for (int64_t row = r0; row < r1; ++row) {
+        const int64_t g = (row / (R * C)) * C + row % C, base = row * S;
+#pragma omp simd
+        for (int64_t s = 0; s < S; ++s) f(base + s, g);
+      }
+    });
+    return;
+  }
+  const int64_t grain = std::max<int64_t>(1, kChunk / std::max<int64_t>(C, 1));
+  at::parallel_for(0, L.B * R, grain, [&](int64_t r0, int64_t r1) {
+    for (int64_t row = r0; row < r1; ++row) {
+      const int64_t gb = (row / R) * C, base = row * C;
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) f(base + c, gb + c);
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_act_cpu(const at::Tensor& x_,
+                                                            const c10::optional<at::Tensor>& weight,
+                                                            const c10::optional<at::Tensor>& bias,
+                                                            const c10::optional<at::Tensor>& mean_,
+                                                            const c10::optional<at::Tensor>& var_, bool instance,
+                                                            double eps, double slope, bool inplace) {
+  check_norm_args(x_, weight, bias, slope, inplace);
+  const NormLayout L = norm_layout(x_, instance);
+  const bool batch_stats = !mean_.has_value();
+  TORCH_CHECK(batch_stats == !var_.has_value(), "deepfast: running_mean and running_var must be given together");
+  TORCH_CHECK(batch_stats || !instance, "deepfast: instance norm always uses the statistics of its input");
+  check_channels(mean_, "running_mean", x_);
+  check_channels(var_, "running_var", x_);
+  const at::Tensor x = x_.contiguous(L.format());
+  const at::ScalarType acc = acc_type(x);
+  auto [wg, bg] = group_params(weight, bias, L, acc, x, inplace);
+  at::Tensor y = at::empty_like(x, L.format());
+  at::Tensor mean = batch_stats ? at::empty({L.groups()}, x.options().dtype(acc)) : mean_->to(acc, false, true).contiguous();
+  at::Tensor var = batch_stats ? at::empty({L.groups()}, x.options().dtype(acc)) : var_->to(acc, false, true).contiguous();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "norm_act_cpu", [&] {
+    using T = acc_t<scalar_t>;
+    const scalar_t* px = x.const_data_ptr<scalar_t>();
+    const int64_t G = L.groups(), M = L.count();
+    T* pm = mean.mutable_data_ptr<T>();
+    T* pv = var.mutable_data_ptr<T>();
+    if (batch_stats) {
+      // shifted sums, shift = the first value of the group: stable while it is within a few
+      // standard deviations of the mean
+      std::vector<T> shift(G), s1(G), s2(G);
+      for (int64_t g = 0; g < G; ++g) shift[g] = M ? T(px[((g / L.C) * L.R * L.C + g % L.C) * L.S]) : T(0);
+      const T* sh = shift.data();
+      group_sums<T>(
+          L,
+          [=](int64_t i, int64_t g, T& u, T& v) {
+            const T d = T(px[i]) - sh[g];
+            u = d;
+            v = d * d;
+          },
+          s1.data(), s2.data());
+      for (int64_t g = 0; g < G; ++g) shifted_moments<T>(shift[g], s1[g], s2[g], M, pm[g], pv[g]);
+    }
+    std::vector<T> A(G), Bc(G);
+    const T *pw = wg.const_data_ptr<T>(), *pb = bg.const_data_ptr<T>();
+    for (int64_t g = 0; g < G; ++g) {
+      forward_coefficients<T>(pw[g], pb[g], pm[g], invstd_of<T>(pv[g], eps), A[g], Bc[g]);
+    }
+    const T *pa = A.data(), *pbc = Bc.data(), sl = T(slope);
+    scalar_t* py = y.mutable_data_ptr<scalar_t>();
+    for_each_element(L, [=](int64_t i, int64_t g) { py[i] = scalar_t(leaky<T>(T(px[i]) * pa[g] + pbc[g], sl)); });
+  });
+  return {y, mean, var};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_act_backward_cpu(
+    const at::Tensor& grad_y_, const at::Tensor& saved_, const c10::optional<at::Tensor>& weight,
+    const c10::optional<at::Tensor>& bias, const at::Tensor& mean_, const at::Tensor& var_, bool batch_stats,
+    bool instance, double eps, double slope, bool inplace) {
+  check_norm_args(saved_, weight, bias, slope, inplace);
+  check_like(grad_y_, "grad_y", saved_, inplace ? "y" : "x");
+  const NormLayout L = norm_layout(saved_, instance);
+  const at::Tensor saved = saved_.contiguous(L.format()), grad_y = grad_y_.contiguous(L.format());
+  const at::ScalarType acc = acc_type(saved);
+  TORCH_CHECK(mean_.numel() == L.groups() && var_.numel() == L.groups(), "deepfast: mean and var must have ",
+              L.groups(), " values (one per statistics group), got ", mean_.numel(), " and ", var_.numel());
+  const at::Tensor mean = mean_.to(acc).contiguous(), var = var_.to(acc).contiguous();
+  auto [wg, bg] = group_params(weight, bias, L, acc, saved, inplace);
+  at::Tensor dx = at::empty_like(saved, L.format());
+  at::Tensor dweight = at::zeros({L.C}, saved.options().dtype(acc));
+  at::Tensor dbias = at::zeros({L.C}, saved.options().dtype(acc));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, saved.scalar_type(), "norm_act_backward_cpu", [&] {
+    using T = acc_t<scalar_t>;
+    const int64_t G = L.groups(), M = L.count();
+    const scalar_t *pdy = grad_y.const_data_ptr<scalar_t>(), *ps = saved.const_data_ptr<scalar_t>();
+    const T *pw = wg.const_data_ptr<T>(), *pb = bg.const_data_ptr<T>();
+    const T *pmean = mean.const_data_ptr<T>(), *pvar = var.const_data_ptr<T>();
+    // per group: A, B of z = x A + B (or 1/w for xhat = (z - b) / w), mean, invstd
+    std::vector<T> A(G), Bc(G), mg(G), inv(G), s1(G), s2(G);
+    for (int64_t g = 0; g < G; ++g) {
+      mg[g] = pmean[g];
+      inv[g] = invstd_of<T>(pvar[g], eps);
+      forward_coefficients<T>(pw[g], pb[g], mg[g], inv[g], A[g], Bc[g]);
+      if (inplace) A[g] = T(1) / pw[g];
+    }
+    const T *pa = A.data(), *pbc = Bc.data(), *pmg = mg.data(), *pinv = inv.data();
+    const T sl = T(slope), inv_sl = inplace ? T(1) / T(slope) : T(0);
+    if (inplace) {
+      group_sums<T>(
+          L,
+          [=](int64_t i, int64_t g, T& u, T& v) {
+            const T yv = T(ps[i]);
+            const T dz = leaky_grad<T>(T(pdy[i]), yv, sl);
+            u = dz;
+            v = dz * (leaky_inverse<T>(yv, inv_sl) - pb[g]) * pa[g];
+          },
+          s1.data(), s2.data());
+    } else {
+      group_sums<T>(
+          L,
+          [=](int64_t i, int64_t g, T& u, T& v) {
+            const T xv = T(ps[i]);
+            const T dz = leaky_grad<T>(T(pdy[i]), xv * pa[g] + pbc[g], sl);
+            u = dz;
+            v = dz * (xv - pmg[g]) * pinv[g];
+          },
+          s1.data(), s2.data());
+    }
+    T *pdw = dweight.mutable_data_ptr<T>(), *pdb = dbias.mutable_data_ptr<T>();
+    std::vector<T> K(G), P(G), Q(G);
+    for (int64_t g = 0; g < G; ++g) {
+      pdb[g % L.C] += s1[g];
+      pdw[g % L.C] += s2[g];
+      backward_coefficients<T>(pw[g], pb[g], mg[g], inv[g], s1[g], s2[g], M, batch_stats, inplace, K[g], P[g], Q[g]);
+    }
+    const T *pk = K.data(), *pp = P.data(), *pq = Q.data();
+    scalar_t* pdx = dx.mutable_data_ptr<scalar_t>();
+    if (inplace) {
+      for_each_element(L, [=](int64_t i, int64_t g) {
+        const T yv = T(ps[i]);
+        const T dz = leaky_grad<T>(T(pdy[i]), yv, sl);
+        pdx[i] = scalar_t(pk[g] * dz + leaky_inverse<T>(yv, inv_sl) * pp[g] + pq[g]);
+      });
+    } else {
+      for_each_element(L, [=](int64_t i, int64_t g) {
+        const T xv = T(ps[i]);
+        const T dz = leaky_grad<T>(T(pdy[i]), xv * pa[g] + pbc[g], sl);
+        pdx[i] = scalar_t(pk[g] * dz + xv * pp[g] + pq[g]);
+      });
+    }
+  });
+  return {dx, dweight, dbias};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(deepfast, CPU, m) {
+  m.impl("norm_act", &norm_act_cpu);
+  m.impl("norm_act_backward", &norm_act_backward_cpu);
+}
+
+}  // namespace deepfast
