@@ -21,7 +21,8 @@ def skip_unsupported(backend, device, dtype):
 
 
 def tolerance(dtype, inplace):
-    """TOLERANCE of conftest; in-place mode recovers xhat from y rounded to the half type: 5x looser there."""
+    """TOLERANCE of conftest; in-place mode recovers xhat from y rounded to the half type: 5x looser there
+    (with |weight| >= 0.5: the error of xhat = (z - bias) / weight grows as 1 / |weight|)."""
     rtol, atol = TOLERANCE[dtype]
     return (5 * rtol, 5 * atol) if inplace and dtype in (torch.float16, torch.bfloat16) else (rtol, atol)
 
@@ -72,7 +73,10 @@ def assert_matches_reference(backend, mode, x, w, b, rm, rv, *, slope=0.2, inpla
             continue
         assert a.dtype == x.dtype and a.shape == e.shape, name
         torch.testing.assert_close(a.double(), e, rtol=rtol, atol=atol, msg=lambda m: f"{name}: {m}")
-    assert got[0].is_contiguous(memory_format=torch.channels_last) == x.is_contiguous(memory_format=torch.channels_last)
+    if backend != "torch":  # torch's instance norm returns NCHW; the fused ops keep the memory format
+        cl = torch.channels_last
+        assert got[0].is_contiguous(memory_format=cl) == got[1].is_contiguous(memory_format=cl) == x.is_contiguous(
+            memory_format=cl)
 
 
 def valid(mode, shape, channels_last):
@@ -96,8 +100,11 @@ CASES = [
 def test_matches_float64_reference(backend_device, mode, shape, channels_last, dtype, inplace, poison):
     backend, device = backend_device
     skip_unsupported(backend, device, dtype)
-    inputs = make_inputs(shape, dtype, device, channels_last)
-    assert_matches_reference(backend, mode, *inputs, inplace=inplace, steps=3 if mode == "batch-train" else 1)
+    x, w, b, rm, rv = make_inputs(shape, dtype, device, channels_last)
+    if inplace and dtype in (torch.float16, torch.bfloat16):
+        # xhat = (z - b) / w from z rounded to the half type: its error grows as 1 / |w|
+        w = torch.where(w < 0, w - 0.5, w + 0.5)
+    assert_matches_reference(backend, mode, x, w, b, rm, rv, inplace=inplace, steps=3 if mode == "batch-train" else 1)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -150,7 +157,10 @@ def test_large_input_many_chunks(backend_device, poison):
 
 
 def test_statistics_are_deterministic(backend_device):
+    """Same bits for any thread count (fixed partial sums added in a fixed order)."""
     backend, device = backend_device
+    if backend == "torch":
+        pytest.skip("torch's own batch norm is not what is tested")
     if backend == "triton" and device == "cpu":
         pytest.skip("the interpreter is too slow for this size")
     threads = torch.get_num_threads()

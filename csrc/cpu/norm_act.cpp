@@ -22,98 +22,108 @@ namespace {
 // Values per partial sum, and per task of the elementwise pass.
 constexpr int64_t kChunk = 1 << 12;
 
+// The loops below are the DF_CPU_CLONES functions, called from the parallel_for lambdas: a lambda
+// is a function of its own, compiled for the baseline target, so it must not hold the loops.
+
+// Groups [g0, g1) of a layout with rows of S > 1 contiguous values.
+template <typename T, typename F>
+DF_CPU_CLONES void row_sums(const NormLayout& L, const F& f, int64_t g0, int64_t g1, T* s1, T* s2) {
+  const int64_t R = L.R, C = L.C, S = L.S;
+  for (int64_t g = g0; g < g1; ++g) {
+    const int64_t b = g / C, c = g % C;
+    T a1 = 0, a2 = 0;
+    for (int64_t r = 0; r < R; ++r) {
+      const int64_t base = ((b * R + r) * C + c) * S;
+      for (int64_t s0 = 0; s0 < S; s0 += kChunk) {
+        const int64_t s_end = std::min(S, s0 + kChunk);
+        T p1 = 0, p2 = 0;
+#pragma omp simd reduction(+ : p1, p2)
+        for (int64_t s = s0; s < s_end; ++s) {
+          T u, v;
+          f(base + s, g, u, v);
+          p1 += u;
+          p2 += v;
+        }
+        a1 += p1;
+        a2 += p2;
+      }
+    }
+    s1[g] = a1;
+    s2[g] = a2;
+  }
+}
+
+// Column sums over rows [r0, r1) of batch b (C contiguous values per row) into p1[C], p2[C].
+template <typename T, typename F>
+DF_CPU_CLONES void column_sums(const NormLayout& L, const F& f, int64_t b, int64_t r0, int64_t r1, T* p1, T* p2) {
+  const int64_t C = L.C;
+  std::fill(p1, p1 + C, T(0));
+  std::fill(p2, p2 + C, T(0));
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t base = (b * L.R + r) * C;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) {
+      T u, v;
+      f(base + c, b * C + c, u, v);
+      p1[c] += u;
+      p2[c] += v;
+    }
+  }
+}
+
 // s1[g], s2[g] = sums over group g of the two values f(i, g, u, v) gives for element i.
 template <typename T, typename F>
-DF_CPU_CLONES void group_sums(const NormLayout& L, const F& f, T* s1, T* s2) {
-  const int64_t B = L.B, R = L.R, C = L.C, S = L.S;
-  if (S > 1) {  // rows of S contiguous values
-    at::parallel_for(0, L.groups(), 1, [&](int64_t g0, int64_t g1) {
-      for (int64_t g = g0; g < g1; ++g) {
-        const int64_t b = g / C, c = g % C;
-        T a1 = 0, a2 = 0;
-        for (int64_t r = 0; r < R; ++r) {
-          const int64_t base = ((b * R + r) * C + c) * S;
-          for (int64_t s0 = 0; s0 < S; s0 += kChunk) {
-            const int64_t s1_end = std::min(S, s0 + kChunk);
-            T p1 = 0, p2 = 0;
-#pragma omp simd reduction(+ : p1, p2)
-            for (int64_t s = s0; s < s1_end; ++s) {
-              T u, v;
-              f(base + s, g, u, v);
-              p1 += u;
-              p2 += v;
-            }
-            a1 += p1;
-            a2 += p2;
-          }
-        }
-        s1[g] = a1;
-        s2[g] = a2;
-      }
-    });
+void group_sums(const NormLayout& L, const F& f, T* s1, T* s2) {
+  const int64_t B = L.B, R = L.R, C = L.C;
+  if (L.S > 1) {
+    at::parallel_for(0, L.groups(), 1, [&](int64_t g0, int64_t g1) { row_sums<T>(L, f, g0, g1, s1, s2); });
     return;
   }
-  // columns: C contiguous values per row; partial sums over fixed chunks of rows
+  // partial sums over fixed chunks of rows, added in order
   const int64_t rows = std::max<int64_t>(1, kChunk / std::max<int64_t>(C, 1));
   const int64_t chunks = (R + rows - 1) / rows;
   std::vector<T> part1(B * chunks * C), part2(B * chunks * C);
   at::parallel_for(0, B * chunks, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
-      const int64_t b = t / chunks, r0 = (t % chunks) * rows, r1 = std::min(R, r0 + rows);
-      T* p1 = part1.data() + t * C;
-      T* p2 = part2.data() + t * C;
-      std::fill(p1, p1 + C, T(0));
-      std::fill(p2, p2 + C, T(0));
-      for (int64_t r = r0; r < r1; ++r) {
-        const int64_t base = (b * R + r) * C;
-#pragma omp simd
-        for (int64_t c = 0; c < C; ++c) {
-          T u, v;
-          f(base + c, b * C + c, u, v);
-          p1[c] += u;
-          p2[c] += v;
-        }
-      }
+      const int64_t r0 = (t % chunks) * rows;
+      column_sums<T>(L, f, t / chunks, r0, std::min(R, r0 + rows), part1.data() + t * C, part2.data() + t * C);
     }
   });
   std::fill(s1, s1 + L.groups(), T(0));
   std::fill(s2, s2 + L.groups(), T(0));
   for (int64_t t = 0; t < B * chunks; ++t) {
-    T* o1 = s1 + (t / chunks) * C;
-    T* o2 = s2 + (t / chunks) * C;
-    const T* p1 = part1.data() + t * C;
-    const T* p2 = part2.data() + t * C;
-#pragma omp simd
     for (int64_t c = 0; c < C; ++c) {
-      o1[c] += p1[c];
-      o2[c] += p2[c];
+      s1[(t / chunks) * C + c] += part1[t * C + c];
+      s2[(t / chunks) * C + c] += part2[t * C + c];
     }
+  }
+}
+
+// f(i, g) for the elements of rows [r0, r1): rows of S values (S > 1), or of C values (S == 1).
+template <typename F>
+DF_CPU_CLONES void apply_rows(const NormLayout& L, const F& f, int64_t r0, int64_t r1) {
+  const int64_t R = L.R, C = L.C, S = L.S;
+  if (S > 1) {
+    for (int64_t row = r0; row < r1; ++row) {
+      const int64_t g = (row / (R * C)) * C + row % C, base = row * S;
+#pragma omp simd
+      for (int64_t s = 0; s < S; ++s) f(base + s, g);
+    }
+    return;
+  }
+  for (int64_t row = r0; row < r1; ++row) {
+    const int64_t gb = (row / R) * C, base = row * C;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) f(base + c, gb + c);
   }
 }
 
 // f(i, g) for every element i, g its group.
 template <typename F>
-DF_CPU_CLONES void for_each_element(const NormLayout& L, const F& f) {
-  const int64_t R = L.R, C = L.C, S = L.S;
-  if (S > 1) {
-    const int64_t grain = std::max<int64_t>(1, kChunk / S);
-    at::parallel_for(0, L.B * R * C, grain, [&](int64_t r0, int64_t r1) {
-      for (int64_t row = r0; row < r1; ++row) {
-        const int64_t g = (row / (R * C)) * C + row % C, base = row * S;
-#pragma omp simd
-        for (int64_t s = 0; s < S; ++s) f(base + s, g);
-      }
-    });
-    return;
-  }
-  const int64_t grain = std::max<int64_t>(1, kChunk / std::max<int64_t>(C, 1));
-  at::parallel_for(0, L.B * R, grain, [&](int64_t r0, int64_t r1) {
-    for (int64_t row = r0; row < r1; ++row) {
-      const int64_t gb = (row / R) * C, base = row * C;
-#pragma omp simd
-      for (int64_t c = 0; c < C; ++c) f(base + c, gb + c);
-    }
-  });
+void for_each_element(const NormLayout& L, const F& f) {
+  const int64_t len = L.S > 1 ? L.S : L.C, rows = L.S > 1 ? L.B * L.R * L.C : L.B * L.R;
+  at::parallel_for(0, rows, std::max<int64_t>(1, kChunk / std::max<int64_t>(len, 1)),
+                   [&](int64_t r0, int64_t r1) { apply_rows(L, f, r0, r1); });
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_act_cpu(const at::Tensor& x_,

@@ -74,8 +74,14 @@ def batch_norm_leaky_relu_reference(
 ) -> Tensor:
     """F.batch_norm + F.leaky_relu (half types computed in float32); updates the running stats in training."""
     weight, bias = _affine(x, weight, bias, inplace)
-    z = F.batch_norm(x.float() if x.dtype in HALF_TYPES else x, running_mean, running_var, weight, bias,
-                     training, momentum, eps)
+    half = x.dtype in HALF_TYPES
+    stats = [t.float() if half and t is not None else t for t in (running_mean, running_var)]
+    z = F.batch_norm(x.float() if half else x, *stats, weight, bias, training, momentum, eps)
+    if half and training:  # running statistics updated in float32, stored back
+        with torch.no_grad():
+            for t, updated in zip((running_mean, running_var), stats):
+                if t is not None:
+                    t.copy_(updated)
     return F.leaky_relu(z, negative_slope).to(x.dtype)
 
 
