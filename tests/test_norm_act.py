@@ -189,8 +189,8 @@ def test_gradcheck_float64(backend_device, mode, inplace):
         return batch_norm_leaky_relu(x, w, b, rm.clone(), rv.clone(), training=mode == "batch-train",
                                      inplace=inplace)
 
-    with deepfast.use_backend(backend):
-        assert torch.autograd.gradcheck(fn, (x, w, b))
+    with deepfast.use_backend(backend):  # the Triton interpreter: fast mode (a random projection)
+        assert torch.autograd.gradcheck(fn, (x, w, b), fast_mode=backend == "triton" and device == "cpu")
 
 
 def compiled_ops():
