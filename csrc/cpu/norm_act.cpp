@@ -21,6 +21,7 @@ namespace {
 
 // Values per partial sum, and per task of the elementwise pass.
 constexpr int64_t kChunk = 1 << 12;
+constexpr int kLanes = 16;
 
 // The loops below are the DF_CPU_CLONES functions, called from the parallel_for lambdas: a lambda
 // is a function of its own, compiled for the baseline target, so it must not hold the loops.
@@ -35,17 +36,30 @@ DF_CPU_CLONES void row_sums(const NormLayout& L, const F& f, int64_t g0, int64_t
     for (int64_t r = 0; r < R; ++r) {
       const int64_t base = ((b * R + r) * C + c) * S;
       for (int64_t s0 = 0; s0 < S; s0 += kChunk) {
+        // kLanes partial sums (a vector loop without `omp simd reduction`, which GCC does not
+        // vectorise here), then added in order
         const int64_t s_end = std::min(S, s0 + kChunk);
-        T p1 = 0, p2 = 0;
-#pragma omp simd reduction(+ : p1, p2)
-        for (int64_t s = s0; s < s_end; ++s) {
+        T l1[kLanes] = {}, l2[kLanes] = {};
+        int64_t s = s0;
+        for (; s + kLanes <= s_end; s += kLanes) {
+#pragma omp simd
+          for (int l = 0; l < kLanes; ++l) {
+            T u, v;
+            f(base + s + l, g, u, v);
+            l1[l] += u;
+            l2[l] += v;
+          }
+        }
+        for (int l = 0; s < s_end; ++s, ++l) {
           T u, v;
           f(base + s, g, u, v);
-          p1 += u;
-          p2 += v;
+          l1[l] += u;
+          l2[l] += v;
         }
-        a1 += p1;
-        a2 += p2;
+        for (int l = 0; l < kLanes; ++l) {
+          a1 += l1[l];
+          a2 += l2[l];
+        }
       }
     }
     s1[g] = a1;
