@@ -29,21 +29,22 @@ namespace deepfast {
 // In-place mode uses sign(w) * max(|w|, kInplaceMinWeight) for w (norm_act_args.h: group_params).
 constexpr double kInplaceMinWeight = 1e-5;
 
+// Branch-free: a product with a selected factor (the values of torch's leaky_relu and its grad).
 template <typename T>
 DF_HD T leaky(T z, T slope) {
-  return z > T(0) ? z : z * slope;
+  return z * (z > T(0) ? T(1) : slope);
 }
 
 // z from y = leaky(z), for slope > 0.
 template <typename T>
 DF_HD T leaky_inverse(T y, T inv_slope) {
-  return y > T(0) ? y : y * inv_slope;
+  return y * (y > T(0) ? T(1) : inv_slope);
 }
 
 // dz from dy and anything of the sign of z (z itself, or y).
 template <typename T>
 DF_HD T leaky_grad(T dy, T z, T slope) {
-  return z > T(0) ? dy : dy * slope;
+  return dy * (z > T(0) ? T(1) : slope);
 }
 
 // Mean and biased variance of M values from the sums of (x - shift) and (x - shift)^2.

@@ -25,10 +25,13 @@ constexpr int kLanes = 16;
 
 // The loops below are the DF_CPU_CLONES functions, called from the parallel_for lambdas: a lambda
 // is a function of its own, compiled for the baseline target, so it must not hold the loops.
+// Each takes the functor f by value: a local copy lives in registers, while the captures of a
+// closure behind a reference are memory loads that GCC sinks into one arm of a select, which then
+// stays a branch and the loop is not vectorised.
 
 // Groups [g0, g1) of a layout with rows of S > 1 contiguous values.
 template <typename T, typename F>
-DF_CPU_CLONES void row_sums(const NormLayout& L, const F& f, int64_t g0, int64_t g1, T* s1, T* s2) {
+DF_CPU_CLONES void row_sums(const NormLayout& L, const F f, int64_t g0, int64_t g1, T* s1, T* s2) {
   const int64_t R = L.R, C = L.C, S = L.S;
   for (int64_t g = g0; g < g1; ++g) {
     const int64_t b = g / C, c = g % C;
@@ -69,7 +72,7 @@ DF_CPU_CLONES void row_sums(const NormLayout& L, const F& f, int64_t g0, int64_t
 
 // Column sums over rows [r0, r1) of batch b (C contiguous values per row) into p1[C], p2[C].
 template <typename T, typename F>
-DF_CPU_CLONES void column_sums(const NormLayout& L, const F& f, int64_t b, int64_t r0, int64_t r1, T* p1, T* p2) {
+DF_CPU_CLONES void column_sums(const NormLayout& L, const F f, int64_t b, int64_t r0, int64_t r1, T* p1, T* p2) {
   const int64_t C = L.C;
   std::fill(p1, p1 + C, T(0));
   std::fill(p2, p2 + C, T(0));
@@ -115,7 +118,7 @@ void group_sums(const NormLayout& L, const F& f, T* s1, T* s2) {
 
 // f(i, g) for the elements of rows [r0, r1): rows of S values (S > 1), or of C values (S == 1).
 template <typename F>
-DF_CPU_CLONES void apply_rows(const NormLayout& L, const F& f, int64_t r0, int64_t r1) {
+DF_CPU_CLONES void apply_rows(const NormLayout& L, const F f, int64_t r0, int64_t r1) {
   const int64_t R = L.R, C = L.C, S = L.S;
   if (S > 1) {
     for (int64_t row = r0; row < r1; ++row) {
