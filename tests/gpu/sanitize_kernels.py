@@ -21,7 +21,25 @@ def reparam_kl(device: str) -> None:
                 (z.sum() + kl.sum()).backward()
 
 
-EXERCISES = [reparam_kl]
+def norm_act(device: str) -> None:
+    for dtype in DTYPES:
+        for shape in [(2, 3, 1, 2), (3, 5, 7, 9), (4, 67, 33, 17)]:
+            for channels_last in (False, True):
+                x = torch.randn(shape, device=device, dtype=dtype)
+                if channels_last:
+                    x = x.to(memory_format=torch.channels_last)
+                c = shape[1]
+                w, b = (torch.randn(c, device=device, dtype=dtype, requires_grad=True) for _ in range(2))
+                rm, rv = torch.zeros(c, device=device, dtype=dtype), torch.ones(c, device=device, dtype=dtype)
+                for inplace in (False, True):
+                    xs = x.clone().requires_grad_()
+                    for training in (True, False):
+                        y = deepfast.ops.batch_norm_leaky_relu(xs, w, b, rm, rv, training=training, inplace=inplace)
+                        y.sum().backward()
+                    deepfast.ops.instance_norm_leaky_relu(xs, w, b, inplace=inplace).sum().backward()
+
+
+EXERCISES = [reparam_kl, norm_act]
 
 
 def main() -> None:
