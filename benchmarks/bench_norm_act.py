@@ -29,6 +29,7 @@ from torch import nn
 
 import deepfast
 from benchmarks.conftest import backend_impls, bench_device, measure, shape_params
+from benchmarks.memory import STACKS, conv_stack, saved_bytes
 from deepfast.nn import BatchNormLeakyReLU2d, InstanceNormLeakyReLU2d
 
 SHAPES = shape_params((64, 128, 32, 32), (16, 64, 128, 128), (1, 256, 64, 64))
@@ -105,38 +106,9 @@ def test_in_leaky_relu(benchmark, device, copy_bandwidth, shape, mode, impl):
 STACK_SHAPE = (8, 32, 64, 64)
 
 
-def _stack(norm_act) -> nn.Sequential:
-    torch.manual_seed(0)
-    layers = []
-    for _ in range(6):
-        layers += [nn.Conv2d(32, 32, 3, padding=1, bias=False), *norm_act()]
-    return nn.Sequential(*layers)
-
-
-STACKS = {
-    "eager": lambda: [nn.BatchNorm2d(32), nn.LeakyReLU(0.2)],
-    "fused": lambda: [BatchNormLeakyReLU2d(32)],
-    "fused inplace": lambda: [BatchNormLeakyReLU2d(32, inplace=True)],
-    "convs alone": lambda: [],
-}
-
-
-def saved_bytes(model: nn.Module, x: torch.Tensor) -> int:
-    """Bytes of the distinct storages autograd saves for backward in one forward of ``model``."""
-    storages = {}
-
-    def pack(t):
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(x).sum().backward()
-    return sum(storages.values())
-
-
 def _memory_note(device) -> str:
     x = torch.randn(STACK_SHAPE, device=device, requires_grad=True)
-    saved = {name: saved_bytes(_stack(layers).to(device), x) for name, layers in STACKS.items()}
+    saved = {name: saved_bytes(conv_stack(name).to(device), x) for name in STACKS}
     part = {name: saved[name] - saved["convs alone"] for name in ("eager", "fused", "fused inplace")}
     mb = lambda n: f"{n / 2**20:.1f} MB"  # noqa: E731
     return (
@@ -150,7 +122,7 @@ def _memory_note(device) -> str:
 @pytest.mark.parametrize("impl", ["eager", *(f"{b}{mode}" for b in BACKENDS for mode in ("", " inplace"))])
 def test_train_step_memory(benchmark, device, copy_bandwidth, impl):
     backend, _, inplace = impl.partition(" ")
-    model = _stack(STACKS["eager" if impl == "eager" else "fused inplace" if inplace else "fused"]).to(device)
+    model = conv_stack("eager" if impl == "eager" else "fused inplace" if inplace else "fused").to(device)
     x = torch.randn(STACK_SHAPE, device=device)
     note = _memory_note(device)
 

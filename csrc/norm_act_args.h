@@ -3,6 +3,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/ones.h>
 #include <ATen/ops/zeros.h>
 #include <c10/util/Exception.h>
@@ -22,6 +23,10 @@ struct NormLayout {
     return channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   }
 };
+
+inline at::ScalarType acc_type(const at::Tensor& x) {
+  return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
 
 // 4-d tensors that are channels_last (and not also NCHW-contiguous) keep that layout; anything
 // else is made NCHW-contiguous.
@@ -54,6 +59,38 @@ inline void check_norm_args(const at::Tensor& x, const c10::optional<at::Tensor>
   TORCH_CHECK(!inplace || slope > 0, "deepfast: inplace needs negative_slope > 0 (ReLU cannot be inverted)");
 }
 
+// Checks the arguments of norm_act; returns the layout of x.
+inline NormLayout check_forward(const at::Tensor& x, const c10::optional<at::Tensor>& weight,
+                                const c10::optional<at::Tensor>& bias, const c10::optional<at::Tensor>& mean,
+                                const c10::optional<at::Tensor>& var, bool instance, double slope, bool inplace) {
+  check_norm_args(x, weight, bias, slope, inplace);
+  TORCH_CHECK(mean.has_value() == var.has_value(), "deepfast: running_mean and running_var must be given together");
+  TORCH_CHECK(!mean.has_value() || !instance, "deepfast: instance norm always uses the statistics of its input");
+  check_channels(mean, "running_mean", x);
+  check_channels(var, "running_var", x);
+  return norm_layout(x, instance);
+}
+
+// Checks the arguments of norm_act_backward; returns the layout of saved.
+inline NormLayout check_backward(const at::Tensor& grad_y, const at::Tensor& saved,
+                                 const c10::optional<at::Tensor>& weight, const c10::optional<at::Tensor>& bias,
+                                 const at::Tensor& mean, const at::Tensor& var, bool instance, double slope,
+                                 bool inplace) {
+  check_norm_args(saved, weight, bias, slope, inplace);
+  check_like(grad_y, "grad_y", saved, inplace ? "y" : "x");
+  const NormLayout L = norm_layout(saved, instance);
+  TORCH_CHECK(mean.numel() == L.groups() && var.numel() == L.groups(), "deepfast: mean and var must have ",
+              L.groups(), " values (one per statistics group), got ", mean.numel(), " and ", var.numel());
+  return L;
+}
+
+// The mean or var output of norm_act: a copy of the given statistics in the accumulation dtype, or a
+// new tensor for the batch statistics.
+inline at::Tensor stats_output(const c10::optional<at::Tensor>& given, const NormLayout& L, const at::Tensor& x) {
+  const at::ScalarType acc = acc_type(x);
+  return given.has_value() ? given->to(acc, false, true).contiguous() : at::empty({L.groups()}, x.options().dtype(acc));
+}
+
 // Per-group copies (B * C values, accumulation dtype) of weight (1 when absent; sign
 // (w) * max(|w|, 1e-5) in in-place mode) and bias (0 when absent).
 inline std::pair<at::Tensor, at::Tensor> group_params(const c10::optional<at::Tensor>& weight,
@@ -67,10 +104,6 @@ inline std::pair<at::Tensor, at::Tensor> group_params(const c10::optional<at::Te
     w = w.clamp_min(m).where(w.ge(0), w.clamp_max(-m));
   }
   return {w.repeat({L.B}).contiguous(), b.repeat({L.B}).contiguous()};
-}
-
-inline at::ScalarType acc_type(const at::Tensor& x) {
-  return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
 }
 
 }  // namespace deepfast

@@ -220,6 +220,23 @@ def test_opcheck(name, forward, backward, mode, channels_last):
         torch.library.opcheck(backward, args)
 
 
+def compile_and_capture(fn, *args):
+    """Runs torch.compile(fn, fullgraph=True) on args; returns its result and the targets of the graph."""
+    graphs = []
+
+    def capture(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    out = torch.compile(fn, fullgraph=True, backend=capture)(*args)
+    return out, {str(node.target) for node in graphs[0].graph.nodes}
+
+
+def assert_op_called(backend, called):
+    namespace = {"torch": None, "triton": "deepfast_triton", "cpp": "deepfast", "cuda": "deepfast"}[backend]
+    assert namespace is None or f"{namespace}.norm_act" in called, called
+
+
 @pytest.mark.parametrize("mode", ["batch-train", "instance"])
 def test_torch_compile_fullgraph(backend_device, mode):
     backend, device = backend_device
@@ -232,15 +249,9 @@ def test_torch_compile_fullgraph(backend_device, mode):
             y = batch_norm_leaky_relu(x, w, b, rm, rv, training=True)
         return (y * y).sum()
 
-    graphs = []
-
-    def capture(gm, example_inputs):
-        graphs.append(gm)
-        return gm.forward
-
     with deepfast.use_backend(backend):
         torch._dynamo.reset()
-        torch.compile(loss, fullgraph=True, backend=capture)(x, w, b, rm.clone(), rv.clone())
+        _, called = compile_and_capture(loss, x, w, b, rm.clone(), rv.clone())
         compiled = torch.compile(loss, fullgraph=True)
         results = []
         for fn in (loss, compiled):
@@ -250,9 +261,7 @@ def test_torch_compile_fullgraph(backend_device, mode):
             results.append((out, *torch.autograd.grad(out, (xs, ws, bs)), rms, rvs))
     for eager, comp in zip(*results):
         torch.testing.assert_close(comp, eager, rtol=1e-5, atol=1e-5)
-    called = {str(node.target) for node in graphs[0].graph.nodes}
-    namespace = {"torch": None, "triton": "deepfast_triton", "cpp": "deepfast", "cuda": "deepfast"}[backend]
-    assert namespace is None or f"{namespace}.norm_act" in called, called
+    assert_op_called(backend, called)
 
 
 def test_matches_nn_modules_train_and_eval(backend_device):

@@ -146,20 +146,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_act_cuda(const at::Tensor& x
                                                              const c10::optional<at::Tensor>& mean_,
                                                              const c10::optional<at::Tensor>& var_, bool instance,
                                                              double eps, double slope, bool inplace) {
-  check_norm_args(x_, weight, bias, slope, inplace);
-  const NormLayout L = norm_layout(x_, instance);
+  const NormLayout L = check_forward(x_, weight, bias, mean_, var_, instance, slope, inplace);
   const bool batch_stats = !mean_.has_value();
-  TORCH_CHECK(batch_stats == !var_.has_value(), "deepfast: running_mean and running_var must be given together");
-  TORCH_CHECK(batch_stats || !instance, "deepfast: instance norm always uses the statistics of its input");
-  check_channels(mean_, "running_mean", x_);
-  check_channels(var_, "running_var", x_);
   const c10::cuda::CUDAGuard guard(x_.device());
   const at::Tensor x = x_.contiguous(L.format());
   const at::ScalarType acc = acc_type(x);
   auto [w, b] = group_params(weight, bias, L, acc, x, inplace);
   at::Tensor y = at::empty_like(x, L.format());
-  at::Tensor mean = batch_stats ? at::empty({L.groups()}, x.options().dtype(acc)) : mean_->to(acc, false, true);
-  at::Tensor var = batch_stats ? at::empty({L.groups()}, x.options().dtype(acc)) : var_->to(acc, false, true);
+  at::Tensor mean = stats_output(mean_, L, x);
+  at::Tensor var = stats_output(var_, L, x);
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   const int64_t n = x.numel();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "norm_act_cuda", [&] {
@@ -179,11 +174,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_act_backward_cuda(
     const at::Tensor& grad_y_, const at::Tensor& saved_, const c10::optional<at::Tensor>& weight,
     const c10::optional<at::Tensor>& bias, const at::Tensor& mean_, const at::Tensor& var_, bool batch_stats,
     bool instance, double eps, double slope, bool inplace) {
-  check_norm_args(saved_, weight, bias, slope, inplace);
-  check_like(grad_y_, "grad_y", saved_, inplace ? "y" : "x");
-  const NormLayout L = norm_layout(saved_, instance);
-  TORCH_CHECK(mean_.numel() == L.groups() && var_.numel() == L.groups(), "deepfast: mean and var must have ",
-              L.groups(), " values (one per statistics group), got ", mean_.numel(), " and ", var_.numel());
+  const NormLayout L = check_backward(grad_y_, saved_, weight, bias, mean_, var_, instance, slope, inplace);
   const c10::cuda::CUDAGuard guard(saved_.device());
   const at::Tensor saved = saved_.contiguous(L.format()), grad_y = grad_y_.contiguous(L.format());
   const at::ScalarType acc = acc_type(saved);

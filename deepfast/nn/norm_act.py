@@ -15,6 +15,11 @@ from deepfast.ops._checks import check_choice
 from deepfast.ops.norm_act import batch_norm_leaky_relu, instance_norm_leaky_relu
 
 
+def _check_4d(x: Tensor) -> None:
+    if x.dim() != 4:
+        raise ValueError(f"expected 4D input (N, C, H, W), got {x.dim()}D input")
+
+
 class BatchNormLeakyReLU2d(_BatchNorm):
     """LeakyReLU(BatchNorm2d(x)): nn.BatchNorm2d + nn.LeakyReLU(negative_slope) in one fused op.
 
@@ -41,9 +46,7 @@ class BatchNormLeakyReLU2d(_BatchNorm):
         self.negative_slope = negative_slope
         self.inplace = inplace
 
-    def _check_input_dim(self, x: Tensor) -> None:
-        if x.dim() != 4:
-            raise ValueError(f"expected 4D input (N, C, H, W), got {x.dim()}D input")
+    _check_input_dim = staticmethod(_check_4d)
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_input_dim(x)
@@ -92,9 +95,7 @@ class InstanceNormLeakyReLU2d(_InstanceNorm):
         self.negative_slope = negative_slope
         self.inplace = inplace
 
-    def _check_input_dim(self, x: Tensor) -> None:
-        if x.dim() != 4:
-            raise ValueError(f"expected 4D input (N, C, H, W), got {x.dim()}D input")
+    _check_input_dim = staticmethod(_check_4d)
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_input_dim(x)
