@@ -18,7 +18,7 @@ else
 PY := $(VENV)/bin/python
 STAMPS := $(VENV)/stamps
 endif
-SOURCES := setup.py pyproject.toml $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/*.cpp csrc/cuda/*.cu csrc/cuda/*.cuh)
+SOURCES := setup.py pyproject.toml $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/*.h csrc/cpu/*.cpp csrc/cuda/*.cu csrc/cuda/*.cuh)
 
 .PHONY: setup test demo bench cuda-check gpu-check clean
 .DELETE_ON_ERROR:

@@ -23,7 +23,7 @@ import pytest
 import torch
 
 import deepfast
-from benchmarks.conftest import backend_impls, bench_device, measure, shape_params
+from benchmarks.conftest import backend_impls, bench_device, measure, measure_impl, shape_params
 from deepfast.ops import reparameterize_kl, reparameterize_kl_reference
 
 OP = "reparam_kl"
@@ -44,66 +44,35 @@ def _inputs(shape, device, requires_grad):
     return mu, logvar, eps, grad_z
 
 
-def _function(impl):
-    """(fn(mu, logvar, eps) -> (z, kl), backend to force or None)."""
-    if impl == "eager":
-        return (lambda mu, logvar, eps: reparameterize_kl_reference(mu, logvar, eps, "batchmean")), None
-    if impl == "compile":
-        torch._dynamo.reset()  # compile for this test only: static shapes, no recompile limits from earlier tests
+def _reference(mu, logvar, eps):
+    return reparameterize_kl_reference(mu, logvar, eps, "batchmean")
 
-        @torch.compile(dynamic=False)
-        def compiled(mu, logvar, eps):
-            return reparameterize_kl_reference(mu, logvar, eps, "batchmean")
 
-        return compiled, None
-    return (lambda mu, logvar, eps: reparameterize_kl(mu, logvar, eps, reduction="batchmean")), impl
+def _fused(mu, logvar, eps):
+    return reparameterize_kl(mu, logvar, eps, reduction="batchmean")
 
 
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("shape", SHAPES)
 def test_reparam_kl(benchmark, device, copy_bandwidth, shape, mode, impl):
-    fn, backend = _function(impl)
     backward = mode == "forward+backward"
     mu, logvar, eps, grad_z = _inputs(shape, device, requires_grad=backward)
     one = torch.ones((), device=device)
 
-    if backward:
+    def make_step(fn):
+        if not backward:
+            return lambda: fn(mu, logvar, eps)
 
         def step():
             z, kl = fn(mu, logvar, eps)
             return torch.autograd.grad((z, kl), (mu, logvar), (grad_z, one))
 
-    else:
+        return step
 
-        def step():
-            return fn(mu, logvar, eps)
-
-    with deepfast.use_backend(backend or "auto"):
-        if impl != "eager":  # the row measures a correct implementation
-            _check_against_reference(step(), mu, logvar, eps, grad_z, one, backward)
-        measure(
-            benchmark,
-            step,
-            device=device,
-            copy_bandwidth=copy_bandwidth,
-            bytes_moved=TENSORS_MOVED[mode] * mu.numel() * mu.element_size(),
-            op=OP,
-            shape=shape,
-            mode=mode,
-            impl=impl,
-            dtype="float32",
-        )
-
-
-def _check_against_reference(out, mu, logvar, eps, grad_z, one, backward):
-    z, kl = reparameterize_kl_reference(mu, logvar, eps, "batchmean")
-    if backward:
-        expected = torch.autograd.grad((z, kl), (mu, logvar), (grad_z, one))
-    else:
-        expected = (z, kl)
-    for got, want in zip(out, expected, strict=True):
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    nbytes = TENSORS_MOVED[mode] * mu.numel() * mu.element_size()
+    measure_impl(benchmark, impl, _reference, _fused, make_step, device=device, copy_bandwidth=copy_bandwidth,
+                 bytes_moved=nbytes, op=OP, shape=shape, mode=mode, dtype="float32")
 
 
 @pytest.mark.parametrize("impl", ("torch.mul", "deepfast"))

@@ -24,6 +24,9 @@ What a suite gets from here:
   by ``run.py --quick``).
 - ``backend_impls(device)``: the deepfast backends that can run on the device, never the Triton
   interpreter.
+- ``measure_impl(benchmark, impl, reference, fused, make_step, ...)``: one row of an op's table, for
+  impl "eager" (the reference), "compile" (torch.compile of it) or a backend (the fused op), checked
+  against the reference before it is timed with ``measure``.
 """
 
 from __future__ import annotations
@@ -212,6 +215,32 @@ def measure(
         info["gbps"] = bytes_moved / median / 1e9
         info["pct_copy_bandwidth"] = 100.0 * bytes_moved / median / copy_bandwidth
     return result
+
+
+def measure_impl(benchmark, impl: str, reference, fused, make_step, *, rtol: float = 1e-4, atol: float = 1e-4,
+                 **labels):
+    """Time one impl row of an op: ``make_step(fn)`` returns the zero-argument step to time, calling ``fn``.
+
+    impl "eager": fn is ``reference``; "compile": torch.compile of it (static shapes, compiled afresh
+    for this test: no recompile limits from earlier tests); a backend name: ``fused`` with that backend
+    forced. Except for eager, the outputs of the step (a tuple of tensors) are first checked against
+    those of ``make_step(reference)``, so that every row measures a correct implementation. ``labels``
+    go to ``measure``.
+    """
+    backend = None
+    if impl == "eager":
+        fn = reference
+    elif impl == "compile":
+        torch._dynamo.reset()
+        fn = torch.compile(reference, dynamic=False)
+    else:
+        fn, backend = fused, impl
+    step = make_step(fn)
+    with deepfast.use_backend(backend or "auto"):
+        if impl != "eager":
+            for got, want in zip(step(), make_step(reference)(), strict=True):
+                torch.testing.assert_close(got, want, rtol=rtol, atol=atol)
+        return measure(benchmark, step, impl=impl, **labels)
 
 
 # --- pytest hooks ------------------------------------------------------------------------------------

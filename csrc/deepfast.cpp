@@ -23,6 +23,12 @@ TORCH_LIBRARY(deepfast, m) {
   m.def(
       "reparam_kl_backward(Tensor grad_z, Tensor grad_kl, Tensor mu, Tensor logvar, Tensor eps, float scale)"
       " -> (Tensor, Tensor)");
+  // scale * sum(|rec - orig|) as a 0-dim tensor (scale = weight / numel for a mean, weight for a sum).
+  m.def("cycle_l1(Tensor rec, Tensor orig, float scale) -> Tensor");
+  // grad_rec = grad * scale * sign(rec - orig), grad_orig = -grad_rec; only those output_mask asks for.
+  m.def(
+      "cycle_l1_backward(Tensor grad, Tensor rec, Tensor orig, float scale, bool[2] output_mask)"
+      " -> (Tensor?, Tensor?)");
   // Batch / instance norm + LeakyReLU (csrc/norm_act.h). Batch statistics when mean and var are
   // None (returned, biased var, float32 or float64, one per group), else those (running) ones.
   // y = leaky(w (x - mean) / sqrt(var + eps) + b); instance: statistics per (n, c).

@@ -6,7 +6,7 @@ pure-torch reference as the definition and fallback; see ``deepfast.backends``.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from deepfast import backends, nn, ops
+from deepfast import backends, losses, nn, ops
 from deepfast.backends import BackendUnavailable, use_backend
 from deepfast.ops import reparameterize_kl
 
@@ -15,4 +15,4 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0+unknown"
 
-__all__ = ["BackendUnavailable", "backends", "nn", "ops", "reparameterize_kl", "use_backend", "__version__"]
+__all__ = ["BackendUnavailable", "backends", "losses", "nn", "ops", "reparameterize_kl", "use_backend", "__version__"]

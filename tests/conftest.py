@@ -10,6 +10,7 @@ if not torch.cuda.is_available():
 
 import pytest  # noqa: E402
 
+import deepfast  # noqa: E402
 from deepfast import backends  # noqa: E402
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -53,3 +54,29 @@ TOLERANCE = {
     torch.float16: (2e-3, 2e-3),
     torch.bfloat16: (1.6e-2, 1.6e-2),
 }
+
+
+def assert_compiles_fullgraph(fn, inputs, backend: str, op: str, grad_of=None) -> None:
+    """``fn(*inputs)`` (a scalar) under torch.compile(fullgraph=True) with ``backend`` forced: the graph Dynamo
+    captures calls ``op`` of the backend's namespace (torch backend: nothing to find), and the value and the
+    gradients of inputs[i], i in grad_of (default: all), equal those of eager."""
+    grad_of = range(len(inputs)) if grad_of is None else grad_of
+    graphs = []
+
+    def capture(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    with deepfast.use_backend(backend):
+        torch._dynamo.reset()
+        torch.compile(fn, fullgraph=True, backend=capture)(*inputs)
+        results = []
+        for f in (fn, torch.compile(fn, fullgraph=True)):
+            args = [t.clone().requires_grad_(i in grad_of) for i, t in enumerate(inputs)]
+            out = f(*args)
+            results.append((out, *torch.autograd.grad(out, [args[i] for i in grad_of])))
+    for eager, compiled in zip(*results, strict=True):
+        torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-5)
+    called = {str(node.target) for node in graphs[0].graph.nodes}
+    namespace = {"torch": None, "triton": "deepfast_triton", "cpp": "deepfast", "cuda": "deepfast"}[backend]
+    assert namespace is None or f"{namespace}.{op}" in called, called

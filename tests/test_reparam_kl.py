@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import TOLERANCE
+from conftest import TOLERANCE, assert_compiles_fullgraph
 
 import deepfast
 from deepfast import backends
@@ -149,26 +149,7 @@ def test_torch_compile_fullgraph(backend_device):
         z, kl = reparameterize_kl(mu, logvar, eps)
         return (z * z).sum() + 3.0 * kl
 
-    graphs = []
-
-    def capture(gm, example_inputs):
-        graphs.append(gm)
-        return gm.forward
-
-    with deepfast.use_backend(backend):
-        torch._dynamo.reset()
-        torch.compile(loss, fullgraph=True, backend=capture)(mu, logvar)
-        compiled = torch.compile(loss, fullgraph=True)
-        results = []
-        for fn in (loss, compiled):
-            m, v = mu.clone().requires_grad_(), logvar.clone().requires_grad_()
-            out = fn(m, v)
-            results.append((out, *torch.autograd.grad(out, (m, v))))
-    for eager, comp in zip(*results):
-        torch.testing.assert_close(comp, eager, rtol=1e-5, atol=1e-5)
-    called = {str(node.target) for node in graphs[0].graph.nodes}
-    namespace = {"torch": None, "triton": "deepfast_triton", "cpp": "deepfast", "cuda": "deepfast"}[backend]
-    assert namespace is None or f"{namespace}.reparam_kl" in called, called
+    assert_compiles_fullgraph(loss, (mu, logvar), backend, "reparam_kl")
 
 
 def test_noise_reproducible_with_seed_and_generator(backend_device):

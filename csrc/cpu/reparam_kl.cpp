@@ -6,16 +6,12 @@
 #include <ATen/ops/empty_like.h>
 #include <torch/library.h>
 
-#include <vector>
-
 #include "../checks.h"
 #include "../reparam_kl.h"
+#include "reduce.h"
 
 namespace deepfast {
 namespace {
-
-// Elements per partial sum of kl. Fixed, so the reduced value does not depend on the thread count.
-constexpr int64_t kBlock = 1 << 14;
 
 template <typename scalar_t, bool kReduce>
 DF_CPU_CLONES acc_t<scalar_t> forward_range(const scalar_t* mu, const scalar_t* logvar, const scalar_t* eps, scalar_t* z,
@@ -74,15 +70,8 @@ std::tuple<at::Tensor, at::Tensor> reparam_kl_cpu(const at::Tensor& mu_, const a
       at::parallel_for(0, n, kBlock, [&](int64_t b, int64_t e) { forward_range<scalar_t, false>(pm, pl, pe, pz, pk, b, e); });
       return;
     }
-    const int64_t blocks = (n + kBlock - 1) / kBlock;
-    std::vector<T> partial(blocks);
-    at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
-      for (int64_t b = b0; b < b1; ++b) {
-        partial[b] = forward_range<scalar_t, true>(pm, pl, pe, pz, nullptr, b * kBlock, std::min(n, (b + 1) * kBlock));
-      }
-    });
-    T sum = 0;
-    for (T p : partial) sum += p;
+    const T sum = deterministic_sum<T>(
+        n, [&](int64_t b, int64_t e) { return forward_range<scalar_t, true>(pm, pl, pe, pz, nullptr, b, e); });
     kl.fill_(static_cast<double>(sum) * scale);
   });
   return {z, kl};

@@ -1,5 +1,6 @@
 """Fused ops: one function per op, with the backend choice, autograd and a pure-torch reference."""
 
+from deepfast.ops.cycle import cycle_l1, cycle_l1_reference
 from deepfast.ops.norm_act import (
     batch_norm_leaky_relu,
     batch_norm_leaky_relu_reference,
@@ -11,6 +12,10 @@ from deepfast.ops.reparam_kl import reparameterize_kl, reparameterize_kl_referen
 __all__ = [
     "batch_norm_leaky_relu",
     "batch_norm_leaky_relu_reference",
+    "cycle_l1",
+    "cycle_l1_reference",
     "instance_norm_leaky_relu",
     "instance_norm_leaky_relu_reference",
-   "reparameterize_kl", "reparameterize_kl_reference"]
+    "reparameterize_kl",
+    "reparameterize_kl_reference",
+]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -32,9 +33,20 @@ def check_choice(value: object, name: str, choices: Sequence[str]) -> None:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
 
 
-def in_float32(fn: Callable[..., tuple[torch.Tensor, ...]], *tensors: torch.Tensor, **kwargs) -> tuple:
-    """Run ``fn`` with float16/bfloat16 tensors upcast to float32 and cast its outputs back."""
+def check_finite_float(value: object, name: str) -> None:
+    """``value`` must be a finite Python number (a float; an int does too)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a Python float, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+
+
+def in_float32(
+    fn: Callable[..., torch.Tensor | tuple[torch.Tensor, ...]], *tensors: torch.Tensor, **kwargs
+) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    """Run ``fn`` with float16/bfloat16 tensors upcast to float32 and cast its output (a tensor or a tuple) back."""
     dtype = tensors[0].dtype
     if dtype not in HALF_TYPES:
         return fn(*tensors, **kwargs)
-    return tuple(out.to(dtype) for out in fn(*(t.float() for t in tensors), **kwargs))
+    out = fn(*(t.float() for t in tensors), **kwargs)
+    return out.to(dtype) if isinstance(out, torch.Tensor) else tuple(o.to(dtype) for o in out)

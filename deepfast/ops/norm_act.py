@@ -37,6 +37,7 @@ from torch import Tensor
 
 from deepfast import backends
 from deepfast.ops._checks import HALF_TYPES, check_float
+from deepfast.ops._register import register_op_pair
 
 INPLACE_MIN_WEIGHT = 1e-5
 
@@ -308,22 +309,13 @@ def _setup_context(ctx, inputs, output) -> None:
     ctx.args = (mean is None, instance, eps, slope, inplace)
 
 
-def _register(forward: str, backward: str) -> None:
-    namespace, name = backward.split("::")
-    backward_fn = getattr(getattr(torch.ops, namespace), name)
-
-    def grad(ctx, grad_y: Tensor, _grad_mean: Tensor, _grad_var: Tensor):
-        saved, weight, bias, mean, var = ctx.saved_tensors
-        dx, dweight, dbias = backward_fn(grad_y, saved, weight, bias, mean, var, *ctx.args)
-        dweight = dweight.to(weight.dtype) if ctx.needs_input_grad[1] else None
-        dbias = dbias.to(bias.dtype) if ctx.needs_input_grad[2] else None
-        return dx, dweight, dbias, None, None, None, None, None, None
-
-    torch.library.register_fake(forward)(_fake_forward)
-    torch.library.register_fake(backward)(_fake_backward)
-    torch.library.register_autograd(forward, grad, setup_context=_setup_context)
+def _backward(ctx, backward_op, grad_y: Tensor, _grad_mean: Tensor, _grad_var: Tensor) -> tuple:
+    saved, weight, bias, mean, var = ctx.saved_tensors
+    dx, dweight, dbias = backward_op(grad_y, saved, weight, bias, mean, var, *ctx.args)
+    dweight = dweight.to(weight.dtype) if ctx.needs_input_grad[1] else None
+    dbias = dbias.to(bias.dtype) if ctx.needs_input_grad[2] else None
+    return dx, dweight, dbias, None, None, None, None, None, None
 
 
-_register("deepfast_triton::norm_act", "deepfast_triton::norm_act_backward")
-if backends.extension is not None:
-    _register("deepfast::norm_act", "deepfast::norm_act_backward")
+register_op_pair("norm_act", fake=_fake_forward, fake_backward=_fake_backward, setup_context=_setup_context,
+                 backward=_backward)

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from deepfast import backends
 from deepfast.ops._checks import check_choice, check_float, check_like, in_float32
+from deepfast.ops._register import register_op_pair
 
 REDUCTIONS = ("none", "sum", "mean", "batchmean")
 
@@ -128,20 +129,12 @@ def _setup_context(ctx, inputs, output) -> None:
     ctx.scale = scale
 
 
-def _register(forward: str, backward: str) -> None:
-    namespace, name = backward.split("::")
-    backward_fn = getattr(getattr(torch.ops, namespace), name)
-
-    def grad(ctx, grad_z: Tensor, grad_kl: Tensor):
-        mu, logvar, eps = ctx.saved_tensors
-        grad_mu, grad_logvar = backward_fn(grad_z, grad_kl, mu, logvar, eps, ctx.scale)
-        return grad_mu, grad_logvar, None, None, None
-
-    torch.library.register_fake(forward)(_fake_forward)
-    torch.library.register_fake(backward)(_fake_backward)
-    torch.library.register_autograd(forward, grad, setup_context=_setup_context)
+def _backward(ctx, backward_op, grad_z: Tensor, grad_kl: Tensor):
+    mu, logvar, eps = ctx.saved_tensors
+    grad_mu, grad_logvar = backward_op(grad_z, grad_kl, mu, logvar, eps, ctx.scale)
+    return grad_mu, grad_logvar, None, None, None
 
 
-_register("deepfast_triton::reparam_kl", "deepfast_triton::reparam_kl_backward")
-if backends.extension is not None:
-    _register("deepfast::reparam_kl", "deepfast::reparam_kl_backward")
+register_op_pair(
+    "reparam_kl", fake=_fake_forward, fake_backward=_fake_backward, setup_context=_setup_context, backward=_backward
+)

@@ -21,6 +21,21 @@ def reparam_kl(device: str) -> None:
                 (z.sum() + kl.sum()).backward()
 
 
+def cycle_l1(device: str) -> None:
+    for dtype in DTYPES:
+        for shape in [(1,), (37, 53), (2, 3, 67, 129)]:
+            rec, orig = (torch.randn(shape, device=device, dtype=dtype) for _ in range(2))
+            pairs = [(rec, orig), (rec[..., ::2], orig[..., ::2])]  # dense; strided (copied)
+            if len(shape) == 4:
+                channels_last = rec.contiguous(memory_format=torch.channels_last)
+                pairs += [(channels_last, torch.randn_like(channels_last)), (channels_last, orig)]  # same layout; mixed
+            for r, o in pairs:
+                for wrt in ((True, True), (True, False), (False, True)):
+                    for reduction in ("mean", "sum"):
+                        r, o = r.detach().requires_grad_(wrt[0]), o.detach().requires_grad_(wrt[1])
+                        deepfast.ops.cycle_l1(r, o, weight=2.0, reduction=reduction).backward()
+
+
 def norm_act(device: str) -> None:
     for dtype in DTYPES:
         for shape in [(2, 3, 1, 2), (3, 5, 7, 9), (4, 67, 33, 17)]:
@@ -39,7 +54,7 @@ def norm_act(device: str) -> None:
                     deepfast.ops.instance_norm_leaky_relu(xs, w, b, inplace=inplace).sum().backward()
 
 
-EXERCISES = [reparam_kl, norm_act]
+EXERCISES = [reparam_kl, cycle_l1, norm_act]
 
 
 def main() -> None:
