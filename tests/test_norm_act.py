@@ -4,7 +4,7 @@ reference (F.batch_norm / F.instance_norm + F.leaky_relu), and their contract.""
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TOLERANCE
+from conftest import TOLERANCE, assert_compiles_fullgraph
 
 import deepfast
 from deepfast import backends
@@ -220,48 +220,19 @@ def test_opcheck(name, forward, backward, mode, channels_last):
         torch.library.opcheck(backward, args)
 
 
-def compile_and_capture(fn, *args):
-    """Runs torch.compile(fn, fullgraph=True) on args; returns its result and the targets of the graph."""
-    graphs = []
-
-    def capture(gm, example_inputs):
-        graphs.append(gm)
-        return gm.forward
-
-    out = torch.compile(fn, fullgraph=True, backend=capture)(*args)
-    return out, {str(node.target) for node in graphs[0].graph.nodes}
-
-
-def assert_op_called(backend, called):
-    namespace = {"torch": None, "triton": "deepfast_triton", "cpp": "deepfast", "cuda": "deepfast"}[backend]
-    assert namespace is None or f"{namespace}.norm_act" in called, called
-
-
 @pytest.mark.parametrize("mode", ["batch-train", "instance"])
 def test_torch_compile_fullgraph(backend_device, mode):
     backend, device = backend_device
     x, w, b, rm, rv = make_inputs((4, 6, 5, 5), torch.float32, device)
 
-    def loss(x, w, b, rm, rv):
+    def loss(x, w, b):
         if mode == "instance":
             y = instance_norm_leaky_relu(x, w, b, inplace=True)
         else:
             y = batch_norm_leaky_relu(x, w, b, rm, rv, training=True)
         return (y * y).sum()
 
-    with deepfast.use_backend(backend):
-        torch._dynamo.reset()
-        _, called = compile_and_capture(loss, x, w, b, rm.clone(), rv.clone())
-        compiled = torch.compile(loss, fullgraph=True)
-        results = []
-        for fn in (loss, compiled):
-            xs, ws, bs = (t.clone().requires_grad_() for t in (x, w, b))
-            rms, rvs = rm.clone(), rv.clone()
-            out = fn(xs, ws, bs, rms, rvs)
-            results.append((out, *torch.autograd.grad(out, (xs, ws, bs)), rms, rvs))
-    for eager, comp in zip(*results):
-        torch.testing.assert_close(comp, eager, rtol=1e-5, atol=1e-5)
-    assert_op_called(backend, called)
+    assert_compiles_fullgraph(loss, (x, w, b), backend, "norm_act")
 
 
 def test_matches_nn_modules_train_and_eval(backend_device):
