@@ -80,3 +80,14 @@ def assert_compiles_fullgraph(fn, inputs, backend: str, op: str, grad_of=None) -
     called = {str(node.target) for node in graphs[0].graph.nodes}
     namespace = {"torch": None, "triton": "deepfast_triton", "cpp": "deepfast", "cuda": "deepfast"}[backend]
     assert namespace is None or f"{namespace}.{op}" in called, called
+
+
+def compiled_op_pairs(name: str) -> list[tuple[str, object, object]]:
+    """(backend label, op, backward op) of the compiled implementations of ``name`` present here."""
+    pairs = []
+    if backends.extension is not None:
+        pairs.append(("cpp", getattr(torch.ops.deepfast, name), getattr(torch.ops.deepfast, f"{name}_backward")))
+    if backends.status()["triton"].available:
+        ns = torch.ops.deepfast_triton
+        pairs.append(("triton", getattr(ns, name), getattr(ns, f"{name}_backward")))
+    return pairs

@@ -4,7 +4,7 @@ reference (F.batch_norm / F.instance_norm + F.leaky_relu), and their contract.""
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TOLERANCE, assert_compiles_fullgraph
+from conftest import TOLERANCE, assert_compiles_fullgraph, compiled_op_pairs
 
 import deepfast
 from deepfast import backends
@@ -193,16 +193,10 @@ def test_gradcheck_float64(backend_device, mode, inplace):
         assert torch.autograd.gradcheck(fn, (x, w, b), fast_mode=backend == "triton" and device == "cpu")
 
 
-def compiled_ops():
-    ops = []
-    if backends.extension is not None:
-        ops.append(("cpp", torch.ops.deepfast.norm_act, torch.ops.deepfast.norm_act_backward))
-    if backends.status()["triton"].available:
-        ops.append(("triton", torch.ops.deepfast_triton.norm_act, torch.ops.deepfast_triton.norm_act_backward))
-    return ops
+OP_PAIRS = compiled_op_pairs("norm_act")
 
 
-@pytest.mark.parametrize("name,forward,backward", compiled_ops(), ids=[o[0] for o in compiled_ops()])
+@pytest.mark.parametrize("name,forward,backward", OP_PAIRS, ids=[pair[0] for pair in OP_PAIRS])
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "cl"])
 def test_opcheck(name, forward, backward, mode, channels_last):
