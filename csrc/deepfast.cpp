@@ -29,6 +29,16 @@ TORCH_LIBRARY(deepfast, m) {
   m.def(
       "cycle_l1_backward(Tensor grad, Tensor rec, Tensor orig, float scale, bool[2] output_mask)"
       " -> (Tensor?, Tensor?)");
+  // Batch / instance norm + LeakyReLU (csrc/norm_act.h). Batch statistics when mean and var are
+  // None (returned, biased var, float32 or float64, one per group), else those (running) ones.
+  // y = leaky(w (x - mean) / sqrt(var + eps) + b); instance: statistics per (n, c).
+  m.def(
+      "norm_act(Tensor x, Tensor? weight, Tensor? bias, Tensor? mean, Tensor? var, bool instance, float eps,"
+      " float slope, bool inplace) -> (Tensor, Tensor, Tensor)");
+  // (grad_x, grad_weight, grad_bias); saved is x, or y in in-place mode.
+  m.def(
+      "norm_act_backward(Tensor grad_y, Tensor saved, Tensor? weight, Tensor? bias, Tensor mean, Tensor var,"
+      " bool batch_stats, bool instance, float eps, float slope, bool inplace) -> (Tensor, Tensor, Tensor)");
   // One PGD step on each sample s of x_adv (N, ...), step_size and eps of shape (N,) (csrc/pgd.h):
   // "inf": x_adv + step_size[s] * sign(grad), clipped to the eps[s] box around x_orig, then to [lo, hi];
   // "2": x_adv + step_size[s] * grad / ||grad||, its difference to x_orig scaled into the eps[s] ball,

@@ -86,3 +86,10 @@ def assert_compiles_fullgraph(fn, inputs, backend: str, op: str, grad_of=None) -
     called = {str(node.target) for node in graphs[0].graph.nodes}
     namespace = {"torch": None, "triton": "deepfast_triton", "cpp": "deepfast", "cuda": "deepfast"}[backend]
     assert namespace is None or f"{namespace}.{op}" in called, called
+
+
+def compiled_op_pairs(name: str) -> list[tuple[str, object, object]]:
+    """(backend label, op, backward op) of the compiled implementations of ``name`` present here."""
+    label = {"deepfast": "cpp", "deepfast_triton": "triton"}
+    ops = [(label[ns], getattr(torch.ops, ns)) for ns in compiled_namespaces()]
+    return [(lab, getattr(ns, name), getattr(ns, f"{name}_backward")) for lab, ns in ops]

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import TOLERANCE, assert_compiles_fullgraph
+from conftest import TOLERANCE, assert_compiles_fullgraph, compiled_op_pairs
 
 import deepfast
 from deepfast import backends
@@ -121,16 +121,10 @@ def test_gradcheck_float64(backend_device, reduction):
         assert torch.autograd.gradcheck(lambda m, v: reparameterize_kl(m, v, eps, reduction=reduction), (mu, logvar))
 
 
-def compiled_ops():
-    ops = []
-    if backends.extension is not None:
-        ops.append(("cpp", torch.ops.deepfast.reparam_kl, torch.ops.deepfast.reparam_kl_backward))
-    if backends.status()["triton"].available:
-        ops.append(("triton", torch.ops.deepfast_triton.reparam_kl, torch.ops.deepfast_triton.reparam_kl_backward))
-    return ops
+OP_PAIRS = compiled_op_pairs("reparam_kl")
 
 
-@pytest.mark.parametrize("name,forward,backward", compiled_ops(), ids=[o[0] for o in compiled_ops()])
+@pytest.mark.parametrize("name,forward,backward", OP_PAIRS, ids=[pair[0] for pair in OP_PAIRS])
 @pytest.mark.parametrize("reduce", [True, False])
 def test_opcheck(name, forward, backward, reduce):
     device = "cuda" if torch.cuda.is_available() and name != "cpp" else "cpu"

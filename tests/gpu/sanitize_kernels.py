@@ -36,6 +36,24 @@ def cycle_l1(device: str) -> None:
                         deepfast.ops.cycle_l1(r, o, weight=2.0, reduction=reduction).backward()
 
 
+def norm_act(device: str) -> None:
+    for dtype in DTYPES:
+        for shape in [(2, 3, 1, 2), (3, 5, 7, 9), (4, 67, 33, 17)]:
+            for channels_last in (False, True):
+                x = torch.randn(shape, device=device, dtype=dtype)
+                if channels_last:
+                    x = x.to(memory_format=torch.channels_last)
+                c = shape[1]
+                w, b = (torch.randn(c, device=device, dtype=dtype, requires_grad=True) for _ in range(2))
+                rm, rv = torch.zeros(c, device=device, dtype=dtype), torch.ones(c, device=device, dtype=dtype)
+                for inplace in (False, True):
+                    xs = x.clone().requires_grad_()
+                    for training in (True, False):
+                        y = deepfast.ops.batch_norm_leaky_relu(xs, w, b, rm, rv, training=training, inplace=inplace)
+                        y.sum().backward()
+                    deepfast.ops.instance_norm_leaky_relu(xs, w, b, inplace=inplace).sum().backward()
+
+
 def pgd_step(device: str) -> None:
     for dtype in DTYPES:
         for shape in [(1, 1), (5, 1, 13, 11), (3, 3, 67, 129)]:  # the last: several tiles per sample
@@ -51,7 +69,7 @@ def pgd_step(device: str) -> None:
                     deepfast.ops.pgd_step_(x.clone(), g, x0, step_size=0.02, eps=0.1, norm=norm, clamp=None)
 
 
-EXERCISES = [reparam_kl, cycle_l1, pgd_step]
+EXERCISES = [reparam_kl, cycle_l1, norm_act, pgd_step]
 
 
 def main() -> None:
