@@ -2,12 +2,10 @@
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
-#include <ATen/ops/empty_like.h>
 #include <torch/library.h>
 
-#include "../checks.h"
 #include "../reparam_kl.h"
+#include "../reparam_kl_args.h"
 #include "reduce.h"
 
 namespace deepfast {
@@ -47,18 +45,10 @@ DF_CPU_CLONES void backward_range(const scalar_t* gz, const scalar_t* gkl, acc_t
   }
 }
 
-void check_inputs(const at::Tensor& mu, const at::Tensor& logvar, const at::Tensor& eps) {
-  check_float(mu, "mu");
-  check_like(logvar, "logvar", mu, "mu");
-  check_like(eps, "eps", mu, "mu");
-}
-
 std::tuple<at::Tensor, at::Tensor> reparam_kl_cpu(const at::Tensor& mu_, const at::Tensor& logvar_,
                                                   const at::Tensor& eps_, bool reduce, double scale) {
-  check_inputs(mu_, logvar_, eps_);
-  const at::Tensor mu = mu_.contiguous(), logvar = logvar_.contiguous(), eps = eps_.contiguous();
-  at::Tensor z = at::empty_like(mu, at::MemoryFormat::Contiguous);
-  at::Tensor kl = reduce ? at::empty({}, mu.options()) : at::empty_like(mu, at::MemoryFormat::Contiguous);
+  const ReparamKLForward a(mu_, logvar_, eps_, reduce);
+  const at::Tensor &mu = a.mu, &logvar = a.logvar, &eps = a.eps, &z = a.z, &kl = a.kl;
   const int64_t n = mu.numel();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mu.scalar_type(), "reparam_kl_cpu", [&] {
     using T = acc_t<scalar_t>;
@@ -80,13 +70,10 @@ std::tuple<at::Tensor, at::Tensor> reparam_kl_cpu(const at::Tensor& mu_, const a
 std::tuple<at::Tensor, at::Tensor> reparam_kl_backward_cpu(const at::Tensor& grad_z_, const at::Tensor& grad_kl_,
                                                            const at::Tensor& mu_, const at::Tensor& logvar_,
                                                            const at::Tensor& eps_, double scale) {
-  check_inputs(mu_, logvar_, eps_);
-  check_like(grad_z_, "grad_z", mu_, "mu");
-  const bool reduced = check_grad_kl(grad_kl_, mu_);
-  const at::Tensor mu = mu_.contiguous(), logvar = logvar_.contiguous(), eps = eps_.contiguous(),
-                   gz = grad_z_.contiguous(), gkl = grad_kl_.contiguous();
-  at::Tensor dmu = at::empty_like(mu, at::MemoryFormat::Contiguous);
-  at::Tensor dlogvar = at::empty_like(mu, at::MemoryFormat::Contiguous);
+  const ReparamKLBackward a(grad_z_, grad_kl_, mu_, logvar_, eps_);
+  const at::Tensor &mu = a.mu, &logvar = a.logvar, &eps = a.eps, &gz = a.grad_z, &gkl = a.grad_kl,
+                   &dmu = a.grad_mu, &dlogvar = a.grad_logvar;
+  const bool reduced = a.reduced;
   const int64_t n = mu.numel();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mu.scalar_type(), "reparam_kl_backward_cpu", [&] {
     using T = acc_t<scalar_t>;

@@ -3,12 +3,11 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/empty_like.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
-#include "../checks.h"
 #include "../reparam_kl.h"
+#include "../reparam_kl_args.h"
 #include "launch.cuh"
 
 namespace deepfast {
@@ -54,19 +53,11 @@ __global__ void reparam_kl_backward_kernel(const scalar_t* __restrict__ gz, cons
   }
 }
 
-void check_inputs(const at::Tensor& mu, const at::Tensor& logvar, const at::Tensor& eps) {
-  check_float(mu, "mu");
-  check_like(logvar, "logvar", mu, "mu");
-  check_like(eps, "eps", mu, "mu");
-}
-
 std::tuple<at::Tensor, at::Tensor> reparam_kl_cuda(const at::Tensor& mu_, const at::Tensor& logvar_,
                                                    const at::Tensor& eps_, bool reduce, double scale) {
-  check_inputs(mu_, logvar_, eps_);
   const c10::cuda::CUDAGuard guard(mu_.device());
-  const at::Tensor mu = mu_.contiguous(), logvar = logvar_.contiguous(), eps = eps_.contiguous();
-  at::Tensor z = at::empty_like(mu, at::MemoryFormat::Contiguous);
-  at::Tensor kl = reduce ? at::empty({}, mu.options()) : at::empty_like(mu, at::MemoryFormat::Contiguous);
+  const ReparamKLForward a(mu_, logvar_, eps_, reduce);
+  const at::Tensor &mu = a.mu, &logvar = a.logvar, &eps = a.eps, &z = a.z, &kl = a.kl;
   const int64_t n = mu.numel();
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   const int blocks = grid_size(n);
@@ -96,14 +87,11 @@ std::tuple<at::Tensor, at::Tensor> reparam_kl_cuda(const at::Tensor& mu_, const 
 std::tuple<at::Tensor, at::Tensor> reparam_kl_backward_cuda(const at::Tensor& grad_z_, const at::Tensor& grad_kl_,
                                                             const at::Tensor& mu_, const at::Tensor& logvar_,
                                                             const at::Tensor& eps_, double scale) {
-  check_inputs(mu_, logvar_, eps_);
-  check_like(grad_z_, "grad_z", mu_, "mu");
-  const bool reduced = check_grad_kl(grad_kl_, mu_);
   const c10::cuda::CUDAGuard guard(mu_.device());
-  const at::Tensor mu = mu_.contiguous(), logvar = logvar_.contiguous(), eps = eps_.contiguous(),
-                   gz = grad_z_.contiguous(), gkl = grad_kl_.contiguous();
-  at::Tensor dmu = at::empty_like(mu, at::MemoryFormat::Contiguous);
-  at::Tensor dlogvar = at::empty_like(mu, at::MemoryFormat::Contiguous);
+  const ReparamKLBackward a(grad_z_, grad_kl_, mu_, logvar_, eps_);
+  const at::Tensor &mu = a.mu, &logvar = a.logvar, &eps = a.eps, &gz = a.grad_z, &gkl = a.grad_kl,
+                   &dmu = a.grad_mu, &dlogvar = a.grad_logvar;
+  const bool reduced = a.reduced;
   const int64_t n = mu.numel();
   if (n == 0) return {dmu, dlogvar};
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
