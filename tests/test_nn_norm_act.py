@@ -192,6 +192,35 @@ def test_convert_replaces_norm_act_runs_and_keeps_weights():
         torch.testing.assert_close(fused(x), model(x), **TOL)
 
 
+def cyclegan_like():
+    """ResNet-generator pieces: reflection padding, conv, instance norm, ReLU (the act as a named child)."""
+    return nn.Sequential(
+        nn.ReflectionPad2d(3), nn.Conv2d(3, 8, 7), nn.InstanceNorm2d(8), nn.ReLU(True),
+        nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.InstanceNorm2d(8), nn.ReLU(True),
+        nn.ReflectionPad2d(1), nn.Conv2d(8, 3, 3), nn.Tanh(),
+    )
+
+
+@pytest.mark.parametrize("build", [dcgan_like, cyclegan_like])
+def test_convert_keeps_outputs_and_gradients(build):
+    torch.manual_seed(1)
+    model = randomize(build()).train()
+    fused = convert(copy.deepcopy(model)).train()
+    assert any(isinstance(m, (BatchNormLeakyReLU2d, InstanceNormLeakyReLU2d)) for m in fused.modules())
+    x = torch.randn(2, 3, 12, 12)
+    outputs = []
+    for net in (model, fused):
+        net.zero_grad()
+        y = net(x)
+        (y * torch.linspace(-1, 2, y.numel()).view_as(y)).sum().backward()
+        outputs.append((y, {k: p.grad for k, p in net.named_parameters()}))
+    (y_ref, grads_ref), (y_fused, grads_fused) = outputs
+    torch.testing.assert_close(y_fused, y_ref, **TOL)
+    assert grads_fused.keys() == grads_ref.keys()
+    for name in grads_ref:
+        torch.testing.assert_close(grads_fused[name], grads_ref[name], rtol=1e-4, atol=1e-4, msg=name)
+
+
 def test_fuse_conv_bn_folds_eval_batch_norm():
     torch.manual_seed(0)
     model = randomize(dcgan_like())
