@@ -177,7 +177,7 @@ def _cyclegan_folder(root):
 
 
 def test_unpaired_pairs(tmp_path):
-    ds = data.unpaired(_cyclegan_folder(tmp_path))
+    ds = data.unpaired(_cyclegan_folder(tmp_path), value_range=(-1, 1))
     assert len(ds) == 5 and len(ds.a) == 3 and len(ds.b) == 5
     torch.manual_seed(0)
     pairs = [ds[i] for i in range(len(ds))]
@@ -187,7 +187,7 @@ def test_unpaired_pairs(tmp_path):
     assert torch.equal(pairs[3][0], pairs[0][0])  # A cycles
     torch.manual_seed(0)
     assert all(torch.equal(b, ds[i][1]) for i, (_, b) in enumerate(pairs))  # B from torch's generator
-    test = data.unpaired(tmp_path, split="test", value_range=(0, 1))
+    test = data.unpaired(tmp_path, split="test")
     assert len(test) == 1
     _check_images(test[0][0], 3, (6, 5))
 

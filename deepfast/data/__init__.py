@@ -6,7 +6,7 @@ Every dataset yields float32 images (C, H, W), by default in [0, 1], or in [lo, 
 
 - [0, 1] (the default): autoencoders and VAEs with a sigmoid output and a BCE or MSE
   reconstruction loss, and classifiers under attack or defended (PGD clamps to the box [0, 1]).
-- [-1, 1]: GANs whose generator ends in tanh (DCGAN, CycleGAN); ``unpaired`` defaults to it.
+- [-1, 1]: GANs whose generator ends in tanh (DCGAN, CycleGAN).
 
 ``get_dataset(name, **kw)`` builds one by name, for the command line.
 """

@@ -190,13 +190,13 @@ def unpaired(
     split: str = "train",
     channels: int | None = None,
     size: int | tuple[int, int] | None = None,
-    value_range: ValueRange = (-1.0, 1.0),
+    value_range: ValueRange = (0.0, 1.0),
 ) -> Unpaired:
     """A CycleGAN dataset folder (``path``/trainA, trainB, testA, testB; each a flat folder of images).
 
     Items are ``(a, b)`` from ``split``A and ``split``B ("train" or "test"), drawn independently
-    (see ``Unpaired``), each float32 (C, H, W) in ``value_range``, by default [-1, 1] as CycleGAN's
-    tanh generators expect. ``channels`` and ``size`` apply to both domains (see ``ImageFiles``).
+    (see ``Unpaired``), each float32 (C, H, W) in ``value_range`` (CycleGAN's tanh generators
+    expect (-1, 1)). ``channels`` and ``size`` apply to both domains (see ``ImageFiles``).
     Raises FileNotFoundError or ValueError naming the missing or bad folder or file.
     """
     if split not in ("train", "test"):
