@@ -163,6 +163,19 @@ def test_image_read_error_on_access_names_the_path(tmp_path):
         ds[0]
 
 
+def test_read_image_modes(tmp_path):
+    sixteen = _write(tmp_path / "16bit.png", np.array([[0, 65535]], dtype=np.uint16))
+    assert torch.equal(data.read_image(sixteen), torch.tensor([[[0.0, 1.0]]]))
+    palette = tmp_path / "palette.png"
+    Image.fromarray(_rgb(51)).convert("P").save(palette)
+    x = data.read_image(palette)
+    assert x.shape == (3, 6, 5) and torch.allclose(x, torch.full_like(x, 0.2))
+    rgba = _write(tmp_path / "rgba.png", np.full((2, 3, 4), 255, dtype=np.uint8))
+    assert torch.equal(data.read_image(rgba), torch.ones(4, 2, 3))
+    with pytest.raises(ValueError, match="channels must be"):
+        data.image_folder(tmp_path, channels=5)
+
+
 # --- unpaired -------------------------------------------------------------------------------
 
 
