@@ -35,10 +35,11 @@ def test_regular_pure_python_install(tmp_path):
         check=True, env=env, timeout=300, capture_output=True,
     )
     code = """
-import pathlib, sys, torch, deepfast, deepfast.kernels
+import pathlib, sys, torch, deepfast, deepfast.data, deepfast.kernels
 site = pathlib.Path(sys.argv[1]).resolve()
 assert pathlib.Path(deepfast.__file__).resolve().is_relative_to(site), deepfast.__file__
 assert pathlib.Path(deepfast.kernels.__file__).resolve() == site / "deepfast" / "kernels" / "__init__.py"
+assert pathlib.Path(deepfast.data.__file__).resolve() == site / "deepfast" / "data" / "__init__.py"
 assert deepfast.backends.extension is None
 assert deepfast.backends.select(torch.device("cpu")) == "torch"
 z, kl = deepfast.reparameterize_kl(torch.zeros(2, 3), torch.zeros(2, 3), torch.ones(2, 3))

@@ -1,0 +1,65 @@
+"""Datasets: offline ones bundled with scikit-learn / scikit-image, folders of images, and
+torchvision's MNIST and CIFAR-10 when torchvision is installed.
+
+Every dataset yields float32 images (C, H, W), by default in [0, 1], or in [lo, hi] with
+``value_range=(lo, hi)``; labels, where there are any, are 0-dim int64 tensors. Which range:
+
+- [0, 1] (the default): autoencoders and VAEs with a sigmoid output and a BCE or MSE
+  reconstruction loss, and classifiers under attack or defended (PGD clamps to the box [0, 1]).
+- [-1, 1]: GANs whose generator ends in tanh (DCGAN, CycleGAN).
+
+``get_dataset(name, **kw)`` builds one by name, for the command line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch.utils.data import Dataset
+
+from deepfast.data._common import ImageTensors, ValueRange
+from deepfast.data.bundled import Patches, digits, ihc
+from deepfast.data.folders import ImageFiles, Unpaired, image_folder, read_image, unpaired
+from deepfast.data.torchvision_sets import cifar10, mnist
+
+DATASETS: dict[str, Callable[..., Dataset]] = {
+    "digits": digits,
+    "ihc": ihc,
+    "mnist": mnist,
+    "cifar10": cifar10,
+}
+PATH_DATASETS: dict[str, Callable[..., Dataset]] = {"folder": image_folder, "unpaired": unpaired}
+
+
+def get_dataset(name: str, **kw) -> Dataset:
+    """Builds a dataset by name: "digits", "ihc", "mnist", "cifar10" (these two need ``root=``),
+    "folder:PATH" (``image_folder(PATH)``) or "unpaired:PATH" (``unpaired(PATH)``); ``kw`` go to
+    that function. Raises ValueError for an unknown name."""
+    prefix, sep, path = name.partition(":")
+    if sep and prefix in PATH_DATASETS:
+        if not path:
+            raise ValueError(f"{name!r} names no path: write {prefix}:PATH")
+        return PATH_DATASETS[prefix](path, **kw)
+    if not sep and name in DATASETS:
+        return DATASETS[name](**kw)
+    known = ", ".join([*DATASETS, *(f"{p}:PATH" for p in PATH_DATASETS)])
+    raise ValueError(f"unknown dataset {name!r}; known: {known}")
+
+
+__all__ = [
+    "DATASETS",
+    "ImageFiles",
+    "ImageTensors",
+    "PATH_DATASETS",
+    "Patches",
+    "Unpaired",
+    "ValueRange",
+    "cifar10",
+    "digits",
+    "get_dataset",
+    "ihc",
+    "image_folder",
+    "mnist",
+    "read_image",
+    "unpaired",
+]
