@@ -8,6 +8,7 @@ from deepfast.models import (VAE, Autoencoder, Discriminator, Generator, LeNet, 
                              ResnetGenerator, UNet)
 
 TOL = dict(rtol=1e-4, atol=1e-4)
+GRAD_TOL = 1e-4
 
 # (name, constructor kwargs -> model, input shape, output shape); small widths to stay fast.
 CASES = [
@@ -64,8 +65,11 @@ def test_fused_matches_reference(name, build, in_shape, out_shape):
             grads.append(torch.autograd.grad((y * weight).sum(), params))
             outs.append(y)
         torch.testing.assert_close(outs[1], outs[0], **TOL)
+        # Float32 sums in another order: gradients compared relative to the largest one (the conv biases
+        # before an instance norm have a gradient of zero, computed as rounding noise by both).
+        atol = GRAD_TOL * max(g.abs().max().item() for g in grads[0])
         for (pname, _), g_fused, g_ref in zip(ref.named_parameters(), grads[1], grads[0]):
-            torch.testing.assert_close(g_fused, g_ref, **TOL, msg=lambda m: f"{pname}: {m}")
+            torch.testing.assert_close(g_fused, g_ref, rtol=GRAD_TOL, atol=atol, msg=lambda m: f"{pname}: {m}")
         for (bname, b_ref), b_fused in zip(ref.named_buffers(), fused.buffers()):
             torch.testing.assert_close(b_fused, b_ref, **TOL, msg=lambda m: f"{bname}: {m}")
 
