@@ -39,7 +39,8 @@ class InstanceNormAct2d(nn.InstanceNorm2d):
 
 
 class ReferenceConvNormAct(ConvNormAct):
-    """ConvNormAct with the norm + activation as plain torch layers (children ``conv`` and ``act``)."""
+    """ConvNormAct with the norm + activation as plain torch layers (children ``conv`` and ``act``, so
+    the state_dict keys of ConvNormAct); norm=None is ConvNormAct itself (conv + nn.LeakyReLU / nn.ReLU)."""
 
     def __init__(self, in_ch: int, out_ch: int, *args, norm: str | None = "batch", negative_slope: float = 0.2,
                  **kwargs) -> None:
@@ -100,9 +101,9 @@ def num_halvings(image_size: int, sizes: tuple[int, ...] = (32, 64)) -> int:
 
 @torch.no_grad()
 def init_normal_(model: nn.Module, std: float = 0.02) -> nn.Module:
-    """DCGAN / CycleGAN init: conv and linear weights N(0, std), biases 0; norm weights N(1, std)."""
+    """DCGAN / CycleGAN init: conv weights N(0, std), biases 0; BatchNorm weights N(1, std), biases 0."""
     for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
             nn.init.normal_(m.weight, 0.0, std)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)

@@ -28,7 +28,8 @@ class LeNet(nn.Module):
 
 class BasicBlock(nn.Module):
     """ReLU(x' + BN(conv3x3(ReLU(BN(conv3x3(x)))))), x' = x or a 1x1 conv + BN projection when the
-    stride or width changes. (N, in_ch, H, W) -> (N, out_ch, H / stride, W / stride)."""
+    stride or width changes; the norms without an activation are nn.BatchNorm2d in both impls.
+    (N, in_ch, H, W) -> (N, out_ch, H / stride, W / stride)."""
 
     def __init__(self, in_ch: int, out_ch: int, stride: int, impl: str) -> None:
         super().__init__()

@@ -10,7 +10,8 @@ from deepfast.models._blocks import check_impl, conv_norm_act, init_normal_
 
 
 class ResnetBlock(nn.Module):
-    """x + IN(conv3x3(ReLU(IN(conv3x3(x))))), reflection padding. (N, C, H, W) -> (N, C, H, W)."""
+    """x + IN(conv3x3(ReLU(IN(conv3x3(x))))), reflection padding; the second instance norm, without an
+    activation, is nn.InstanceNorm2d in both impls. (N, C, H, W) -> (N, C, H, W)."""
 
     def __init__(self, dim: int, impl: str) -> None:
         super().__init__()

@@ -74,6 +74,7 @@ class VAE(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int) -> Tensor:
-        """n images decoded from z ~ N(0, I): (n, C, S, S)."""
+        """n images decoded from z ~ N(0, I): (n, C, S, S). Call eval() first (in training mode the
+        BatchNorms use and update the statistics of the batch)."""
         param = self.fc_mu.weight
         return self.decode(torch.randn(n, self.latent_dim, device=param.device, dtype=param.dtype))
