@@ -6,6 +6,7 @@ from torch import nn
 
 from deepfast.models import (VAE, Autoencoder, Discriminator, Generator, LeNet, PatchDiscriminator, ResNet18,
                              ResnetGenerator, UNet)
+from deepfast.nn import BatchNormLeakyReLU2d, InstanceNormLeakyReLU2d
 
 TOL = dict(rtol=1e-4, atol=1e-4)
 GRAD_TOL = 1e-4
@@ -50,6 +51,9 @@ def test_fused_matches_reference(name, build, in_shape, out_shape):
     torch.manual_seed(0)
     ref = build("reference")
     fused = build("fused")
+    fused_layers = (BatchNormLeakyReLU2d, InstanceNormLeakyReLU2d)
+    assert any(isinstance(m, fused_layers) for m in fused.modules())
+    assert not any(isinstance(m, fused_layers) for m in ref.modules())
     assert list(fused.state_dict()) == list(ref.state_dict())
     fused.load_state_dict(ref.state_dict())
     for training in (True, True, False):
