@@ -72,7 +72,10 @@ def extensions():
 
 ext_modules, cmdclass = extensions()
 setup(
-    packages=["deepfast", "deepfast.ops", "deepfast.nn", "deepfast.losses", "deepfast.data", "deepfast.kernels"],
+    packages=[
+        "deepfast", "deepfast.ops", "deepfast.nn", "deepfast.losses", "deepfast.data", "deepfast.models",
+        "deepfast.kernels",
+    ],
     package_dir={"deepfast.kernels": "kernels"},
     ext_modules=ext_modules,
     cmdclass=cmdclass,

@@ -1,0 +1,165 @@
+"""deepfast.models: shapes, parameter counts, fused == reference (outputs, gradients, buffers), VAE KL."""
+
+import pytest
+import torch
+from torch import nn
+
+from deepfast.models import (VAE, Autoencoder, Discriminator, Generator, LeNet, PatchDiscriminator, ResNet18,
+                             ResnetGenerator, UNet)
+from deepfast.nn import BatchNormLeakyReLU2d, InstanceNormLeakyReLU2d
+
+TOL = dict(rtol=1e-4, atol=1e-4)
+GRAD_TOL = 1e-4
+
+# (name, constructor kwargs -> model, input shape, output shape); small widths to stay fast.
+CASES = [
+    ("vae32", lambda impl: VAE(1, 32, latent_dim=8, width=8, impl=impl), (2, 1, 32, 32), (2, 1, 32, 32)),
+    ("vae64", lambda impl: VAE(3, 64, latent_dim=8, width=8, impl=impl), (2, 3, 64, 64), (2, 3, 64, 64)),
+    ("gen32", lambda impl: Generator(nz=16, ngf=8, image_size=32, impl=impl), (3, 16), (3, 3, 32, 32)),
+    ("gen64", lambda impl: Generator(nz=16, ngf=8, image_size=64, impl=impl), (3, 16, 1, 1), (3, 3, 64, 64)),
+    ("disc32", lambda impl: Discriminator(ndf=8, image_size=32, impl=impl), (3, 3, 32, 32), (3,)),
+    ("disc64", lambda impl: Discriminator(ndf=8, image_size=64, impl=impl), (3, 3, 64, 64), (3,)),
+    ("resgen6", lambda impl: ResnetGenerator(ngf=8, n_blocks=6, impl=impl), (2, 3, 32, 32), (2, 3, 32, 32)),
+    ("resgen9", lambda impl: ResnetGenerator(ngf=4, n_blocks=9, impl=impl), (1, 3, 24, 24), (1, 3, 24, 24)),
+    ("patch", lambda impl: PatchDiscriminator(ndf=8, impl=impl), (2, 3, 64, 64), (2, 1, 6, 6)),
+    ("ae", lambda impl: Autoencoder(1, 32, latent_dim=8, width=8, impl=impl), (2, 1, 32, 32), (2, 1, 32, 32)),
+    ("unet", lambda impl: UNet(1, 2, width=4, depth=3, impl=impl), (2, 1, 32, 32), (2, 2, 32, 32)),
+    ("lenet", lambda impl: LeNet(impl=impl), (4, 1, 32, 32), (4, 10)),
+    ("resnet18", lambda impl: ResNet18(width=4, impl=impl), (2, 3, 32, 32), (2, 10)),
+]
+IDS = [c[0] for c in CASES]
+
+
+def output(model, x):
+    out = model(x)
+    return out[0] if isinstance(out, tuple) else out
+
+
+@pytest.mark.parametrize("name, build, in_shape, out_shape", CASES, ids=IDS)
+@pytest.mark.parametrize("impl", ["fused", "reference"])
+def test_shapes(name, build, in_shape, out_shape, impl):
+    model = build(impl)
+    with torch.no_grad():
+        assert output(model, torch.rand(in_shape)).shape == out_shape
+        assert output(model.eval(), torch.rand(in_shape)).shape == out_shape
+
+
+@pytest.mark.parametrize("name, build, in_shape, out_shape", CASES, ids=IDS)
+def test_fused_matches_reference(name, build, in_shape, out_shape):
+    """The reference state_dict loads into the fused model (same keys); two training steps then one
+    eval step give the same outputs, parameter gradients and buffers."""
+    torch.manual_seed(0)
+    ref = build("reference")
+    fused = build("fused")
+    fused_layers = (BatchNormLeakyReLU2d, InstanceNormLeakyReLU2d)
+    assert any(isinstance(m, fused_layers) for m in fused.modules())
+    assert not any(isinstance(m, fused_layers) for m in ref.modules())
+    assert list(fused.state_dict()) == list(ref.state_dict())
+    fused.load_state_dict(ref.state_dict())
+    for training in (True, True, False):
+        ref.train(training), fused.train(training)
+        x = torch.rand(in_shape)
+        weight = torch.randn(out_shape)
+        grads = []
+        outs = []
+        for model in (ref, fused):
+            torch.manual_seed(1)  # the VAE draws its noise
+            y = output(model, x)
+            params = list(model.parameters())
+            grads.append(torch.autograd.grad((y * weight).sum(), params))
+            outs.append(y)
+        torch.testing.assert_close(outs[1], outs[0], **TOL)
+        # Float32 sums in another order: gradients compared relative to the largest one (the conv biases
+        # before an instance norm have a gradient of zero, computed as rounding noise by both).
+        atol = GRAD_TOL * max(g.abs().max().item() for g in grads[0])
+        for (pname, _), g_fused, g_ref in zip(ref.named_parameters(), grads[1], grads[0]):
+            torch.testing.assert_close(g_fused, g_ref, rtol=GRAD_TOL, atol=atol, msg=lambda m: f"{pname}: {m}")
+        for (bname, b_ref), b_fused in zip(ref.named_buffers(), fused.buffers()):
+            torch.testing.assert_close(b_fused, b_ref, **TOL, msg=lambda m: f"{bname}: {m}")
+
+
+def reference_count(*layers: nn.Module) -> int:
+    return sum(p.numel() for layer in layers for p in layer.parameters())
+
+
+def count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_dcgan_parameter_counts():
+    """The published DCGAN counts (nz=100, ngf=ndf=64, 3x64x64): G 3,576,704, D 2,765,568, recomputed
+    from the nn layers of the PyTorch DCGAN example."""
+    g_ref = reference_count(
+        nn.ConvTranspose2d(100, 512, 4, 1, 0, bias=False), nn.BatchNorm2d(512),
+        nn.ConvTranspose2d(512, 256, 4, 2, 1, bias=False), nn.BatchNorm2d(256),
+        nn.ConvTranspose2d(256, 128, 4, 2, 1, bias=False), nn.BatchNorm2d(128),
+        nn.ConvTranspose2d(128, 64, 4, 2, 1, bias=False), nn.BatchNorm2d(64),
+        nn.ConvTranspose2d(64, 3, 4, 2, 1, bias=False))
+    d_ref = reference_count(
+        nn.Conv2d(3, 64, 4, 2, 1, bias=False),
+        nn.Conv2d(64, 128, 4, 2, 1, bias=False), nn.BatchNorm2d(128),
+        nn.Conv2d(128, 256, 4, 2, 1, bias=False), nn.BatchNorm2d(256),
+        nn.Conv2d(256, 512, 4, 2, 1, bias=False), nn.BatchNorm2d(512),
+        nn.Conv2d(512, 1, 4, 1, 0, bias=False))
+    assert g_ref == 3_576_704 and d_ref == 2_765_568
+    for impl in ("fused", "reference"):
+        assert count(Generator(impl=impl)) == g_ref
+        assert count(Discriminator(impl=impl)) == d_ref
+    assert count(Generator(image_size=32)) == 1_068_928  # the 64x64 G without its 512-channel layer
+    assert count(Discriminator(image_size=32)) == 663_296
+
+
+def test_cyclegan_parameter_counts():
+    """ngf=ndf=64, RGB: ResnetGenerator 11,378,179 (9 blocks) / 7,837,699 (6), PatchDiscriminator
+    2,764,737: the counts of the CycleGAN reference code, recomputed from its nn layers."""
+    head = [nn.Conv2d(3, 64, 7), nn.Conv2d(64, 128, 3, 2, 1), nn.Conv2d(128, 256, 3, 2, 1)]
+    block = [nn.Conv2d(256, 256, 3), nn.Conv2d(256, 256, 3)]
+    tail = [nn.ConvTranspose2d(256, 128, 3, 2, 1, 1), nn.ConvTranspose2d(128, 64, 3, 2, 1, 1), nn.Conv2d(64, 3, 7)]
+    for n_blocks, expected in ((9, 11_378_179), (6, 7_837_699)):
+        assert reference_count(*head, *tail) + n_blocks * reference_count(*block) == expected
+        assert count(ResnetGenerator(n_blocks=n_blocks)) == expected
+    d_ref = reference_count(nn.Conv2d(3, 64, 4, 2, 1), nn.Conv2d(64, 128, 4, 2, 1), nn.Conv2d(128, 256, 4, 2, 1),
+                            nn.Conv2d(256, 512, 4, 1, 1), nn.Conv2d(512, 1, 4, 1, 1))
+    assert d_ref == 2_764_737 == count(PatchDiscriminator())
+
+
+def test_classifier_parameter_counts():
+    """ResNet-18 for CIFAR: 11,173,962; LeNet-5 with BatchNorm (conv biases dropped): 61,728."""
+    assert count(ResNet18()) == 11_173_962
+    lenet_ref = reference_count(nn.Conv2d(1, 6, 5, bias=False), nn.BatchNorm2d(6), nn.Conv2d(6, 16, 5, bias=False),
+                                nn.BatchNorm2d(16), nn.Linear(400, 120), nn.Linear(120, 84), nn.Linear(84, 10))
+    assert lenet_ref == 61_728 == count(LeNet())
+
+
+@pytest.mark.parametrize("impl", ["fused", "reference"])
+def test_vae_kl_and_sample(impl):
+    torch.manual_seed(0)
+    vae = VAE(1, 32, latent_dim=8, width=8, impl=impl)
+    assert vae.kl is None
+    recon, mu, logvar = vae(torch.rand(4, 1, 32, 32))
+    expected = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / 4
+    torch.testing.assert_close(vae.kl, expected, rtol=1e-5, atol=1e-5)
+    assert vae.kl.requires_grad
+    vae.eval()
+    x = torch.rand(2, 1, 32, 32)
+    mu, logvar = vae.encode(x)
+    torch.testing.assert_close(vae(x)[0], vae.decode(mu))  # eval: z = mu
+    samples = vae.sample(5)
+    assert samples.shape == (5, 1, 32, 32) and not samples.requires_grad
+    assert samples.min() >= 0 and samples.max() <= 1
+
+
+def test_dcgan_init():
+    g = Generator(ngf=16)
+    w = torch.cat([m.weight.flatten() for m in g.modules() if isinstance(m, nn.ConvTranspose2d)])
+    assert abs(w.mean()) < 2e-3 and abs(w.std() - 0.02) < 1e-3
+    norm_w = torch.cat([m.weight for m in g.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)])
+    assert abs(norm_w.mean() - 1) < 1e-2
+
+
+@pytest.mark.parametrize("bad", [dict(impl="fast"), dict(image_size=48)])
+def test_bad_arguments(bad):
+    with pytest.raises(ValueError):
+        VAE(**bad)
+    with pytest.raises(ValueError):
+        Generator(**bad)
