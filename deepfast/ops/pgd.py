@@ -190,8 +190,10 @@ def _check_amount(value: object, name: str, x: Tensor, x_name: str) -> None:
     if value.device != x.device:
         raise ValueError(f"{name} must be on the device of {x_name} ({x.device}), got {value.device}")
     _check_no_grad(value, name)
-    # A sync on a GPU; under torch.compile the values are not checked (data-dependent control flow).
-    if not torch.compiler.is_compiling() and not bool((torch.isfinite(value) & (value >= 0)).all()):
+    # Values are checked where that needs no device sync: CPU tensors, outside torch.compile. A GPU
+    # tensor is not read back in every step of an attack loop (and CUDA-graph capture forbids it).
+    on_cpu = value.device.type == "cpu"
+    if on_cpu and not torch.compiler.is_compiling() and not bool((torch.isfinite(value) & (value >= 0)).all()):
         raise ValueError(f"{name} must be finite and >= 0 in every sample")
 
 
