@@ -18,6 +18,17 @@ STATS, FROM_X, FROM_Y = 0, 1, 2  # what _sums_kernel reduces / _apply_kernel com
 
 
 @triton.jit
+def _affine(w_ptr, b_ptr, mean_ptr, var_ptr, c, g, mask, eps):
+    """weight, bias, mean, 1/sqrt(var + eps) of channel c in group g, and z = scale * x + shift."""
+    w = tl.load(w_ptr + c, mask=mask, other=1.0)
+    bias = tl.load(b_ptr + c, mask=mask, other=0.0)
+    mean = tl.load(mean_ptr + g, mask=mask, other=0.0)
+    inv = 1.0 / tl.sqrt(tl.load(var_ptr + g, mask=mask, other=1.0) + eps)
+    scale = w * inv
+    return w, bias, mean, inv, scale, bias - mean * scale
+
+
+@triton.jit
 def _sums_kernel(a_ptr, dy_ptr, w_ptr, b_ptr, mean_ptr, var_ptr, out1_ptr, out2_ptr, R, C, S, eps, slope,
                  MODE: tl.constexpr, ACC: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)
@@ -28,12 +39,7 @@ def _sums_kernel(a_ptr, dy_ptr, w_ptr, b_ptr, mean_ptr, var_ptr, out1_ptr, out2_
     if MODE == STATS:
         shift = tl.load(a_ptr + (b * R * C + c) * S, mask=cmask, other=0.0).to(ACC)
     else:
-        w = tl.load(w_ptr + c, mask=cmask, other=1.0)
-        bias = tl.load(b_ptr + c, mask=cmask, other=0.0)
-        mean = tl.load(mean_ptr + g, mask=cmask, other=0.0)
-        inv = 1.0 / tl.sqrt(tl.load(var_ptr + g, mask=cmask, other=1.0) + eps)
-        scale = w * inv
-        shift = bias - mean * scale
+        w, bias, mean, inv, scale, shift = _affine(w_ptr, b_ptr, mean_ptr, var_ptr, c, g, cmask, eps)
     acc1 = tl.zeros([BLOCK_K, BLOCK_C], dtype=ACC)
     acc2 = tl.zeros([BLOCK_K, BLOCK_C], dtype=ACC)
     for k0 in range(0, m, BLOCK_K):
@@ -76,12 +82,7 @@ def _apply_kernel(a_ptr, dy_ptr, out_ptr, w_ptr, b_ptr, mean_ptr, var_ptr, s1_pt
     t = offs // S
     c = t % C
     g = (t // (R * C)) * C + c
-    w = tl.load(w_ptr + c, mask=mask, other=1.0)
-    bias = tl.load(b_ptr + c, mask=mask, other=0.0)
-    mean = tl.load(mean_ptr + g, mask=mask, other=0.0)
-    inv = 1.0 / tl.sqrt(tl.load(var_ptr + g, mask=mask, other=1.0) + eps)
-    scale = w * inv
-    shift = bias - mean * scale
+    w, bias, mean, inv, scale, shift = _affine(w_ptr, b_ptr, mean_ptr, var_ptr, c, g, mask, eps)
     a = tl.load(a_ptr + offs, mask=mask, other=0.0).to(ACC)
     if MODE == STATS:
         z = a * scale + shift
