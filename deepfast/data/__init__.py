@@ -19,12 +19,16 @@ from torch.utils.data import Dataset
 
 from deepfast.data._common import ImageTensors, ValueRange
 from deepfast.data.bundled import Patches, digits, ihc
+from deepfast.data.digits_m import digits_m
 from deepfast.data.folders import ImageFiles, Unpaired, image_folder, read_image, unpaired
+from deepfast.data.stain import Crops, Paired, ihc_to_he, stain_domains
 from deepfast.data.torchvision_sets import cifar10, mnist
 
 DATASETS: dict[str, Callable[..., Dataset]] = {
     "digits": digits,
+    "digits_m": digits_m,
     "ihc": ihc,
+    "stain": stain_domains,
     "mnist": mnist,
     "cifar10": cifar10,
 }
@@ -32,7 +36,8 @@ PATH_DATASETS: dict[str, Callable[..., Dataset]] = {"folder": image_folder, "unp
 
 
 def get_dataset(name: str, **kw) -> Dataset:
-    """Builds a dataset by name: "digits", "ihc", "mnist", "cifar10" (these two need ``root=``),
+    """Builds a dataset by name: "digits", "digits_m", "ihc", "stain" (``stain_domains``), "mnist",
+    "cifar10" (these two need ``root=``),
     "folder:PATH" (``image_folder(PATH)``) or "unpaired:PATH" (``unpaired(PATH)``); ``kw`` go to
     that function. Raises ValueError for an unknown name."""
     prefix, sep, path = name.partition(":")
@@ -48,18 +53,23 @@ def get_dataset(name: str, **kw) -> Dataset:
 
 __all__ = [
     "DATASETS",
+    "Crops",
     "ImageFiles",
     "ImageTensors",
     "PATH_DATASETS",
+    "Paired",
     "Patches",
     "Unpaired",
     "ValueRange",
     "cifar10",
     "digits",
+    "digits_m",
     "get_dataset",
     "ihc",
+    "ihc_to_he",
     "image_folder",
     "mnist",
     "read_image",
+    "stain_domains",
     "unpaired",
 ]
