@@ -10,27 +10,14 @@ the model's mode afterwards.
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
+from deepfast._inference import evaluating
 from deepfast.ops._checks import check_choice, check_finite_float, check_float
-
-
-@contextlib.contextmanager
-def _inference(model: nn.Module) -> Iterator[None]:
-    """Eval mode and no_grad for the block; the model's training flags are restored afterwards."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        for m, training in modes:
-            m.training = training
 
 
 def _check_latents(z: object, name: str) -> Tensor:
@@ -52,7 +39,7 @@ def encode(model: nn.Module, images: Tensor) -> Tensor:
     if not callable(getattr(model, "encode", None)):
         raise TypeError(f"model must have an encode method (VAE, Autoencoder), got {type(model).__name__}")
     check_float(images, "images")
-    with _inference(model):
+    with evaluating(model):
         z = model.encode(images)
     return z[0] if isinstance(z, tuple) else z
 
@@ -61,7 +48,7 @@ def decode(model: nn.Module, z: Tensor) -> Tensor:
     """Images (N, C, H, W) from latents z (N, D): ``model.decode(z)`` when the model has one, else
     ``model(z)`` (a generator). Runs in eval mode under no_grad."""
     _check_latents(z, "z")
-    with _inference(model):
+    with evaluating(model):
         return model.decode(z) if callable(getattr(model, "decode", None)) else model(z)
 
 
@@ -105,7 +92,9 @@ def interpolate_images(model: nn.Module, x0: Tensor, x1: Tensor, steps: int = 8,
     check_float(x0, "x0")
     check_float(x1, "x1")
     if x0.shape != x1.shape or x0.dim() != 3:
-        raise ValueError(f"x0 and x1 must be images of one shape (C, H, W), got {tuple(x0.shape)} and {tuple(x1.shape)}")
+        raise ValueError(
+            f"x0 and x1 must be images of one shape (C, H, W), got {tuple(x0.shape)} and {tuple(x1.shape)}"
+        )
     z = encode(model, torch.stack([x0, x1]))
     return decode(model, interpolate(z[0], z[1], steps, method))
 
@@ -202,7 +191,9 @@ def attribute_groups(scores: Tensor, fraction: float = 0.25) -> tuple[Tensor, Te
     check_finite_float(fraction, "fraction")
     n = max(1, round(scores.shape[0] * fraction))
     if not 0.0 < fraction <= 0.5 or 2 * n > scores.shape[0]:
-        raise ValueError(f"fraction must be in (0, 0.5] with 2 * round(N * fraction) <= N = {scores.shape[0]}, got {fraction}")
+        raise ValueError(
+            f"fraction must be in (0, 0.5] with 2 * round(N * fraction) <= N = {scores.shape[0]}, got {fraction}"
+        )
     order = scores.argsort()
     high = torch.zeros_like(scores, dtype=torch.bool)
     low = torch.zeros_like(high)

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from deepfast.data._common import ValueRange, check_value_range
-from deepfast.latent import _inference
+from deepfast._inference import evaluating
 from deepfast.ops._checks import check_finite_float, check_float
 
 
@@ -37,7 +37,7 @@ def predict_proba(classifier: nn.Module, images: Tensor, batch_size: int = 256) 
     classifier was trained on; batches of ``batch_size``, eval mode, no_grad."""
     _check_images(images, "images")
     _check_batch_size(batch_size)
-    with _inference(classifier):
+    with evaluating(classifier):
         logits = torch.cat([classifier(chunk) for chunk in images.split(batch_size)])
     if logits.dim() != 2:
         raise ValueError(f"classifier must return logits (N, K), got shape {tuple(logits.shape)}")
@@ -107,7 +107,7 @@ def features(classifier: nn.Module, images: Tensor, layer: str | None = None, ba
 
     handle = module.register_forward_hook(hook)
     try:
-        with _inference(classifier):
+        with evaluating(classifier):
             for chunk in images.split(batch_size):
                 classifier(chunk)
     finally:
@@ -135,7 +135,9 @@ def frechet_distance(features_a: Tensor, features_b: Tensor) -> float:
         if t.dim() != 2 or t.shape[0] < 2:
             raise ValueError(f"{name} must be (N, F) with N >= 2, got shape {tuple(t.shape)}")
     if features_a.shape[1] != features_b.shape[1]:
-        raise ValueError(f"features_a and features_b must have one width F, got {features_a.shape[1]} and {features_b.shape[1]}")
+        raise ValueError(
+            f"features_a and features_b must have one width F, got {features_a.shape[1]} and {features_b.shape[1]}"
+        )
     a, b = features_a.double(), features_b.double().to(features_a.device)
     mu_a, mu_b = a.mean(0), b.mean(0)
     cov_a, cov_b = torch.cov(a.T).reshape(a.shape[1], -1), torch.cov(b.T).reshape(b.shape[1], -1)
@@ -154,7 +156,9 @@ def classifier_frechet_distance(
     downloaded Inception weights, so values compare only between runs with the same classifier."""
     _check_images(generated, "generated")
     _check_images(real, "real")
-    return frechet_distance(features(classifier, generated, layer, batch_size), features(classifier, real, layer, batch_size))
+    return frechet_distance(
+        features(classifier, generated, layer, batch_size), features(classifier, real, layer, batch_size)
+    )
 
 
 def _check_pair(x: object, y: object) -> None:
@@ -201,7 +205,8 @@ def ssim(x: Tensor, y: Tensor, value_range: ValueRange = (0.0, 1.0), sigma: floa
         raise ValueError(f"sigma must be > 0, got {sigma}")
     radius = int(3.5 * sigma + 0.5)
     if min(x.shape[-2:]) < 2 * radius + 1:
-        raise ValueError(f"x must be at least {2 * radius + 1}x{2 * radius + 1} for sigma={sigma}, got {tuple(x.shape[-2:])}")
+        side = 2 * radius + 1
+        raise ValueError(f"x must be at least {side}x{side} for sigma={sigma}, got {tuple(x.shape[-2:])}")
     n, c, h, w = x.shape
     g = _gaussian_window(sigma, radius, x.device)
 

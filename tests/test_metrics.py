@@ -32,12 +32,13 @@ def test_confidence_coverage_and_histogram_on_a_fake_classifier():
     logits = torch.zeros(6, k)
     for row, (cls, gap) in enumerate([(0, p_high), (0, p_high), (2, p_high), (2, 0.5), (2, 0.0), (0, p_high)]):
         logits[row, cls] = gap
-    check = metrics.check_with_classifier(_logit_classifier(k), _images_from_logits(logits), threshold=0.9, batch_size=4)
+    images = _images_from_logits(logits)
+    check = metrics.check_with_classifier(_logit_classifier(k), images, threshold=0.9, batch_size=4)
     assert check.confident == pytest.approx(4 / 6)
     # row 4 has equal logits: argmax takes class 0
     assert check.histogram.tolist() == [4, 0, 2, 0] and check.histogram.dtype == torch.int64
     assert check.coverage == pytest.approx(2 / 4)
-    probs = metrics.predict_proba(_logit_classifier(k), _images_from_logits(logits))
+    probs = metrics.predict_proba(_logit_classifier(k), images)
     torch.testing.assert_close(probs, logits.softmax(1))
     assert metrics.confident_fraction(probs, threshold=0.0) == 1.0
 

@@ -70,7 +70,9 @@ class Crops(Dataset):
     """Patches of one image (C, H, W) in [0, 1] at the given (top, left) positions; each item is
     float32 (C, patch_size, patch_size) in ``value_range``."""
 
-    def __init__(self, image: Tensor, positions: list[tuple[int, int]], patch_size: int, value_range: ValueRange) -> None:
+    def __init__(
+        self, image: Tensor, positions: list[tuple[int, int]], patch_size: int, value_range: ValueRange
+    ) -> None:
         self.image = image
         self.positions = positions
         self.patch_size = patch_size
