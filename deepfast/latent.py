@@ -27,10 +27,9 @@ def _check_latents(z: object, name: str) -> Tensor:
     return z
 
 
-def _check_steps(steps: object, name: str = "steps", least: int = 2) -> int:
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < least:
-        raise ValueError(f"{name} must be an int >= {least}, got {steps!r}")
-    return steps
+def _check_steps(steps: object) -> None:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
+        raise ValueError(f"steps must be an int >= 2, got {steps!r}")
 
 
 def encode(model: nn.Module, images: Tensor) -> Tensor:
