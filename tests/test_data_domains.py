@@ -31,6 +31,9 @@ def test_stain_train_is_unpaired_from_disjoint_regions():
         pixels.append(covered)
     assert not (pixels[0] & pixels[1]).any() and not (pixels[0] & pixels[2]).any() and not (pixels[1] & pixels[2]).any()
     assert (pixels[0] | pixels[1] | pixels[2]).all()  # with stride = patch size, the whole image is used
+    for region, covered in zip(stain.REGIONS, pixels):  # block (i, j) of 128 px is in region (i + 2 j) mod 3
+        blocks = {(i, j) for i in range(4) for j in range(4) if covered[i * 128, j * 128]}
+        assert blocks == {(i, j) for i in range(4) for j in range(4) if stain.REGIONS[(i + 2 * j) % 3] == region}
 
 
 def test_stain_domains_look_different_and_a_is_the_ihc_image():
@@ -90,12 +93,25 @@ def test_digits_m_shapes_labels_and_blend(digits_m_train):
     x, y = ds[3]
     assert x.dtype == torch.float32 and x.shape == (3, 32, 32) and 0 <= x.min() and x.max() <= 1
     assert torch.equal(ds.labels, base.labels) and y.dtype == torch.int64
-    # x = |t - d| with t in [0, 1]: where the digit is full ink (d = 1) x = 1 - t, where blank x = t
-    ink = base.images.expand(-1, 3, -1, -1)
-    assert ((ds.images - ink).abs() <= 1 + 1e-6).all()
-    assert ((ds.images + ink) >= 1 - 1e-6)[ink == 1].all()
     # coloured: the channels differ
     assert (ds.images[:, 0] - ds.images[:, 1]).abs().mean() > 0.02
+
+
+def test_digits_m_blend_on_known_backgrounds(monkeypatch):
+    """With one uniform source picture the background t is known: x = |t - d| per channel; a gray
+    source is tinted by a colour in [0.2, 1]^3, the same over the patch."""
+    from deepfast.data import textured as module
+
+    base = data.digits("val", size=16)
+    d = base.images  # (N, 1, 16, 16)
+    colour = torch.tensor([0.2, 0.5, 0.8]).view(3, 1, 1)
+    monkeypatch.setattr(module, "_sources", lambda size: [(colour.expand(3, 70, 90).clone(), False)])
+    torch.testing.assert_close(data.digits_m("val", size=16).images, (colour - d).abs())
+    monkeypatch.setattr(module, "_sources", lambda size: [(torch.ones(1, 64, 64), True)])
+    x = data.digits_m("val", size=16).images
+    tint = x[:, :, 0, 0] + d[:, :, 0, 0]  # the corners are blank (d = 0 there up to rounding)
+    assert ((tint > 0.2 - 1e-3) & (tint < 1 + 1e-3)).all() and tint.std(0).min() > 0.1
+    torch.testing.assert_close(x, (tint.view(-1, 3, 1, 1) - d).abs(), atol=1e-3, rtol=0)
 
 
 def test_digits_m_deterministic_seeded_and_value_range(digits_m_train):

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 
 from deepfast.data._common import ImageTensors, ValueRange
 from deepfast.data.bundled import Patches, digits, ihc
-from deepfast.data.digits_m import digits_m
+from deepfast.data.textured import digits_m
 from deepfast.data.folders import ImageFiles, Unpaired, image_folder, read_image, unpaired
 from deepfast.data.stain import Crops, Paired, ihc_to_he, stain_domains
 from deepfast.data.torchvision_sets import cifar10, mnist
