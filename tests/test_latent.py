@@ -8,7 +8,7 @@ from skimage.morphology import skeletonize
 from torch import nn
 
 from deepfast import attributes, latent
-from deepfast.models import VAE, Generator
+from deepfast.models import VAE, Autoencoder, Generator
 
 
 class LinearAE(nn.Module):
@@ -100,6 +100,17 @@ def test_vae_encode_is_mu_decode_and_mode_restored():
     images = latent.interpolate_images(model, x[0], x[1], steps=4)
     assert images.shape == (4, 1, 32, 32) and not images.requires_grad
     torch.testing.assert_close(images[0], model.eval().decode(z[:1])[0])
+
+
+def test_autoencoder_interpolation_and_sweep_shapes():
+    torch.manual_seed(0)
+    model = Autoencoder(channels=1, image_size=32, latent_dim=5, width=8)
+    x = torch.rand(6, 1, 32, 32)
+    z = latent.encode(model, x)
+    assert z.shape == (6, 5)
+    frames = latent.interpolate_images(model, x[0], x[1], steps=3, method="linear")
+    torch.testing.assert_close(frames[1], latent.decode(model, ((z[0] + z[1]) / 2)[None])[0])
+    assert latent.latent_sweep(model, latents=z, steps=2).shape == (2, 2, 1, 32, 32)
 
 
 def test_generator_decode_and_mean_arithmetic():
