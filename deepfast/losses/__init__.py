@@ -1,5 +1,8 @@
 """Losses of generative models and robustness work, built on the fused ops."""
 
 from deepfast.losses.cycle import CycleConsistencyLoss
+from deepfast.losses.gan import GAN_MODES, GANLoss
+from deepfast.losses.pool import ImagePool
+from deepfast.losses.vae import VAELoss
 
-__all__ = ["CycleConsistencyLoss"]
+__all__ = ["CycleConsistencyLoss", "GANLoss", "GAN_MODES", "ImagePool", "VAELoss"]
