@@ -31,19 +31,26 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
 PATH_DATASETS: dict[str, Callable[..., Dataset]] = {"folder": image_folder, "unpaired": unpaired}
 
 
-def get_dataset(name: str, **kw) -> Dataset:
-    """Builds a dataset by name: "digits", "ihc", "mnist", "cifar10" (these two need ``root=``),
-    "folder:PATH" (``image_folder(PATH)``) or "unpaired:PATH" (``unpaired(PATH)``); ``kw`` go to
-    that function. Raises ValueError for an unknown name."""
+def dataset_function(name: str) -> tuple[Callable[..., Dataset], tuple[str, ...]]:
+    """The function that builds dataset ``name`` and the positional arguments its name carries:
+    "digits" -> (digits, ()), "folder:PATH" -> (image_folder, (PATH,)). ValueError for an unknown name."""
     prefix, sep, path = name.partition(":")
     if sep and prefix in PATH_DATASETS:
         if not path:
             raise ValueError(f"{name!r} names no path: write {prefix}:PATH")
-        return PATH_DATASETS[prefix](path, **kw)
+        return PATH_DATASETS[prefix], (path,)
     if not sep and name in DATASETS:
-        return DATASETS[name](**kw)
+        return DATASETS[name], ()
     known = ", ".join([*DATASETS, *(f"{p}:PATH" for p in PATH_DATASETS)])
     raise ValueError(f"unknown dataset {name!r}; known: {known}")
+
+
+def get_dataset(name: str, **kw) -> Dataset:
+    """Builds a dataset by name: "digits", "ihc", "mnist", "cifar10" (these two need ``root=``),
+    "folder:PATH" (``image_folder(PATH)``) or "unpaired:PATH" (``unpaired(PATH)``); ``kw`` go to
+    that function. Raises ValueError for an unknown name."""
+    fn, args = dataset_function(name)
+    return fn(*args, **kw)
 
 
 __all__ = [
@@ -55,6 +62,7 @@ __all__ = [
     "Unpaired",
     "ValueRange",
     "cifar10",
+    "dataset_function",
     "digits",
     "get_dataset",
     "ihc",
