@@ -1,0 +1,172 @@
+"""deepfast.train: every trainer learns a tiny fixed set, resumes exactly (after an epoch and after
+Ctrl-C mid-epoch), stops on divergence keeping the last good checkpoint; the command line."""
+
+import os
+import signal
+
+import pytest
+import torch
+
+import deepfast.data
+from deepfast import cli
+from deepfast.data import ImageTensors
+from deepfast.train import TRAINERS, TrainConfig, TrainingDiverged, load_checkpoint, load_trainer, make_trainer
+
+# Small models so that each run takes a second or two on two CPU cores.
+SMALL = {
+    "ae": {"latent_dim": 8, "width": 8},
+    "unet": {"width": 4, "depth": 2},
+    "vae": {"latent_dim": 4, "width": 8},
+    "dcgan": {"nz": 8, "ngf": 8, "ndf": 8},
+    "cyclegan": {"ngf": 4, "ndf": 4, "n_blocks": 1, "pool_size": 3},
+    "classifier": {},
+}
+
+
+def tiny(split="train", size=32, value_range=(0.0, 1.0), n=32):
+    """The first n digits (train) or the next 16 (val)."""
+    data = deepfast.data.digits("all", size=size, value_range=value_range)
+    keep = slice(0, n) if split == "train" else slice(n, n + 16)
+    return ImageTensors(data.images[keep], data.labels[keep], data.value_range)
+
+
+class Pairs(torch.utils.data.Dataset):
+    """(digit, its negative): two domains with a known translation."""
+
+    def __init__(self, images):
+        self.images = images
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        x = self.images[i][0]
+        return x, -x
+
+
+def tiny_pairs(split="train", size=32, value_range=(-1.0, 1.0)):
+    return Pairs(tiny(split, size, value_range, n=8))
+
+
+@pytest.fixture(autouse=True)
+def tiny_data(monkeypatch):
+    monkeypatch.setitem(deepfast.data.DATASETS, "tiny", tiny)
+    monkeypatch.setitem(deepfast.data.DATASETS, "tiny_pairs", tiny_pairs)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread (and far faster than two when other work shares the CPU)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def config(model, out, **kw):
+    fields = dict(model=model, data="tiny_pairs" if model == "cyclegan" else "tiny", out=str(out),
+                  batch_size=2 if model == "cyclegan" else 8,
+                  epochs=2, progress=False, sample_every=1, options=dict(SMALL[model]), device="cpu")
+    fields.update(kw)
+    return TrainConfig(**fields)
+
+
+def states(trainer):
+    return {k: {n: t.clone() for n, t in m.state_dict().items()} for k, m in trainer.models.items()}
+
+
+def assert_same_state(a, b, exact=True):
+    assert a.keys() == b.keys()
+    for k in a:
+        for name in a[k]:
+            if exact:
+                assert torch.equal(a[k][name], b[k][name]), f"{k}.{name} differs"
+            else:
+                torch.testing.assert_close(a[k][name], b[k][name], rtol=1e-4, atol=1e-5, msg=f"{k}.{name}")
+
+
+# (trainer, loss that must fall, factor it must fall by, epochs) on a fixed set of 8 (cyclegan) or 32 images.
+LEARNS = [
+    ("ae", "loss", 0.7, 30), ("unet", "loss", 0.6, 25), ("vae", "recon", 0.7, 30),
+    ("cyclegan", "cycle", 0.5, 15), ("classifier", "loss", 0.1, 25),
+]
+
+
+@pytest.mark.parametrize("model,key,factor,epochs", LEARNS, ids=[m for m, *_ in LEARNS])
+def test_trainer_fits_a_tiny_set(tmp_path, model, key, factor, epochs):
+    result = make_trainer(config(model, tmp_path, epochs=epochs, sample_every=0, lr=3e-3)).fit()
+    first, last = result.metrics[0][key], result.metrics[-1][key]
+    assert last < factor * first, f"{key}: {first} -> {last}"
+
+
+def test_dcgan_learns_the_data_mean(tmp_path):
+    """The generator's mean image moves to the data's, and D tells real from fake: both steps work."""
+    trainer = make_trainer(config("dcgan", tmp_path, epochs=60, sample_every=0, lr=1e-3))
+    data_mean = torch.stack([x for x, _ in tiny(value_range=(-1, 1))]).mean(0)
+
+    def distance():
+        with trainer.evaluating(trainer.g):
+            return (trainer.g(torch.randn(64, 8)).mean(0) - data_mean).abs().mean().item()
+
+    result = trainer.fit()
+    assert result.metrics[-1]["d_real"] > result.metrics[-1]["d_fake"]
+    assert distance() < 0.7 * data_mean.abs().mean().item()  # the untrained G gives ~0 everywhere
+
+
+@pytest.mark.parametrize("model", ["vae", "dcgan", "cyclegan", "classifier"])
+def test_resume_after_a_crash_equals_the_uninterrupted_run(tmp_path, model, monkeypatch):
+    straight = make_trainer(config(model, tmp_path / "a", epochs=3))
+    straight.fit()
+    crashing = make_trainer(config(model, tmp_path / "b", epochs=3))
+    step = crashing.train_step
+
+    def crash_in_epoch_2(batch):
+        if crashing.epoch == 1:
+            raise RuntimeError("simulated crash")
+        return step(batch)
+
+    monkeypatch.setattr(crashing, "train_step", crash_in_epoch_2)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        crashing.fit()
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["epoch"] == 1
+    resumed = make_trainer(config(model, tmp_path / "b", epochs=3))
+    resumed.fit(resume=True)
+    assert_same_state(states(straight), states(resumed))
+    for a, b in ((straight, resumed),):
+        for key in a.optimizers:
+            assert a.optimizers[key].param_groups[0]["lr"] == b.optimizers[key].param_groups[0]["lr"]
+    rows_a, rows_b = load_rows(tmp_path / "a"), load_rows(tmp_path / "b")
+    assert [r["epoch"] for r in rows_b] == [1, 2, 3]
+    for ra, rb in zip(rows_a, rows_b, strict=True):
+        assert {k: v for k, v in ra.items() if k != "time"} == {k: v for k, v in rb.items() if k != "time"}
+
+
+def load_rows(folder):
+    import json
+
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("model", ["vae", "cyclegan"])
+def test_ctrl_c_mid_epoch_saves_and_resume_continues_exactly(tmp_path, model, monkeypatch):
+    straight = make_trainer(config(model, tmp_path / "a", epochs=2))
+    straight.fit()
+    interrupted = make_trainer(config(model, tmp_path / "b", epochs=2))
+    step = interrupted.train_step
+    calls = []
+
+    def step_then_ctrl_c(batch):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return step(batch)
+
+    monkeypatch.setattr(interrupted, "train_step", step_then_ctrl_c)
+    result = interrupted.fit()
+    assert result.stopped and result.epochs_done == 0
+    ckpt = load_checkpoint(tmp_path / "b" / "last.pt")
+    assert (ckpt["epoch"], ckpt["batch"]) == (0, 3)  # 4 batches an epoch: stopped after the third
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    resumed = make_trainer(config(model, tmp_path / "b", epochs=2))
+    resumed.fit(resume=True)
+    assert_same_state(states(straight), states(resumed))
