@@ -170,3 +170,42 @@ def test_ctrl_c_mid_epoch_saves_and_resume_continues_exactly(tmp_path, model, mo
     resumed = make_trainer(config(model, tmp_path / "b", epochs=2))
     resumed.fit(resume=True)
     assert_same_state(states(straight), states(resumed))
+
+
+DDP_SCRIPT = """
+import sys, torch, torch.distributed as dist
+from deepfast.train import TrainConfig, make_trainer
+out = sys.argv[1]
+dist.init_process_group("gloo")  # the trainers use it (and leave it open) for both runs
+for model, kw in (("classifier", {"sync_bn": True}), ("dcgan", {"options": {"nz": 8, "ngf": 8, "ndf": 8}})):
+    trainer = make_trainer(TrainConfig(model=model, data="digits", epochs=1, max_batches=3, batch_size=32,
+                                       out=f"{out}/{model}", progress=False, device="cpu", **kw))
+    trainer.fit()
+    states = {k: m.state_dict() for k, m in trainer.models.items()}
+    torch.save(states, f"{out}/{model}/rank{dist.get_rank()}.pt")
+dist.destroy_process_group()
+"""
+
+
+def test_ddp_two_processes_match_one_process_with_the_global_batch(tmp_path):
+    """torchrun, 2 CPU processes (gloo): weights identical across ranks; with --sync-bn the classifier
+    matches a single process that trains on the same global batches."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          str(script), str(tmp_path)], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    for model in ("classifier", "dcgan"):
+        rank0, rank1 = (torch.load(tmp_path / model / f"rank{r}.pt") for r in (0, 1))
+        if model == "dcgan":  # without sync_bn each rank's BN statistics are its own (DDP re-broadcasts rank 0's)
+            rank0, rank1 = ({k: {n: t for n, t in sd.items() if "running" not in n} for k, sd in r.items()}
+                            for r in (rank0, rank1))
+        assert_same_state(rank0, rank1)
+    single = make_trainer(TrainConfig(model="classifier", data="digits", epochs=1, max_batches=3, batch_size=32,
+                                      out=str(tmp_path / "single"), progress=False, device="cpu", sync_bn=True))
+    single.fit()
+    assert_same_state(states(single), torch.load(tmp_path / "classifier" / "rank0.pt"), exact=False)

@@ -7,9 +7,24 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.distributed.nn.functional import all_reduce
 from torch.nn import functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over the processes; its gradient is the sum of the processes' gradients."""
+
+    @staticmethod
+    def forward(ctx, t: Tensor) -> Tensor:
+        t = t.clone()
+        dist.all_reduce(t)
+        return t
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
 
 
 class SyncBatchNormAct2d(nn.BatchNorm2d):
@@ -38,7 +53,7 @@ class SyncBatchNormAct2d(nn.BatchNorm2d):
     def _global_batch_norm(self, x: Tensor) -> Tensor:
         xf = x.float()
         count = torch.full((1,), xf.numel() / xf.shape[1], dtype=torch.float32, device=x.device)
-        sums = all_reduce(torch.cat([xf.sum((0, 2, 3)), xf.square().sum((0, 2, 3)), count]))
+        sums = _AllReduceSum.apply(torch.cat([xf.sum((0, 2, 3)), xf.square().sum((0, 2, 3)), count]))
         c, n = self.num_features, sums[-1]
         mean = sums[:c] / n
         var = (sums[c : 2 * c] / n - mean.square()).clamp_min(0.0)

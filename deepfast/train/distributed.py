@@ -17,6 +17,7 @@ class World:
     rank: int = 0
     size: int = 1
     local_rank: int = 0
+    owns_group: bool = False  # this process group was created by init_world (and is closed by close_world)
 
     @property
     def main(self) -> bool:
@@ -30,17 +31,19 @@ class World:
 
 def init_world(device_type: str) -> World:
     """Joins the process group torchrun describes (WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR/PORT in the
-    environment): gloo for CPU, nccl for CUDA. Without WORLD_SIZE > 1, a single process (no group)."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
-    if size <= 1:
-        return World()
+    environment): gloo for CPU, nccl for CUDA; a group the caller already set up is used as it is.
+    Without WORLD_SIZE > 1 and without a group, a single process."""
+    owns = False
     if not dist.is_initialized():
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+            return World()
         dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
-    return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+        owns = True
+    return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owns)
 
 
 def close_world(world: World) -> None:
-    if world.distributed and dist.is_initialized():
+    if world.owns_group and dist.is_initialized():
         dist.destroy_process_group()
 
 
