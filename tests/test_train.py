@@ -52,6 +52,8 @@ def tiny_pairs(split="train", size=32, value_range=(-1.0, 1.0)):
 def tiny_data(monkeypatch):
     monkeypatch.setitem(deepfast.data.DATASETS, "tiny", tiny)
     monkeypatch.setitem(deepfast.data.DATASETS, "tiny_pairs", tiny_pairs)
+    monkeypatch.setitem(deepfast.data.DATASETS, "tiny32", lambda split="train", value_range=(0.0, 1.0):
+                        tiny(split, 32, value_range))  # a dataset that cannot resize
 
 
 @pytest.fixture(autouse=True)
@@ -209,3 +211,94 @@ def test_ddp_two_processes_match_one_process_with_the_global_batch(tmp_path):
                                       out=str(tmp_path / "single"), progress=False, device="cpu", sync_bn=True))
     single.fit()
     assert_same_state(states(single), torch.load(tmp_path / "classifier" / "rank0.pt"), exact=False)
+
+
+def test_divergence_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    trainer = make_trainer(config("vae", tmp_path, epochs=3))
+    step = trainer.train_step
+
+    def nan_in_epoch_2(batch):
+        losses = step(batch)
+        return {**losses, "loss": losses["loss"] * float("nan")} if trainer.epoch == 1 else losses
+
+    monkeypatch.setattr(trainer, "train_step", nan_in_epoch_2)
+    with pytest.raises(TrainingDiverged, match=r"vae diverged at epoch 2, batch 1 \(loss=nan.*last good checkpoint"):
+        trainer.fit()
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
+    assert [row["epoch"] for row in load_rows(tmp_path)] == [1]
+
+
+@pytest.mark.parametrize("kw", [{"amp": "bf16", "channels_last": True}, {"amp": "fp16"}, {"compile": True},
+                                {"impl": "reference"}, {"backend": "torch"}],
+                         ids=["bf16-channels_last", "fp16", "compile", "reference", "torch-backend"])
+def test_training_options_run_and_learn(tmp_path, kw):
+    result = make_trainer(config("classifier", tmp_path, epochs=6, lr=3e-3, sample_every=0, **kw)).fit()
+    assert result.metrics[-1]["loss"] < 0.5 * result.metrics[0]["loss"]
+
+
+def test_bad_settings_name_the_setting(tmp_path):
+    with pytest.raises(ValueError, match="epochs must be a positive int"):
+        make_trainer(config("vae", tmp_path, epochs=0))
+    with pytest.raises(ValueError, match="amp must be one of"):
+        make_trainer(config("vae", tmp_path, amp="fp8"))
+    with pytest.raises(ValueError, match="unknown option.*betaa.*known: beta"):
+        make_trainer(config("vae", tmp_path, options={"betaa": 2.0}))
+    with pytest.raises(ValueError, match="unknown dataset 'nope'"):
+        make_trainer(config("vae", tmp_path, data="nope")).fit()
+    with pytest.raises(ValueError, match="fewer than batch_size"):
+        make_trainer(config("vae", tmp_path, batch_size=64)).fit()
+    with pytest.raises(ValueError, match="image_size must be one of 32, 64, got 16"):
+        make_trainer(config("vae", tmp_path, image_size=16)).fit()
+    with pytest.raises(ValueError, match=r"gives \(32, 32\) images but image_size is 64; pass --image-size 32"):
+        make_trainer(config("vae", tmp_path, data="tiny32", image_size=64)).fit()
+    with pytest.raises(ValueError, match="classifier needs labelled data"):
+        make_trainer(config("classifier", tmp_path, data="ihc")).fit()
+    with pytest.raises(FileNotFoundError, match="last.pt does not exist"):
+        make_trainer(config("vae", tmp_path / "none")).fit(resume=True)
+    make_trainer(config("vae", tmp_path / "run", epochs=1)).fit()
+    with pytest.raises(ValueError, match=r"cannot resume.*batch_size: 8 there, 4 here"):
+        make_trainer(config("vae", tmp_path / "run", batch_size=4)).fit(resume=True)
+
+
+def test_cli_train_resume_and_sample(tmp_path, capsys):
+    out = tmp_path / "vae"
+    args = ["train", "vae", "--data", "tiny", "--epochs", "1", "--batch-size", "8", "--out", str(out), "--no-progress",
+            "-o", "latent_dim=4", "-o", "width=8", "--device", "cpu"]
+    assert cli.main(args) == 0
+    assert (out / "last.pt").exists() and (out / "metrics.csv").exists() and (out / "samples" / "epoch_001.png").exists()
+    # --resume takes the saved settings (the options included); --epochs sets the new total
+    assert cli.main(["train", "vae", "--out", str(out), "--resume", "--epochs", "2", "--no-progress"]) == 0
+    assert [row["epoch"] for row in load_rows(out)] == [1, 2]
+    assert cli.main(["sample", "--ckpt", str(out / "last.pt"), "--n", "9", "--out", str(tmp_path / "s.png")]) == 0
+    from PIL import Image
+
+    with Image.open(tmp_path / "s.png") as img:  # 3 x 3 digits of 32 px, scaled 2x, 2 px padding
+        assert img.size == (3 * 66 + 2, 3 * 66 + 2)
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_cli_errors_are_one_line_naming_the_problem(tmp_path, capsys):
+    assert cli.main(["train", "vae", "--out", str(tmp_path / "x"), "--resume"]) == 2
+    assert "last.pt does not exist" in capsys.readouterr().err
+    assert cli.main(["train", "vae", "--data", "tiny", "--epochs", "0"]) == 2
+    assert "epochs must be a positive int" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["train", "vae", "-o", "beta"])
+    assert "options are KEY=VALUE" in capsys.readouterr().err
+    assert cli.main(["sample", "--ckpt", str(tmp_path / "missing.pt")]) == 2
+
+
+def test_every_trainer_has_a_cli_choice_and_documented_defaults():
+    parser = cli.build_parser()
+    for name, cls in TRAINERS.items():
+        args = parser.parse_args(["train", name])
+        assert args.model == name and cls.__doc__
+        assert {"data", "epochs", "batch_size", "lr", "image_size"} <= set(cls.defaults)
+
+
+def test_load_trainer_gives_the_trained_models(tmp_path):
+    trainer = make_trainer(config("dcgan", tmp_path, epochs=1))
+    trainer.fit()
+    loaded = load_trainer(str(tmp_path / "last.pt"))
+    assert_same_state(states(trainer), states(loaded))
+    assert not loaded.g.training
