@@ -11,7 +11,7 @@ class MetricsLog:
     """One row per epoch ({"epoch": int, ...: float}) in ``folder``/metrics.jsonl and metrics.csv.
 
     ``truncate(epoch)`` drops the rows after ``epoch`` (a resumed run rewrites those epochs). The CSV
-    is rewritten from the JSONL whenever a row brings a new column, so its header always covers all.
+    is rewritten with every row (a few hundred bytes per epoch), so its header covers every column.
     """
 
     def __init__(self, folder: str | Path) -> None:
