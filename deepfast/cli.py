@@ -51,7 +51,7 @@ def parse_option(text: str) -> tuple[str, object]:
 
 def train(args: argparse.Namespace) -> int:
     """Train a model; with --resume, continue the run in --out (its saved settings, unless given here)."""
-    from deepfast.train import TRAINERS, TrainConfig, TrainingDiverged, load_checkpoint, make_trainer
+    from deepfast.train import TrainConfig, TrainingDiverged, load_checkpoint, make_trainer
 
     given = {k: v for k, v in vars(args).items() if k in TRAIN_FIELDS and v is not None}
     given["options"] = dict(args.option or [])
@@ -63,7 +63,6 @@ def train(args: argparse.Namespace) -> int:
         config = TrainConfig.from_dict({**saved, **given, "options": {**saved["options"], **given["options"]}})
     else:
         config = TrainConfig(model=args.model, **given)
-    assert args.model in TRAINERS
     try:
         result = make_trainer(config).fit(resume=args.resume)
     except TrainingDiverged as exc:
@@ -71,7 +70,8 @@ def train(args: argparse.Namespace) -> int:
         return 1
     if result.stopped:
         return 130
-    print(f"done: {result.epochs_done} epochs; checkpoint {result.checkpoint}; metrics {out / 'metrics.csv'}")
+    if result.main:
+        print(f"done: {result.epochs_done} epochs; checkpoint {result.checkpoint}; metrics {out / 'metrics.csv'}")
     return 0
 
 

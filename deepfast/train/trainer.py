@@ -40,12 +40,14 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class RunResult:
-    """What ``Trainer.fit`` did: epochs completed, whether it stopped early (Ctrl-C), the checkpoint."""
+    """What ``Trainer.fit`` did: epochs completed, whether it stopped early (Ctrl-C), the checkpoint, the
+    metrics rows (rank 0; empty on the other processes) and whether this process is rank 0."""
 
     epochs_done: int
     stopped: bool
     checkpoint: Path | None
     metrics: list[dict]
+    main: bool = True
 
 
 class Trainer:
@@ -243,7 +245,7 @@ class Trainer:
                 self._end_epoch(epoch, sums, log)
                 skip, sums = 0, {}
         done = self.epoch if stopped else cfg.epochs
-        return RunResult(done, stopped, self.out / CHECKPOINT, log.rows if log else [])
+        return RunResult(done, stopped, self.out / CHECKPOINT, log.rows if log else [], world.main)
 
     def _check_data(self, data: torch.utils.data.Dataset) -> int:
         """Channels of the images, after checking that they are (C, S, S) with S = image_size."""
