@@ -19,9 +19,9 @@ from torch.utils.data import Dataset
 
 from deepfast.data._common import ImageTensors, ValueRange
 from deepfast.data.bundled import Patches, digits, ihc
-from deepfast.data.textured import digits_m
 from deepfast.data.folders import ImageFiles, Unpaired, image_folder, read_image, unpaired
 from deepfast.data.stain import Crops, Paired, ihc_to_he, stain_domains
+from deepfast.data.textured import digits_m
 from deepfast.data.torchvision_sets import cifar10, mnist
 
 DATASETS: dict[str, Callable[..., Dataset]] = {
@@ -35,20 +35,26 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
 PATH_DATASETS: dict[str, Callable[..., Dataset]] = {"folder": image_folder, "unpaired": unpaired}
 
 
-def get_dataset(name: str, **kw) -> Dataset:
-    """Builds a dataset by name: "digits", "digits_m", "ihc", "stain" (``stain_domains``), "mnist",
-    "cifar10" (these two need ``root=``),
-    "folder:PATH" (``image_folder(PATH)``) or "unpaired:PATH" (``unpaired(PATH)``); ``kw`` go to
-    that function. Raises ValueError for an unknown name."""
+def dataset_function(name: str) -> tuple[Callable[..., Dataset], tuple[str, ...]]:
+    """The function that builds dataset ``name`` and the positional arguments its name carries:
+    "digits" -> (digits, ()), "folder:PATH" -> (image_folder, (PATH,)). ValueError for an unknown name."""
     prefix, sep, path = name.partition(":")
     if sep and prefix in PATH_DATASETS:
         if not path:
             raise ValueError(f"{name!r} names no path: write {prefix}:PATH")
-        return PATH_DATASETS[prefix](path, **kw)
+        return PATH_DATASETS[prefix], (path,)
     if not sep and name in DATASETS:
-        return DATASETS[name](**kw)
+        return DATASETS[name], ()
     known = ", ".join([*DATASETS, *(f"{p}:PATH" for p in PATH_DATASETS)])
     raise ValueError(f"unknown dataset {name!r}; known: {known}")
+
+
+def get_dataset(name: str, **kw) -> Dataset:
+    """Builds a dataset by name: "digits", "digits_m", "ihc", "stain" (``stain_domains``), "mnist",
+    "cifar10" (these two need ``root=``), "folder:PATH" (``image_folder(PATH)``) or "unpaired:PATH"
+    (``unpaired(PATH)``); ``kw`` go to that function. Raises ValueError for an unknown name."""
+    fn, args = dataset_function(name)
+    return fn(*args, **kw)
 
 
 __all__ = [
@@ -62,6 +68,7 @@ __all__ = [
     "Unpaired",
     "ValueRange",
     "cifar10",
+    "dataset_function",
     "digits",
     "digits_m",
     "get_dataset",

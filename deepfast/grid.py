@@ -1,0 +1,48 @@
+"""Image grids as PNG files (Pillow): samples, translations, adversarial examples side by side."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+
+def make_grid(images: Tensor, nrow: int | None = None, value_range: tuple[float, float] = (0.0, 1.0),
+              padding: int = 2, scale: int = 1) -> np.ndarray:
+    """(N, C, H, W) images with C = 1 or 3, values in ``value_range`` (clipped) -> uint8 array
+    (rows * (H + padding) + padding, ..., 3) or (..., ...) for gray: ``nrow`` images per row (default
+    ceil(sqrt(N))), white padding, each pixel repeated ``scale`` x ``scale`` (small digits stay visible)."""
+    if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[1] not in (1, 3):
+        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"images must be a (N, C, H, W) tensor with C = 1 or 3, got {shape}")
+    n, c, h, w = images.shape
+    if n == 0:
+        raise ValueError("images is empty")
+    nrow = nrow or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / nrow)
+    lo, hi = value_range
+    x = ((images.detach().float().cpu() - lo) / (hi - lo)).clamp_(0, 1).mul_(255).round_().to(torch.uint8)
+    if scale > 1:
+        x = x.repeat_interleave(scale, 2).repeat_interleave(scale, 3)
+        h, w = h * scale, w * scale
+    grid = torch.full((c, rows * (h + padding) + padding, nrow * (w + padding) + padding), 255, dtype=torch.uint8)
+    for k in range(n):
+        top, left = padding + (k // nrow) * (h + padding), padding + (k % nrow) * (w + padding)
+        grid[:, top : top + h, left : left + w] = x[k]
+    return grid[0].numpy() if c == 1 else grid.permute(1, 2, 0).numpy()
+
+
+def save_grid(images: Tensor, path: str | Path, **kw) -> Path:
+    """Writes ``make_grid(images, **kw)`` as a PNG to ``path`` (folders created; written to a temporary
+    file then renamed, so a reader never sees half an image). Returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    Image.fromarray(make_grid(images, **kw)).save(tmp, format="PNG")
+    os.replace(tmp, path)
+    return path

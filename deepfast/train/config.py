@@ -1,0 +1,66 @@
+"""TrainConfig: every setting of a training run, saved with its checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+AMP_DTYPES = ("bf16", "fp16")
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one run. None means the trainer's default (``Trainer.defaults``: the paper's values).
+
+    batch_size is the global batch: under torchrun each of the W processes takes batch_size / W.
+    ``options`` holds trainer-specific settings (e.g. {"beta": 4.0} for the VAE, see each trainer's
+    ``defaults``); unknown keys are an error.
+    """
+
+    model: str = "vae"
+    data: str | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    out: str | None = None
+    seed: int = 0
+    device: str | None = None  # None: cuda when available (the process's local rank), else cpu
+    amp: str | None = None  # "bf16" or "fp16"
+    channels_last: bool = False
+    compile: bool = False
+    backend: str | None = None  # force a deepfast backend (deepfast.use_backend)
+    impl: str = "fused"  # "fused" deepfast layers or "reference" plain torch
+    sync_bn: bool = False
+    image_size: int | None = None
+    max_batches: int | None = None  # per epoch; for quick runs and tests
+    sample_every: int = 1  # epochs between PNG grids; 0: none
+    samples: int | None = None  # images (or image pairs) in a grid; None: 64 generated, 16 translated
+    progress: bool = True
+    options: dict = field(default_factory=dict)
+
+    def check(self) -> None:
+        """Raises ValueError naming the first setting out of range."""
+        for name in ("epochs", "batch_size", "image_size", "max_batches", "samples"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive finite float, got {self.lr!r}")
+        if self.amp is not None and self.amp not in AMP_DTYPES:
+            raise ValueError(f"amp must be one of {', '.join(AMP_DTYPES)} or None, got {self.amp!r}")
+        if self.impl not in ("fused", "reference"):
+            raise ValueError(f'impl must be "fused" or "reference", got {self.impl!r}')
+        if not isinstance(self.sample_every, int) or self.sample_every < 0:
+            raise ValueError(f"sample_every must be an int >= 0, got {self.sample_every!r}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields: {', '.join(sorted(unknown))}")
+        return cls(**d)

@@ -1,0 +1,92 @@
+"""CycleGAN trainer (Zhu et al. 2017) as in its reference code: LSGAN, cycle weight 10, identity 0.5,
+image pools of 50, Adam 2e-4 betas (0.5, 0.999), constant learning rate then linear decay to zero."""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+from torch import Tensor
+
+from deepfast.losses import CycleConsistencyLoss, GANLoss, ImagePool
+from deepfast.models import PatchDiscriminator, ResnetGenerator
+from deepfast.train.dcgan import GAN_BETAS
+from deepfast.train.trainer import Trainer
+
+
+def linear_decay(epochs: int, decay_epochs: int):
+    """LR factor at epoch e (0-based): 1 for the first epochs - decay_epochs epochs, then falling
+    linearly (the reference code's rule 1 - max(0, e + 1 - n_constant) / (decay_epochs + 1))."""
+    constant = epochs - decay_epochs
+    return lambda e: 1.0 - max(0, e + 1 - constant) / (decay_epochs + 1)
+
+
+class CycleGANTrainer(Trainer):
+    """G_A: A -> B, G_B: B -> A, D_A judges domain B, D_B domain A. Per batch of pairs (a, b): the
+    generator step (LSGAN on D_A(G_A(a)) and D_B(G_B(b)) with the D frozen, + CycleConsistencyLoss),
+    then the discriminator step on real images and pooled fakes, each D loss halved. Losses "g_gan",
+    "cycle", "idt", "d_a", "d_b". Samples: rows a, G_A(a), G_B(G_A(a)), b, G_B(b), G_A(G_B(b)) of fixed
+    held-out (else training) pairs. decay_epochs defaults to half the epochs."""
+
+    name = "cyclegan"
+    value_range = (-1.0, 1.0)
+    defaults = {"data": "stain", "epochs": 10, "batch_size": 1, "lr": 2e-4, "image_size": 64,
+                "options": {"ngf": 32, "ndf": 64, "n_blocks": 6, "lambda_a": 10.0, "lambda_b": 10.0,
+                            "lambda_identity": 0.5, "pool_size": 50, "loss": "lsgan", "decay_epochs": None}}
+
+    def build(self, channels: int) -> None:
+        o, impl = self.options, self.config.impl
+        self.g_a = self.add_model("g_a", ResnetGenerator(channels, channels, o["ngf"], o["n_blocks"], impl=impl))
+        self.g_b = self.add_model("g_b", ResnetGenerator(channels, channels, o["ngf"], o["n_blocks"], impl=impl))
+        self.d_a = self.add_model("d_a", PatchDiscriminator(channels, o["ndf"], impl=impl))
+        self.d_b = self.add_model("d_b", PatchDiscriminator(channels, o["ndf"], impl=impl))
+        self.optimizers["g"] = self.adam(self.g_a, self.g_b, betas=GAN_BETAS)
+        self.optimizers["d"] = self.adam(self.d_a, self.d_b, betas=GAN_BETAS)
+        epochs = self.config.epochs
+        decay = o["decay_epochs"] if o["decay_epochs"] is not None else epochs // 2
+        if not 0 <= decay <= epochs:
+            raise ValueError(f"decay_epochs must be in 0..epochs ({epochs}), got {decay}")
+        for key, opt in self.optimizers.items():
+            self.schedulers[key] = torch.optim.lr_scheduler.LambdaLR(opt, linear_decay(epochs, decay))
+        self.gan = GANLoss(o["loss"])
+        self.cycle = CycleConsistencyLoss(o["lambda_a"], o["lambda_b"], o["lambda_identity"])
+        self.pool_a, self.pool_b = ImagePool(o["pool_size"]), ImagePool(o["pool_size"])
+
+    def train_step(self, batch: object) -> dict[str, Tensor]:
+        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+            raise ValueError(f"cyclegan needs data of pairs (a, b), such as unpaired:PATH; {self.config.data!r} "
+                             "gives single images")
+        real_a, real_b = batch
+        g_a, g_b = self.nets["g_a"], self.nets["g_b"]
+        identity = self.options["lambda_identity"] > 0
+        with self.frozen(self.d_a, self.d_b), self.autocast():
+            fake_b, fake_a = g_a(real_a), g_b(real_b)
+            rec_a, rec_b = g_b(fake_b), g_a(fake_a)
+            idt_a, idt_b = (g_a(real_b), g_b(real_a)) if identity else (None, None)
+            g_gan = self.gan.generator(self.d_a(fake_b)) + self.gan.generator(self.d_b(fake_a))
+            cycle = self.cycle(real_a, real_b, rec_a, rec_b, idt_a, idt_b)
+            g_loss = g_gan + cycle
+        self.backward(g_loss, self.optimizers["g"])
+        with self.autocast():
+            d_a = 0.5 * self.gan.discriminator(self.nets["d_a"](real_b), self.nets["d_a"](self.pool_b.query(fake_b)))
+            d_b = 0.5 * self.gan.discriminator(self.nets["d_b"](real_a), self.nets["d_b"](self.pool_a.query(fake_a)))
+        self.backward(d_a + d_b, self.optimizers["d"])
+        terms = self.cycle.terms
+        return {"g_gan": g_gan, "cycle": terms["cycle_a"] + terms["cycle_b"],
+                "idt": terms["idt_a"] + terms["idt_b"] if identity else torch.zeros(()), "d_a": d_a, "d_b": d_b}
+
+    def rank_state(self) -> dict:
+        return {"pool_a": self.pool_a.state_dict(), "pool_b": self.pool_b.state_dict()}
+
+    def load_rank_state(self, state: dict) -> None:
+        self.pool_a.load_state_dict(state["pool_a"])
+        self.pool_b.load_state_dict(state["pool_b"])
+
+    def samples(self) -> list[Tensor]:
+        data = self.held_out if self.held_out is not None else self.train_data
+        pairs = [data[i] for i in range(min(self.num_samples(8), len(data)))]
+        a = torch.stack([p[0] for p in pairs]).to(self.device)
+        b = torch.stack([p[1] for p in pairs]).to(self.device)
+        with self.evaluating(self.g_a, self.g_b):
+            fake_b, fake_a = self.g_a(a), self.g_b(b)
+            return [a, fake_b, self.g_b(fake_b), b, fake_a, self.g_a(fake_a)]

@@ -1,0 +1,49 @@
+"""The trainers by name, and what runs or reloads them."""
+
+from __future__ import annotations
+
+import torch
+
+from deepfast.train.autoencoder import AutoencoderTrainer, UNetTrainer
+from deepfast.train.checkpoint import load_checkpoint
+from deepfast.train.classifier import ClassifierTrainer
+from deepfast.train.config import TrainConfig
+from deepfast.train.cyclegan import CycleGANTrainer
+from deepfast.train.dcgan import DCGANTrainer
+from deepfast.train.trainer import RunResult, Trainer, seed_everything
+from deepfast.train.vae import VAETrainer
+
+TRAINERS: dict[str, type[Trainer]] = {
+    cls.name: cls
+    for cls in (AutoencoderTrainer, UNetTrainer, VAETrainer, DCGANTrainer, CycleGANTrainer, ClassifierTrainer)
+}
+
+
+def make_trainer(config: TrainConfig) -> Trainer:
+    """The trainer named by ``config.model``; ValueError for an unknown one."""
+    if config.model not in TRAINERS:
+        raise ValueError(f"unknown model {config.model!r}; known: {', '.join(TRAINERS)}")
+    return TRAINERS[config.model](config)
+
+
+def train(config: TrainConfig | None = None, resume: bool = False, **fields) -> RunResult:
+    """Runs a training: ``train(model="vae", epochs=5, out="runs/vae")`` or with a TrainConfig."""
+    config = config or TrainConfig(**fields)
+    return make_trainer(config).fit(resume)
+
+
+def load_trainer(path: str, device: str | None = None, **overrides) -> Trainer:
+    """The trainer of checkpoint ``path``, its models built, weights loaded, in eval mode, on ``device``
+    (default: the CPU); ``overrides`` replace config fields (e.g. samples=16)."""
+    ckpt = load_checkpoint(path)
+    config = TrainConfig.from_dict({**ckpt["config"], "compile": False, "sync_bn": False, "device": device,
+                                    **overrides})
+    trainer = make_trainer(config)
+    trainer.device = torch.device(device or "cpu")
+    seed_everything(config.seed)
+    trainer.channels = ckpt["channels"]
+    trainer.build(ckpt["channels"])
+    for key, model in trainer.models.items():
+        model.load_state_dict(ckpt["models"][key])
+        model.eval()
+    return trainer

@@ -1,0 +1,304 @@
+"""deepfast.train: every trainer learns a tiny fixed set, resumes exactly (after an epoch and after
+Ctrl-C mid-epoch), stops on divergence keeping the last good checkpoint; the command line."""
+
+import os
+import signal
+
+import pytest
+import torch
+
+import deepfast.data
+from deepfast import cli
+from deepfast.data import ImageTensors
+from deepfast.train import TRAINERS, TrainConfig, TrainingDiverged, load_checkpoint, load_trainer, make_trainer
+
+# Small models so that each run takes a second or two on two CPU cores.
+SMALL = {
+    "ae": {"latent_dim": 8, "width": 8},
+    "unet": {"width": 4, "depth": 2},
+    "vae": {"latent_dim": 4, "width": 8},
+    "dcgan": {"nz": 8, "ngf": 8, "ndf": 8},
+    "cyclegan": {"ngf": 4, "ndf": 4, "n_blocks": 1, "pool_size": 3},
+    "classifier": {},
+}
+
+
+def tiny(split="train", size=32, value_range=(0.0, 1.0), n=32):
+    """The first n digits (train) or the next 16 (val)."""
+    data = deepfast.data.digits("all", size=size, value_range=value_range)
+    keep = slice(0, n) if split == "train" else slice(n, n + 16)
+    return ImageTensors(data.images[keep], data.labels[keep], data.value_range)
+
+
+class Pairs(torch.utils.data.Dataset):
+    """(digit, its negative): two domains with a known translation."""
+
+    def __init__(self, images):
+        self.images = images
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        x = self.images[i][0]
+        return x, -x
+
+
+def tiny_pairs(split="train", size=32, value_range=(-1.0, 1.0)):
+    return Pairs(tiny(split, size, value_range, n=8))
+
+
+@pytest.fixture(autouse=True)
+def tiny_data(monkeypatch):
+    monkeypatch.setitem(deepfast.data.DATASETS, "tiny", tiny)
+    monkeypatch.setitem(deepfast.data.DATASETS, "tiny_pairs", tiny_pairs)
+    monkeypatch.setitem(deepfast.data.DATASETS, "tiny32", lambda split="train", value_range=(0.0, 1.0):
+                        tiny(split, 32, value_range))  # a dataset that cannot resize
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread (and far faster than two when other work shares the CPU)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def config(model, out, **kw):
+    fields = dict(model=model, data="tiny_pairs" if model == "cyclegan" else "tiny", out=str(out),
+                  batch_size=2 if model == "cyclegan" else 8,
+                  epochs=2, progress=False, sample_every=1, options=dict(SMALL[model]), device="cpu")
+    fields.update(kw)
+    return TrainConfig(**fields)
+
+
+def states(trainer):
+    return {k: {n: t.clone() for n, t in m.state_dict().items()} for k, m in trainer.models.items()}
+
+
+def assert_same_state(a, b, exact=True):
+    assert a.keys() == b.keys()
+    for k in a:
+        for name in a[k]:
+            if exact:
+                assert torch.equal(a[k][name], b[k][name]), f"{k}.{name} differs"
+            else:
+                torch.testing.assert_close(a[k][name], b[k][name], rtol=1e-4, atol=1e-5, msg=f"{k}.{name}")
+
+
+# (trainer, loss that must fall, factor it must fall by, epochs) on a fixed set of 8 (cyclegan) or 32 images.
+LEARNS = [
+    ("ae", "loss", 0.7, 30), ("unet", "loss", 0.6, 25), ("vae", "recon", 0.7, 30),
+    ("cyclegan", "cycle", 0.5, 15), ("classifier", "loss", 0.1, 25),
+]
+
+
+@pytest.mark.parametrize("model,key,factor,epochs", LEARNS, ids=[m for m, *_ in LEARNS])
+def test_trainer_fits_a_tiny_set(tmp_path, model, key, factor, epochs):
+    result = make_trainer(config(model, tmp_path, epochs=epochs, sample_every=0, lr=3e-3)).fit()
+    first, last = result.metrics[0][key], result.metrics[-1][key]
+    assert last < factor * first, f"{key}: {first} -> {last}"
+
+
+def test_dcgan_learns_the_data_mean(tmp_path):
+    """The generator's mean image moves to the data's, and D tells real from fake: both steps work."""
+    trainer = make_trainer(config("dcgan", tmp_path, epochs=60, sample_every=0, lr=1e-3))
+    data_mean = torch.stack([x for x, _ in tiny(value_range=(-1, 1))]).mean(0)
+
+    def distance():
+        with trainer.evaluating(trainer.g):
+            return (trainer.g(torch.randn(64, 8)).mean(0) - data_mean).abs().mean().item()
+
+    result = trainer.fit()
+    assert result.metrics[-1]["d_real"] > result.metrics[-1]["d_fake"]
+    assert distance() < 0.7 * data_mean.abs().mean().item()  # the untrained G gives ~0 everywhere
+
+
+@pytest.mark.parametrize("model", ["vae", "dcgan", "cyclegan", "classifier"])
+def test_resume_after_a_crash_equals_the_uninterrupted_run(tmp_path, model, monkeypatch):
+    straight = make_trainer(config(model, tmp_path / "a", epochs=3))
+    straight.fit()
+    crashing = make_trainer(config(model, tmp_path / "b", epochs=3))
+    step = crashing.train_step
+
+    def crash_in_epoch_2(batch):
+        if crashing.epoch == 1:
+            raise RuntimeError("simulated crash")
+        return step(batch)
+
+    monkeypatch.setattr(crashing, "train_step", crash_in_epoch_2)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        crashing.fit()
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["epoch"] == 1
+    resumed = make_trainer(config(model, tmp_path / "b", epochs=3))
+    resumed.fit(resume=True)
+    assert_same_state(states(straight), states(resumed))
+    for a, b in ((straight, resumed),):
+        for key in a.optimizers:
+            assert a.optimizers[key].param_groups[0]["lr"] == b.optimizers[key].param_groups[0]["lr"]
+    rows_a, rows_b = load_rows(tmp_path / "a"), load_rows(tmp_path / "b")
+    assert [r["epoch"] for r in rows_b] == [1, 2, 3]
+    for ra, rb in zip(rows_a, rows_b, strict=True):
+        assert {k: v for k, v in ra.items() if k != "time"} == {k: v for k, v in rb.items() if k != "time"}
+
+
+def load_rows(folder):
+    import json
+
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("model", ["vae", "cyclegan"])
+def test_ctrl_c_mid_epoch_saves_and_resume_continues_exactly(tmp_path, model, monkeypatch):
+    straight = make_trainer(config(model, tmp_path / "a", epochs=2))
+    straight.fit()
+    interrupted = make_trainer(config(model, tmp_path / "b", epochs=2))
+    step = interrupted.train_step
+    calls = []
+
+    def step_then_ctrl_c(batch):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return step(batch)
+
+    monkeypatch.setattr(interrupted, "train_step", step_then_ctrl_c)
+    result = interrupted.fit()
+    assert result.stopped and result.epochs_done == 0
+    ckpt = load_checkpoint(tmp_path / "b" / "last.pt")
+    assert (ckpt["epoch"], ckpt["batch"]) == (0, 3)  # 4 batches an epoch: stopped after the third
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    resumed = make_trainer(config(model, tmp_path / "b", epochs=2))
+    resumed.fit(resume=True)
+    assert_same_state(states(straight), states(resumed))
+
+
+DDP_SCRIPT = """
+import sys, torch, torch.distributed as dist
+from deepfast.train import TrainConfig, make_trainer
+out = sys.argv[1]
+dist.init_process_group("gloo")  # the trainers use it (and leave it open) for both runs
+for model, kw in (("classifier", {"sync_bn": True}), ("dcgan", {"options": {"nz": 8, "ngf": 8, "ndf": 8}})):
+    trainer = make_trainer(TrainConfig(model=model, data="digits", epochs=1, max_batches=3, batch_size=32,
+                                       out=f"{out}/{model}", progress=False, device="cpu", **kw))
+    trainer.fit()
+    states = {k: m.state_dict() for k, m in trainer.models.items()}
+    torch.save(states, f"{out}/{model}/rank{dist.get_rank()}.pt")
+dist.destroy_process_group()
+"""
+
+
+def test_ddp_two_processes_match_one_process_with_the_global_batch(tmp_path):
+    """torchrun, 2 CPU processes (gloo): weights identical across ranks; with --sync-bn the classifier
+    matches a single process that trains on the same global batches."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          str(script), str(tmp_path)], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    for model in ("classifier", "dcgan"):
+        rank0, rank1 = (torch.load(tmp_path / model / f"rank{r}.pt") for r in (0, 1))
+        if model == "dcgan":  # without sync_bn each rank's BN statistics are its own (DDP re-broadcasts rank 0's)
+            rank0, rank1 = ({k: {n: t for n, t in sd.items() if "running" not in n} for k, sd in r.items()}
+                            for r in (rank0, rank1))
+        assert_same_state(rank0, rank1)
+    single = make_trainer(TrainConfig(model="classifier", data="digits", epochs=1, max_batches=3, batch_size=32,
+                                      out=str(tmp_path / "single"), progress=False, device="cpu", sync_bn=True))
+    single.fit()
+    assert_same_state(states(single), torch.load(tmp_path / "classifier" / "rank0.pt"), exact=False)
+
+
+def test_divergence_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    trainer = make_trainer(config("vae", tmp_path, epochs=3))
+    step = trainer.train_step
+
+    def nan_in_epoch_2(batch):
+        losses = step(batch)
+        return {**losses, "loss": losses["loss"] * float("nan")} if trainer.epoch == 1 else losses
+
+    monkeypatch.setattr(trainer, "train_step", nan_in_epoch_2)
+    with pytest.raises(TrainingDiverged, match=r"vae diverged at epoch 2, batch 1 \(loss=nan.*last good checkpoint"):
+        trainer.fit()
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
+    assert [row["epoch"] for row in load_rows(tmp_path)] == [1]
+
+
+@pytest.mark.parametrize("kw", [{"amp": "bf16", "channels_last": True}, {"amp": "fp16"}, {"compile": True},
+                                {"impl": "reference"}, {"backend": "torch"}],
+                         ids=["bf16-channels_last", "fp16", "compile", "reference", "torch-backend"])
+def test_training_options_run_and_learn(tmp_path, kw):
+    result = make_trainer(config("classifier", tmp_path, epochs=6, lr=3e-3, sample_every=0, **kw)).fit()
+    assert result.metrics[-1]["loss"] < 0.5 * result.metrics[0]["loss"]
+
+
+def test_bad_settings_name_the_setting(tmp_path):
+    with pytest.raises(ValueError, match="epochs must be a positive int"):
+        make_trainer(config("vae", tmp_path, epochs=0))
+    with pytest.raises(ValueError, match="amp must be one of"):
+        make_trainer(config("vae", tmp_path, amp="fp8"))
+    with pytest.raises(ValueError, match="unknown option.*betaa.*known: beta"):
+        make_trainer(config("vae", tmp_path, options={"betaa": 2.0}))
+    with pytest.raises(ValueError, match="unknown dataset 'nope'"):
+        make_trainer(config("vae", tmp_path, data="nope")).fit()
+    with pytest.raises(ValueError, match="fewer than batch_size"):
+        make_trainer(config("vae", tmp_path, batch_size=64)).fit()
+    with pytest.raises(ValueError, match="image_size must be one of 32, 64, got 16"):
+        make_trainer(config("vae", tmp_path, image_size=16)).fit()
+    with pytest.raises(ValueError, match=r"gives \(32, 32\) images but image_size is 64; pass --image-size 32"):
+        make_trainer(config("vae", tmp_path, data="tiny32", image_size=64)).fit()
+    with pytest.raises(ValueError, match="classifier needs labelled data"):
+        make_trainer(config("classifier", tmp_path, data="ihc")).fit()
+    with pytest.raises(FileNotFoundError, match="last.pt does not exist"):
+        make_trainer(config("vae", tmp_path / "none")).fit(resume=True)
+    make_trainer(config("vae", tmp_path / "run", epochs=1)).fit()
+    with pytest.raises(ValueError, match=r"cannot resume.*batch_size: 8 there, 4 here"):
+        make_trainer(config("vae", tmp_path / "run", batch_size=4)).fit(resume=True)
+
+
+def test_cli_train_resume_and_sample(tmp_path, capsys):
+    out = tmp_path / "vae"
+    args = ["train", "vae", "--data", "tiny", "--epochs", "1", "--batch-size", "8", "--out", str(out), "--no-progress",
+            "-o", "latent_dim=4", "-o", "width=8", "--device", "cpu"]
+    assert cli.main(args) == 0
+    assert (out / "last.pt").exists() and (out / "metrics.csv").exists() and (out / "samples" / "epoch_001.png").exists()
+    # --resume takes the saved settings (the options included); --epochs sets the new total
+    assert cli.main(["train", "vae", "--out", str(out), "--resume", "--epochs", "2", "--no-progress"]) == 0
+    assert [row["epoch"] for row in load_rows(out)] == [1, 2]
+    assert cli.main(["sample", "--ckpt", str(out / "last.pt"), "--n", "9", "--out", str(tmp_path / "s.png")]) == 0
+    from PIL import Image
+
+    with Image.open(tmp_path / "s.png") as img:  # 3 x 3 digits of 32 px, scaled 2x, 2 px padding
+        assert img.size == (3 * 66 + 2, 3 * 66 + 2)
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_cli_errors_are_one_line_naming_the_problem(tmp_path, capsys):
+    assert cli.main(["train", "vae", "--out", str(tmp_path / "x"), "--resume"]) == 2
+    assert "last.pt does not exist" in capsys.readouterr().err
+    assert cli.main(["train", "vae", "--data", "tiny", "--epochs", "0"]) == 2
+    assert "epochs must be a positive int" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["train", "vae", "-o", "beta"])
+    assert "options are KEY=VALUE" in capsys.readouterr().err
+    assert cli.main(["sample", "--ckpt", str(tmp_path / "missing.pt")]) == 2
+
+
+def test_every_trainer_has_a_cli_choice_and_documented_defaults():
+    parser = cli.build_parser()
+    for name, cls in TRAINERS.items():
+        args = parser.parse_args(["train", name])
+        assert args.model == name and cls.__doc__
+        assert {"data", "epochs", "batch_size", "lr", "image_size"} <= set(cls.defaults)
+
+
+def test_load_trainer_gives_the_trained_models(tmp_path):
+    trainer = make_trainer(config("dcgan", tmp_path, epochs=1))
+    trainer.fit()
+    loaded = load_trainer(str(tmp_path / "last.pt"))
+    assert_same_state(states(trainer), states(loaded))
+    assert not loaded.g.training
