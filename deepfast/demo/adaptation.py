@@ -59,10 +59,10 @@ def adaptation_section(demo: Demo, section: Section) -> None:
         export((translated + 1) / 2, src_y, root / "translated")
         (root / "translated_done").touch()
     adapted = demo.train("adapt_translated", data=f"folder:{root / 'translated'}", **clf)
-    rows = [{"classifier trained on": "source digits (no adaptation)", "target accuracy": target_accuracy(source_only)},
-            {"classifier trained on": "source digits translated by CycleGAN", "target accuracy": target_accuracy(adapted)}]
-    rows.append({"classifier trained on": "gain (points)",
-                 "target accuracy": 100 * (rows[1]["target accuracy"] - rows[0]["target accuracy"])})
+    before, after = target_accuracy(source_only), target_accuracy(adapted)
+    rows = [{"classifier trained on": "source digits (no adaptation)", "target accuracy": before},
+            {"classifier trained on": "source digits translated by CycleGAN", "target accuracy": after},
+            {"classifier trained on": "gain (points)", "target accuracy": 100 * (after - before)}]
     section.text(f"Source: {half} labelled digits (gray). Target: Digits-M (deepfast.data.digits_m: digits blended "
                  "onto coloured texture patches of bundled pictures), whose labels are used only to score; the "
                  f"target training digits are other digits than the source ones. CycleGAN ({epochs} epochs, 32x32, "

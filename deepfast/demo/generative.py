@@ -59,7 +59,8 @@ def vae_section(demo: Demo, section: Section) -> None:
     section.table([judge_row(demo, "VAE samples", samples), judge_row(demo, "VAE reconstructions",
                                                                       latent.decode(vae, latent.encode(vae, val_x)))])
     # interpolation between held-out digits of different classes
-    pairs = [(int((val_y == a).nonzero()[0]), int((val_y == b).nonzero()[0])) for a, b in ((0, 6), (1, 7), (3, 8), (4, 9))]
+    first = lambda k: int((val_y == k).nonzero()[0])  # noqa: E731 - the first held-out digit of class k
+    pairs = [(first(a), first(b)) for a, b in ((0, 6), (1, 7), (3, 8), (4, 9))]
     rows = {m: torch.cat([latent.interpolate_images(vae, val_x[i], val_x[j], steps=10, method=m) for i, j in pairs])
             for m in ("slerp", "linear")}
     section.image(demo.save("vae_interpolation", rows["slerp"], nrow=10, scale=2),
