@@ -8,9 +8,9 @@ An attack is called as ``adv = atk(images, labels)``:
 - The model sees ``(x - mean) / std`` when ``normalization=(mean, std)`` (one value per channel, or
   one for all), so that attacks and their eps live in [0, 1] pixel space.
 - The model runs in eval mode; the mode of every submodule is restored afterwards. The attack runs on
-  the model's device and returns a tensor of the device and dtype of ``images``. It never changes the
-  model's parameters or their ``.grad``: gradients are taken with ``torch.autograd.grad`` with respect
-  to the input only.
+  the model's device, in the dtype of its parameters, and returns a tensor of the device and dtype of
+  ``images``. It never changes the model's parameters or their ``.grad``: gradients are taken with
+  ``torch.autograd.grad`` with respect to the input only.
 """
 
 from __future__ import annotations
@@ -46,6 +46,14 @@ def model_device(model: nn.Module) -> torch.device:
     for t in (*model.parameters(), *model.buffers()):
         return t.device
     return torch.device("cpu")
+
+
+def model_dtype(model: nn.Module) -> torch.dtype | None:
+    """The dtype of the model's first floating-point parameter (or buffer); None for a model with neither."""
+    for t in (*model.parameters(), *model.buffers()):
+        if t.dtype.is_floating_point:
+            return t.dtype
+    return None
 
 
 def check_eps(eps: object, name: str = "eps") -> float:
@@ -186,7 +194,7 @@ class Attack:
         if labels is not None:
             check_labels(labels, n)
             labels = labels.to(self.device, torch.int64)
-        x = images.to(self.device)
+        x = images.to(self.device, model_dtype(self.model) or images.dtype)
         generator = None if self.seed is None else torch.Generator(self.device).manual_seed(self.seed)
         with eval_mode(self.model):
             goal, targeted = resolve_target(self.target, x, labels, self._clean_logits, generator)
