@@ -372,3 +372,14 @@ def test_evaluate_bad_input(lenet, val):
         evaluate(lenet, (x, y), attacks=["cw"], progress=False)
     with pytest.raises(ValueError, match="labels"):
         evaluate(lenet, [(x, y[:3])], progress=False)
+
+
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+def test_attacks_run_under_no_grad_and_inference_mode(lenet, val, mode):
+    x, y = val[0][:9], val[1][:9]
+    expected = PGD(lenet, 0.1, steps=3, seed=0)(x, y)
+    with torch.no_grad() if mode == "no_grad" else torch.inference_mode():
+        if mode == "inference_mode":
+            x, y = x.clone(), y.clone()  # inference tensors
+        adv = PGD(lenet, 0.1, steps=3, seed=0)(x, y)
+    torch.testing.assert_close(adv, expected, rtol=0, atol=0)
