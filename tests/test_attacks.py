@@ -77,7 +77,9 @@ def test_inside_ball_and_box(lenet, val, name, eps):
     x = torch.cat([val[0][:37], torch.rand(13, 1, 32, 32, generator=torch.Generator().manual_seed(2))]).double()
     y = torch.cat([val[1][:37], torch.randint(0, 10, (13,), generator=torch.Generator().manual_seed(3))])
     attack = ATTACKS[name](lenet, eps)
+    x_before = x.clone()
     adv = attack(x, y)
+    assert torch.equal(x, x_before)  # the input is not written to
     assert adv.shape == x.shape and adv.dtype == x.dtype and adv.device == x.device
     assert adv.min() >= 0 and adv.max() <= 1
     delta = (adv - x).flatten(1)

@@ -187,10 +187,11 @@ class Attack:
         return out
 
     @staticmethod
-    def loss(logits: Tensor, goal: Tensor, targeted: bool) -> Tensor:
-        """The loss each attack step increases, summed over the batch (so each sample's gradient does
-        not depend on the batch size): cross-entropy to the labels, or minus that to the targets."""
-        ce = F.cross_entropy(logits, goal, reduction="sum")
+    def loss(logits: Tensor, goal: Tensor, targeted: bool, reduction: str = "sum") -> Tensor:
+        """The loss each attack step increases: cross-entropy to the labels, or minus that to the
+        targets; summed over the batch by default, so that each sample's gradient does not depend on
+        the batch ("none": per sample, (N,))."""
+        ce = F.cross_entropy(logits, goal, reduction=reduction)
         return -ce if targeted else ce
 
     @staticmethod
