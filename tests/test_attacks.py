@@ -79,9 +79,9 @@ ATTACKS = {
 @pytest.mark.parametrize("eps", [0.03, 0.3])
 @pytest.mark.parametrize("name", ATTACKS)
 def test_inside_ball_and_box(lenet, val, name, eps):
-    # 37 digits (0 and 1 pixels: on the box's edges) and 13 uniform noise images, in float64 in.
-    x = torch.cat([val[0][:37], torch.rand(13, 1, 32, 32, generator=torch.Generator().manual_seed(2))]).double()
-    y = torch.cat([val[1][:37], torch.randint(0, 10, (13,), generator=torch.Generator().manual_seed(3))])
+    # 37 digits (0 and 1 pixels: on the box's edges) and 14 uniform noise images, in float64 in.
+    x = torch.cat([val[0][:37], torch.rand(14, 1, 32, 32, generator=torch.Generator().manual_seed(2))]).double()
+    y = torch.cat([val[1][:37], torch.randint(0, 10, (14,), generator=torch.Generator().manual_seed(3))])
     attack = ATTACKS[name](lenet, eps)
     x_before = x.clone()
     adv = attack(x, y)
