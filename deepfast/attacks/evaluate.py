@@ -18,7 +18,9 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from deepfast.attacks.base import Attack, Normalization, check_eps, check_images, check_labels, eval_mode
+from deepfast.attacks.base import (
+    Attack, Normalization, check_eps, check_images, check_labels, eval_mode, model_device,
+)
 from deepfast.attacks.eot import EOTPGD
 from deepfast.attacks.fgsm import FGSM
 from deepfast.attacks.pgd import BIM, MIFGSM, PGD
@@ -147,7 +149,7 @@ def evaluate(
         names.append(name)
     has_white_box = any(not a.black_box for a in grid[0])
     classifier = Attack(model, eps=0.0, normalization=normalization)
-    device = classifier.device
+    device = model_device(model)
 
     k = len(eps)
     n = clean = 0
