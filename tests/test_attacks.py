@@ -319,12 +319,12 @@ def test_model_returning_the_wrong_shape():
 
 
 def test_evaluate_worst_case_over_attacks(lenet, val):
-    x, y = val[0][:70], val[1][:70]
+    x, y = val[0][:70].double(), val[1][:70]  # float64 images for a float32 model
     eps = [0.0, 4 / 255, 0.1]
     bim = functools.partial(BIM, steps=5)  # deterministic per sample, whichever samples run with it
     both = evaluate(lenet, (x, y), attacks=["fgsm", bim], eps=eps, batch_size=32, progress=False)
     alone = evaluate(lenet, (x, y), attacks=[bim], eps=eps, batch_size=32, progress=False)
-    clean = accuracy(lenet, x, y)
+    clean = accuracy(lenet, x.float(), y)
     assert both.n == 70 and both.clean_accuracy == pytest.approx(clean)
     assert both.robust_accuracy[0] == pytest.approx(clean) and both.mean_linf[0] != both.mean_linf[0]  # NaN
     assert both.robust_accuracy[2] < both.robust_accuracy[1] < clean
