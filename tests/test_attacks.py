@@ -208,15 +208,16 @@ def test_early_stop_never_moves_a_fooled_sample_again():
 
 
 class Recorder(nn.Module):
-    """Wraps a model; records its training flag and whether grad mode was on at each forward."""
+    """Wraps a model; records its training flag, whether grad mode was on and the input at each forward."""
 
     def __init__(self, model):
         super().__init__()
-        self.model, self.modes, self.grad_modes = model, [], []
+        self.model, self.modes, self.grad_modes, self.inputs = model, [], [], []
 
     def forward(self, x):
         self.modes.append(self.model.training)
         self.grad_modes.append(torch.is_grad_enabled())
+        self.inputs.append(x.detach())
         return self.model(x)
 
 
@@ -246,9 +247,15 @@ def test_model_mode_parameters_and_grads_untouched(lenet, val, name):
 def test_square_never_runs_backward(lenet, val):
     model = Recorder(lenet)
     x, y = correct_subset(lenet, *val, 40)
-    adv = Square(model, 0.3, queries=60, seed=0)(x, y)
+    square = Square(model, 0.3, queries=60, seed=0)
+    adv = square(x, y)
     assert model.grad_modes and not any(model.grad_modes)
     assert accuracy(lenet, adv, y) <= 0.5
+    with torch.no_grad():
+        fooled = lenet(adv).argmax(1) != y
+    used = square.last_queries
+    assert used.min() >= 1 and used.max() <= 60 and (used[~fooled] == 60).all() and used[fooled].float().mean() < 60
+    assert sum(len(batch) for batch in model.inputs) == used.sum()  # one image evaluated per query
 
 
 def test_normalization_is_the_same_as_a_normalizing_first_layer(lenet, val):
