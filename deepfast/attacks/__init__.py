@@ -1,0 +1,35 @@
+"""Adversarial attacks on image classifiers: ``adv = PGD(model, eps=8/255, alpha=2/255, steps=10)(images, labels)``.
+
+Images are (N, C, H, W) in [0, 1] (``normalization=(mean, std)`` for models trained on normalized
+inputs); labels (N,) int64. Every attack runs the model in eval mode on the model's device, restores
+its mode and never touches its parameters or their gradients. ``target=`` makes an attack targeted
+(see ``deepfast.attacks.targets``). ``evaluate`` measures robust accuracy, worst case over attacks.
+"""
+
+from deepfast.attacks.base import Attack, eval_mode
+from deepfast.attacks.eot import EOTPGD, RandomTransform
+from deepfast.attacks.evaluate import ATTACKS, Evaluation, GradientMaskingWarning, evaluate
+from deepfast.attacks.fgsm import FGSM
+from deepfast.attacks.generate import generate_class
+from deepfast.attacks.pgd import BIM, MIFGSM, PGD
+from deepfast.attacks.square import Square
+from deepfast.attacks.targets import TARGET_MODES, resolve_target
+
+__all__ = [
+    "ATTACKS",
+    "Attack",
+    "BIM",
+    "EOTPGD",
+    "Evaluation",
+    "FGSM",
+    "GradientMaskingWarning",
+    "MIFGSM",
+    "PGD",
+    "RandomTransform",
+    "Square",
+    "TARGET_MODES",
+    "eval_mode",
+    "evaluate",
+    "generate_class",
+    "resolve_target",
+]

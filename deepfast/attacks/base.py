@@ -1,0 +1,210 @@
+"""The Attack base class: input checks, normalization, eval mode, device, targets and the success test.
+
+An attack is called as ``adv = atk(images, labels)``:
+
+- ``images``: float tensor (N, C, H, W) (any (N, ...) with N >= 1 works) with values in [0, 1];
+  ``labels``: int64 tensor (N,) of class indices (may be None when ``target`` is a tensor, an int or
+  a function that does not need them).
+- The model sees ``(x - mean) / std`` when ``normalization=(mean, std)`` (one value per channel, or
+  one for all), so that attacks and their eps live in [0, 1] pixel space.
+- The model runs in eval mode; the mode of every submodule is restored afterwards. The attack runs on
+  the model's device, in the dtype of its parameters, and returns a tensor of the device and dtype of
+  ``images``. It never changes the model's parameters or their ``.grad``: gradients are taken with
+  ``torch.autograd.grad`` with respect to the input only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Sequence
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from deepfast.attacks.targets import Target, check_target, resolve_target
+
+Normalization = tuple[Sequence[float] | float | Tensor, Sequence[float] | float | Tensor]
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Puts ``model`` in eval mode and restores the training flag of each submodule afterwards."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (or buffer); the CPU for a model with neither."""
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def model_dtype(model: nn.Module) -> torch.dtype | None:
+    """The dtype of the model's first floating-point parameter (or buffer); None for a model with neither."""
+    for t in (*model.parameters(), *model.buffers()):
+        if t.dtype.is_floating_point:
+            return t.dtype
+    return None
+
+
+def check_eps(eps: object, name: str = "eps") -> float:
+    """eps (or another budget): a finite Python number >= 0, returned as a float."""
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+        raise TypeError(f"{name} must be a Python float, got {type(eps).__name__}")
+    if not math.isfinite(eps) or eps < 0:
+        raise ValueError(f"{name} must be finite and >= 0, got {eps}")
+    return float(eps)
+
+
+def check_positive_int(value: object, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def check_images(images: object) -> None:
+    """images: a floating tensor (N, ...) with N >= 1, finite values in [0, 1]."""
+    if not isinstance(images, Tensor):
+        raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
+    if not images.dtype.is_floating_point:
+        raise TypeError(f"images must be a floating-point tensor in [0, 1], got dtype {images.dtype}")
+    if images.dim() < 2 or images.shape[0] == 0:
+        raise ValueError(f"images must have shape (N, ...) with N >= 1, e.g. (N, C, H, W), got {tuple(images.shape)}")
+    if images.requires_grad:
+        raise ValueError("images must not require grad (pass images.detach())")
+    lo, hi = torch.aminmax(images)
+    if not (bool(lo >= 0) and bool(hi <= 1)):  # also NaN
+        raise ValueError(
+            f"images must hold values in [0, 1], got values in [{lo.item():.4g}, {hi.item():.4g}] "
+            "(for a model trained on normalized inputs pass normalization=(mean, std))"
+        )
+
+
+def check_labels(labels: object, n: int, name: str = "labels") -> None:
+    """labels: an integer tensor of shape (N,)."""
+    if not isinstance(labels, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of class indices, got {type(labels).__name__}")
+    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+        raise TypeError(f"{name} must be an integer tensor of class indices, got dtype {labels.dtype}")
+    if tuple(labels.shape) != (n,):
+        raise ValueError(f"{name} must have shape (N,) = ({n},) for {n} images, got {tuple(labels.shape)}")
+
+
+def _channel_stats(value: object, name: str, device: torch.device) -> Tensor:
+    t = torch.as_tensor(value, dtype=torch.float32, device=device).reshape(-1)
+    if t.numel() == 0 or not bool(torch.isfinite(t).all()):
+        raise ValueError(f"normalization {name} must hold one finite value per channel (or one for all)")
+    return t.view(1, -1, 1, 1) if t.numel() > 1 else t.view(())
+
+
+class Attack:
+    """Base of every attack: ``adv = atk(images, labels)``.
+
+    Args:
+        model: a classifier, (N, ...) images -> (N, num_classes) logits.
+        eps: the perturbation budget (Linf or L2 norm in [0, 1] pixel space), finite, >= 0.
+        target: None (untargeted: make the prediction differ from ``labels``) or a target mode (see
+            ``deepfast.attacks.targets``): a tensor (N,) of target classes, an int (one class for all),
+            a function (images, labels) -> targets, "least_likely" or "random".
+        normalization: (mean, std) the model expects: it sees (x - mean) / std; one value per channel
+            or one for all.
+        seed: seeds a torch.Generator on the model's device for every call (reproducible attacks);
+            None uses the global random state.
+
+    Subclasses implement ``_attack(x, goal, targeted, generator) -> x_adv`` on the model's device, with
+    x (N, ...) in [0, 1] and goal (N,) int64: the labels (untargeted) or the targets (targeted).
+    """
+
+    black_box: ClassVar[bool] = False  # True for attacks that only read the model's outputs
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        eps: float,
+        target: Target = None,
+        normalization: Normalization | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.eps = check_eps(eps)
+        self.target = check_target(target)
+        self.device = model_device(model)
+        self.mean = self.std = None
+        if normalization is not None:
+            if not (isinstance(normalization, (tuple, list)) and len(normalization) == 2):
+                raise ValueError(f"normalization must be a pair (mean, std), got {normalization!r}")
+            self.mean = _channel_stats(normalization[0], "mean", self.device)
+            self.std = _channel_stats(normalization[1], "std", self.device)
+            if not bool((self.std > 0).all()):
+                raise ValueError("normalization std must be > 0 in every channel")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
+        self.seed = seed
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def __repr__(self) -> str:
+        return f"{self.name}(eps={self.eps:.4g}, target={self.target!r})"
+
+    # --- what subclasses use ---------------------------------------------------------------------
+
+    def logits(self, x: Tensor) -> Tensor:
+        """The model's logits (N, K) for images x (N, ...) in [0, 1], normalization applied."""
+        out = self.model(x if self.mean is None else (x - self.mean) / self.std)
+        if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0] or out.shape[1] < 2:
+            got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise ValueError(f"model must return logits of shape (N, num_classes) = ({x.shape[0]}, K >= 2), got {got}")
+        if not out.dtype.is_floating_point:
+            raise ValueError(f"model must return floating-point logits, got dtype {out.dtype}")
+        return out
+
+    @staticmethod
+    def loss(logits: Tensor, goal: Tensor, targeted: bool) -> Tensor:
+        """The loss each attack step increases, summed over the batch (so each sample's gradient does
+        not depend on the batch size): cross-entropy to the labels, or minus that to the targets."""
+        ce = F.cross_entropy(logits, goal, reduction="sum")
+        return -ce if targeted else ce
+
+    @staticmethod
+    def succeeded(logits: Tensor, goal: Tensor, targeted: bool) -> Tensor:
+        """bool (N,): prediction != label (untargeted) or prediction == target (targeted)."""
+        pred = logits.argmax(dim=1)
+        return pred == goal if targeted else pred != goal
+
+    # --- the call --------------------------------------------------------------------------------
+
+    def __call__(self, images: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Adversarial examples (N, ...) for ``images`` (N, ...) in [0, 1] and ``labels`` (N,) int64."""
+        check_images(images)
+        n = images.shape[0]
+        if labels is not None:
+            check_labels(labels, n)
+            labels = labels.to(self.device, torch.int64)
+        x = images.to(self.device, model_dtype(self.model) or images.dtype)
+        generator = None if self.seed is None else torch.Generator(self.device).manual_seed(self.seed)
+        with eval_mode(self.model):
+            goal, targeted = resolve_target(self.target, x, labels, self._clean_logits, generator)
+            adv = self._attack(x, goal, targeted, generator)
+        return adv.to(images.device, images.dtype)
+
+    def _clean_logits(self, x: Tensor) -> Tensor:
+        with torch.no_grad():
+            return self.logits(x)
+
+    def _attack(self, x: Tensor, goal: Tensor, targeted: bool, generator: torch.Generator | None) -> Tensor:
+        raise NotImplementedError
+

@@ -1,0 +1,172 @@
+"""Projected gradient descent (Madry et al. 2018) in the Linf and L2 balls, with random restarts, early
+stop per sample and momentum (MI-FGSM, Dong et al. 2018); BIM (Kurakin et al. 2017) is PGD without the
+random start.
+
+Each step, per sample, with g the gradient of the loss (cross-entropy to the label, or minus that to
+the target) with respect to the input and ``deepfast.ops.pgd_step_`` doing the update in place::
+
+    Linf:  x <- clip(min(max(x + alpha * sign(g), x0 - eps), x0 + eps), 0, 1)
+    L2:    x <- clip(x0 + P_eps(x + alpha * g / ||g||_2 - x0), 0, 1),   P_eps: scale into the eps ball
+
+With momentum mu > 0, g is replaced by m <- mu * m + g / mean|g| (per sample) before the step.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from deepfast.attacks.base import Attack, Normalization, check_eps, check_positive_int
+from deepfast.attacks.targets import Target
+from deepfast.ops import pgd_random_start, pgd_step_
+from deepfast.ops._checks import check_choice
+from deepfast.ops.pgd import NORMS
+
+
+class PGD(Attack):
+    """PGD: ``adv = PGD(model, eps=8/255, alpha=2/255, steps=10)(images, labels)``.
+
+    Args:
+        eps: radius of the ball around each image (Linf or L2, in [0, 1] pixel space), >= 0.
+        alpha: step size, >= 0; None: 2.5 * eps / steps.
+        steps: gradient steps per restart, >= 1.
+        random_start: start from a uniform random point of the ball (``deepfast.ops.pgd_random_start``)
+            instead of the image itself.
+        norm: "inf" or "2".
+        restarts: runs from independent random starts (needs random_start=True). Each restart runs on
+            the samples no earlier run fooled; each sample keeps its worst case: the first adversarial
+            example that fools the model, else the one of the highest loss.
+        early_stop: a sample the model already gets wrong (untargeted) or assigns to the target
+            (targeted) stops moving, and the batch that runs through the model shrinks. Its result is
+            the first point found that fools the model. False: every sample takes every step, as in
+            the textbook loop.
+        momentum: decay mu of MI-FGSM's gradient accumulation; 0: plain PGD.
+        target, normalization, seed: see ``Attack``.
+
+    One forward and one backward of the model per step on the samples still moving, one extra forward
+    per restart when restarts > 1; the update is the fused in-place step, no tensor of the batch's size
+    allocated by it. The loss is summed over the batch, so a sample's steps do not depend on the others.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float = 8 / 255,
+        alpha: float | None = None,
+        steps: int = 10,
+        random_start: bool = True,
+        norm: str = "inf",
+        *,
+        restarts: int = 1,
+        early_stop: bool = True,
+        momentum: float = 0.0,
+        target: Target = None,
+        normalization: Normalization | None = None,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(model, eps=eps, target=target, normalization=normalization, seed=seed)
+        self.steps = check_positive_int(steps, "steps")
+        self.alpha = 2.5 * self.eps / self.steps if alpha is None else check_eps(alpha, "alpha")
+        check_choice(norm, "norm", NORMS)
+        self.norm = norm
+        self.random_start = bool(random_start)
+        self.restarts = check_positive_int(restarts, "restarts")
+        if self.restarts > 1 and not self.random_start:
+            raise ValueError("restarts > 1 needs random_start=True (restarts from the image itself are all the same)")
+        self.early_stop = bool(early_stop)
+        self.momentum = check_eps(momentum, "momentum")
+
+    def __repr__(self) -> str:
+        return (f"{self.name}(eps={self.eps:.4g}, alpha={self.alpha:.4g}, steps={self.steps}, norm={self.norm!r}, "
+                f"random_start={self.random_start}, restarts={self.restarts}, early_stop={self.early_stop}, "
+                f"momentum={self.momentum:.4g}, target={self.target!r})")
+
+    def objective(self, x: Tensor, goal: Tensor, targeted: bool,
+                  generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        """(logits (N, K) that decide whether each sample has succeeded, the loss to increase) at x."""
+        logits = self.logits(x)
+        return logits, self.loss(logits, goal, targeted)
+
+    def gradient(self, x: Tensor, goal: Tensor, targeted: bool,
+                 generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """(grad, logits): the gradient of the objective's loss with respect to x (N, ...) only, and its
+        logits (N, K), detached. x must not require grad; it is left so."""
+        x.requires_grad_(True)
+        try:
+            logits, loss = self.objective(x, goal, targeted, generator)
+            (grad,) = torch.autograd.grad(loss, x)
+        finally:
+            x.requires_grad_(False)
+        return grad, logits.detach()
+
+    def _attack(self, x: Tensor, goal: Tensor, targeted: bool, generator: torch.Generator | None) -> Tensor:
+        if self.restarts == 1:
+            return self._run(x, goal, targeted, generator)
+        best = x.clone()
+        best_loss = torch.full((x.shape[0],), -torch.inf, device=x.device)
+        todo = torch.arange(x.shape[0], device=x.device)  # samples no restart has fooled yet
+        for _ in range(self.restarts):
+            adv = self._run(x[todo], goal[todo], targeted, generator)
+            with torch.no_grad():
+                logits = self.logits(adv)
+            loss = torch.nn.functional.cross_entropy(logits, goal[todo], reduction="none")
+            loss = -loss if targeted else loss
+            fooled = self.succeeded(logits, goal[todo], targeted)
+            better = fooled | (loss > best_loss[todo])
+            best[todo[better]] = adv[better]
+            best_loss[todo[better]] = loss[better]
+            todo = todo[~fooled]
+            if todo.numel() == 0:
+                break
+        return best
+
+    def _run(self, x0: Tensor, goal: Tensor, targeted: bool, generator: torch.Generator | None) -> Tensor:
+        """One run of ``steps`` steps from a (random) start; returns the adversarial examples (N, ...).
+
+        With early stop the samples still moving are kept packed in ``xa`` (``index`` their rows in
+        ``out``); the others' rows are written to ``out`` when they stop, so tensors are only
+        re-packed when the batch shrinks."""
+        xa = pgd_random_start(x0, self.eps, self.norm, generator=generator) if self.random_start else x0.clone()
+        out, index, m = xa, None, None
+        sample_dims = tuple(range(1, x0.dim()))
+        for _ in range(self.steps):
+            grad, logits = self.gradient(xa, goal, targeted, generator)
+            if self.early_stop:
+                done = self.succeeded(logits, goal, targeted)
+                if bool(done.any()):
+                    keep = ~done
+                    if index is None:
+                        index = keep.nonzero().squeeze(1)
+                    else:
+                        out.index_copy_(0, index[done], xa[done])
+                        index = index[keep]
+                    xa, x0, goal, grad = xa[keep], x0[keep], goal[keep], grad[keep]
+                    m = None if m is None else m[keep]
+                    if index.numel() == 0:
+                        return out
+            if self.momentum > 0:
+                grad.div_(grad.abs().mean(dim=sample_dims, keepdim=True).clamp_min(torch.finfo(grad.dtype).tiny))
+                m = grad if m is None else m.mul_(self.momentum).add_(grad)
+                grad = m
+            pgd_step_(xa, grad, x0, step_size=self.alpha, eps=self.eps, norm=self.norm)
+        if index is not None:
+            out.index_copy_(0, index, xa)
+        return out
+
+
+class BIM(PGD):
+    """The basic iterative method (Kurakin et al. 2017): PGD from the image itself (random_start=False)."""
+
+    def __init__(self, model: nn.Module, eps: float = 8 / 255, alpha: float | None = None, steps: int = 10,
+                 norm: str = "inf", **kwargs) -> None:
+        super().__init__(model, eps, alpha, steps, random_start=False, norm=norm, **kwargs)
+
+
+class MIFGSM(PGD):
+    """Momentum iterative FGSM (Dong et al. 2018): BIM with momentum, mu = 1.0 and alpha = eps / steps by
+    default: m <- mu * m + g / mean|g|, x <- step along sign(m) (Linf) or m / ||m|| (L2)."""
+
+    def __init__(self, model: nn.Module, eps: float = 8 / 255, alpha: float | None = None, steps: int = 10,
+                 momentum: float = 1.0, norm: str = "inf", **kwargs) -> None:
+        alpha = check_eps(eps) / check_positive_int(steps, "steps") if alpha is None else alpha
+        super().__init__(model, eps, alpha, steps, random_start=False, norm=norm, momentum=momentum, **kwargs)
