@@ -126,6 +126,16 @@ def attack_names(text: str) -> list[str]:
     return names
 
 
+def adaptive_losses(text: str) -> list[str]:
+    """An argparse type: "softplus,logit" -> names of deepfast.defenses.detection.ADAPTIVE_LOSSES."""
+    from deepfast.defenses.detection import ADAPTIVE_LOSSES
+
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    if not names or any(n not in ADAPTIVE_LOSSES for n in names):
+        raise argparse.ArgumentTypeError(f"takes {', '.join(ADAPTIVE_LOSSES)} (comma-separated), got {text!r}")
+    return names
+
+
 def load_classifier(args: argparse.Namespace):
     """(the classifier trainer of --ckpt, (images, labels) of the held-out split of --data (default: the
     checkpoint's), the first --n of them)."""
@@ -219,7 +229,7 @@ def detect(args: argparse.Namespace) -> int:
     train_args = argparse.Namespace(**{**vars(args), "split": "train", "n": args.n_train})
     _, train = load_classifier(train_args)
     report = detection_report(trainer.model, args.layer, train, test, args.eps, steps=args.steps, c=args.c,
-                              hidden=args.hidden, seed=args.seed)
+                              detector_losses=args.adaptive_loss, hidden=args.hidden, seed=args.seed)
     print(report.table())
     return 0
 
@@ -332,7 +342,7 @@ def add_robustness_parsers(commands) -> None:
                     "--layer (a forward hook), train a small MLP on clean training images against their FGSM and "
                     "PGD examples at --eps, then report on held-out images the share of images each attack "
                     "fools the classifier on, the detector's ROC-AUC (clean vs those fooling examples) and the "
-                    "share flagged, for FGSM, PGD and an adaptive PGD that also minimises c * detector logit.")
+                    "share flagged, for FGSM, PGD and an adaptive PGD that also lowers the detector logit d (by c * softplus(d) or c * d).")
     common(p, "held-out images to test on (default: all)")
     p.add_argument("--n-train", type=int, help="training images for the detector (default: all)")
     p.add_argument("--layer", default="classifier.3", help="layer name (default classifier.3: LeNet's penultimate ReLU)")
@@ -340,6 +350,9 @@ def add_robustness_parsers(commands) -> None:
     p.add_argument("--steps", type=int, default=40, help="PGD steps (default 40)")
     p.add_argument("--c", type=number_list("--c"), default=[1.0, 10.0],
                    help="weights of the detector term of the adaptive attack, comma-separated (default 1,10)")
+    p.add_argument("--adaptive-loss", type=adaptive_losses, default=["softplus", "logit"],
+                   help="the detector term h(d) of the adaptive attack, comma-separated: softplus (c * softplus(d), "
+                        "saturating), logit (c * d) (default both)")
     p.add_argument("--hidden", type=int, default=64, help="hidden units of the detector MLP (0: logistic regression)")
 
 
