@@ -77,7 +77,9 @@ def test_inside_ball_and_box(lenet, val, name, eps):
     x = torch.cat([val[0][:37], torch.rand(13, 1, 32, 32, generator=torch.Generator().manual_seed(2))]).double()
     y = torch.cat([val[1][:37], torch.randint(0, 10, (13,), generator=torch.Generator().manual_seed(3))])
     attack = ATTACKS[name](lenet, eps)
+    x_before = x.clone()
     adv = attack(x, y)
+    assert torch.equal(x, x_before)  # the input is not written to
     assert adv.shape == x.shape and adv.dtype == x.dtype and adv.device == x.device
     assert adv.min() >= 0 and adv.max() <= 1
     delta = (adv - x).flatten(1)
@@ -372,3 +374,14 @@ def test_evaluate_bad_input(lenet, val):
         evaluate(lenet, (x, y), attacks=["cw"], progress=False)
     with pytest.raises(ValueError, match="labels"):
         evaluate(lenet, [(x, y[:3])], progress=False)
+
+
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+def test_attacks_run_under_no_grad_and_inference_mode(lenet, val, mode):
+    x, y = val[0][:9], val[1][:9]
+    expected = PGD(lenet, 0.1, steps=3, seed=0)(x, y)
+    with torch.no_grad() if mode == "no_grad" else torch.inference_mode():
+        if mode == "inference_mode":
+            x, y = x.clone(), y.clone()  # inference tensors
+        adv = PGD(lenet, 0.1, steps=3, seed=0)(x, y)
+    torch.testing.assert_close(adv, expected, rtol=0, atol=0)

@@ -10,7 +10,9 @@ An attack is called as ``adv = atk(images, labels)``:
 - The model runs in eval mode; the mode of every submodule is restored afterwards. The attack runs on
   the model's device, in the dtype of its parameters, and returns a tensor of the device and dtype of
   ``images``. It never changes the model's parameters or their ``.grad``: gradients are taken with
-  ``torch.autograd.grad`` with respect to the input only.
+  ``torch.autograd.grad`` with respect to the input only, and the parameters stop requiring grad
+  during the attack (their flags are restored afterwards), which saves the model's backward the
+  work of their gradients.
 """
 
 from __future__ import annotations
@@ -30,15 +32,22 @@ Normalization = tuple[Sequence[float] | float | Tensor, Sequence[float] | float 
 
 
 @contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Puts ``model`` in eval mode and restores the training flag of each submodule afterwards."""
+def eval_mode(model: nn.Module, freeze: bool = False) -> Iterator[None]:
+    """Puts ``model`` in eval mode and restores the training flag of each submodule afterwards. With
+    ``freeze``, its parameters also stop requiring grad meanwhile (their flags are restored too), so
+    that a backward to the input computes no parameter gradient and the forward keeps nothing for one."""
     modes = [(m, m.training) for m in model.modules()]
+    flags = [(p, p.requires_grad) for p in model.parameters()] if freeze else []
     model.eval()
     try:
+        for p, _ in flags:
+            p.requires_grad_(False)
         yield
     finally:
         for m, training in modes:
             m.training = training
+        for p, requires_grad in flags:
+            p.requires_grad_(requires_grad)
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -97,6 +106,11 @@ def check_labels(labels: object, n: int, name: str = "labels") -> None:
         raise TypeError(f"{name} must be an integer tensor of class indices, got dtype {labels.dtype}")
     if tuple(labels.shape) != (n,):
         raise ValueError(f"{name} must have shape (N,) = ({n},) for {n} images, got {tuple(labels.shape)}")
+
+
+def _normal_tensor(t: Tensor) -> Tensor:
+    """t, or a copy of it where t was made under torch.inference_mode (autograd cannot save those)."""
+    return t.clone() if t.is_inference() else t
 
 
 def _channel_stats(value: object, name: str, device: torch.device) -> Tensor:
@@ -173,10 +187,11 @@ class Attack:
         return out
 
     @staticmethod
-    def loss(logits: Tensor, goal: Tensor, targeted: bool) -> Tensor:
-        """The loss each attack step increases, summed over the batch (so each sample's gradient does
-        not depend on the batch size): cross-entropy to the labels, or minus that to the targets."""
-        ce = F.cross_entropy(logits, goal, reduction="sum")
+    def loss(logits: Tensor, goal: Tensor, targeted: bool, reduction: str = "sum") -> Tensor:
+        """The loss each attack step increases: cross-entropy to the labels, or minus that to the
+        targets; summed over the batch by default, so that each sample's gradient does not depend on
+        the batch ("none": per sample, (N,))."""
+        ce = F.cross_entropy(logits, goal, reduction=reduction)
         return -ce if targeted else ce
 
     @staticmethod
@@ -193,10 +208,12 @@ class Attack:
         n = images.shape[0]
         if labels is not None:
             check_labels(labels, n)
-            labels = labels.to(self.device, torch.int64)
-        x = images.to(self.device, model_dtype(self.model) or images.dtype)
         generator = None if self.seed is None else torch.Generator(self.device).manual_seed(self.seed)
-        with eval_mode(self.model):
+        # Gradients are needed even when called under torch.no_grad() or torch.inference_mode().
+        with torch.inference_mode(False), torch.enable_grad(), eval_mode(self.model, freeze=True):
+            x = _normal_tensor(images.to(self.device, model_dtype(self.model) or images.dtype))
+            if labels is not None:
+                labels = _normal_tensor(labels.to(self.device, torch.int64))
             goal, targeted = resolve_target(self.target, x, labels, self._clean_logits, generator)
             adv = self._attack(x, goal, targeted, generator)
         return adv.to(images.device, images.dtype)

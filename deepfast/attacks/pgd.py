@@ -109,8 +109,7 @@ class PGD(Attack):
             adv = self._run(x[todo], goal[todo], targeted, generator)
             with torch.no_grad():
                 logits = self.logits(adv)
-            loss = torch.nn.functional.cross_entropy(logits, goal[todo], reduction="none")
-            loss = -loss if targeted else loss
+            loss = self.loss(logits, goal[todo], targeted, reduction="none")
             fooled = self.succeeded(logits, goal[todo], targeted)
             better = fooled | (loss > best_loss[todo])
             best[todo[better]] = adv[better]
