@@ -3,7 +3,6 @@ adversarial training (deepfast.defenses.AdversarialTraining)."""
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 from torch.nn import functional as F
 
@@ -74,9 +73,7 @@ class ClassifierTrainer(Trainer):
                 correct += (logits.argmax(1) == y).sum().item()
                 n += y.numel()
                 if attack is not None:
-                    with torch.enable_grad():
-                        x_adv = attack(x, y)
-                    robust += (self.model(x_adv).argmax(1) == y).sum().item()
+                    robust += (self.model(attack(x, y)).argmax(1) == y).sum().item()
         metrics = {"val_loss": loss / n, "val_acc": correct / n}
         if attack is not None:
             metrics["val_adv_acc"] = robust / n
