@@ -159,26 +159,26 @@ def load_classifier(args: argparse.Namespace):
     return trainer, (torch.stack([x for x, _ in items]), torch.stack([torch.as_tensor(y) for _, y in items]))
 
 
-def attack_factory(name: str, args: argparse.Namespace):
-    """The attack class ``name`` with the settings given on the command line (--steps, --alpha, --norm,
-    --seed); a setting the attack does not take is an error naming the flag."""
+def attack_factories(names: list[str], args: argparse.Namespace) -> list:
+    """The attack classes ``names`` with the settings given on the command line (--steps, --alpha, --norm,
+    --seed), each setting passed to the attacks that take it; one that none of them takes is an error
+    naming the flag."""
     import functools
     import inspect
 
     from deepfast.attacks import ATTACKS
 
-    cls = ATTACKS[name]
-    params = inspect.signature(cls.__init__).parameters
-    kwargs = {"seed": args.seed}
+    kwargs = [{"seed": args.seed} for _ in names]
     for key in ("steps", "alpha", "norm"):
         value = getattr(args, key)
         if value is None:
             continue
-        if key not in params:
-            raise ValueError(f"--{key} does not apply to attack {name!r} (its settings: "
-                             f"{', '.join(p for p in params if p not in ('self', 'model', 'kwargs'))})")
-        kwargs[key] = value
-    return functools.partial(cls, **kwargs)
+        takers = [i for i, name in enumerate(names) if key in inspect.signature(ATTACKS[name].__init__).parameters]
+        if not takers:
+            raise ValueError(f"--{key} does not apply to attack {', '.join(map(repr, names))}")
+        for i in takers:
+            kwargs[i][key] = value
+    return [functools.partial(ATTACKS[name], **kw) for name, kw in zip(names, kwargs)]
 
 
 def attack(args: argparse.Namespace) -> int:
@@ -191,7 +191,7 @@ def attack(args: argparse.Namespace) -> int:
             raise ValueError(f"--eps values must be finite and >= 0, got {e}")
     trainer, (images, labels) = load_classifier(args)
     model = trainer.model
-    factories = [attack_factory(name, args) for name in args.attack]
+    factories = attack_factories(args.attack, args)
     result = evaluate(model, (images, labels), factories, args.eps, batch_size=args.batch_size,
                       progress=args.progress)
     print(f"{args.ckpt}: {', '.join(args.attack)} on {args.data or trainer.config.data} ({args.split})")
@@ -328,7 +328,8 @@ def add_robustness_parsers(commands) -> None:
     p.add_argument("--attack", type=attack_names, default=["pgd"],
                    help="attack(s), comma-separated: fgsm, pgd, bim, mifgsm, eot, square (default pgd)")
     p.add_argument("--eps", type=number_list("--eps"), default=[0.3], help="budgets, comma-separated (default 0.3)")
-    p.add_argument("--steps", type=int, help="steps of the iterative attacks (their default: 10)")
+    p.add_argument("--steps", type=int, help="steps of the iterative attacks (their default: 10); --alpha and "
+                                             "--norm too go to the attacks that take them")
     p.add_argument("--alpha", type=float, help="step size (default: 2.5 * eps / steps for PGD)")
     p.add_argument("--norm", choices=["inf", "2"], help="Linf (default) or L2 ball")
     p.add_argument("--batch-size", type=int, default=256, help="images per attack batch (default 256)")

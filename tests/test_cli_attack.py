@@ -76,6 +76,8 @@ def test_attack_errors_name_the_argument(runs, capsys):
     assert "--ckpt: " in (err := capsys.readouterr().err) and "is a vae checkpoint, not a classifier" in err
     assert cli.main(["attack", "--ckpt", ckpt, "--attack", "fgsm", "--steps", "3", "--no-progress"]) == 2
     assert "--steps does not apply to attack 'fgsm'" in capsys.readouterr().err
+    assert cli.main(["attack", "--ckpt", ckpt, "--attack", "fgsm,square", "--steps", "3", "--no-progress"]) == 2
+    assert "--steps does not apply to attack 'fgsm', 'square'" in capsys.readouterr().err
     assert cli.main(["attack", "--ckpt", ckpt, "--n", "0"]) == 2
     assert "--n must be >= 1" in capsys.readouterr().err
     assert cli.main(["attack", "--ckpt", str(runs / "missing.pt")]) == 2
