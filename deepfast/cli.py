@@ -137,26 +137,31 @@ def adaptive_losses(text: str) -> list[str]:
 
 
 def load_classifier(args: argparse.Namespace):
-    """(the classifier trainer of --ckpt, (images, labels) of the held-out split of --data (default: the
-    checkpoint's), the first --n of them)."""
+    """The classifier trainer of --ckpt (its model in eval mode); an error naming --ckpt for another kind."""
     from deepfast.train import load_trainer
-    from deepfast.train.data import load_split
 
     trainer = load_trainer(args.ckpt, device=args.device)
     if trainer.name != "classifier":
         raise ValueError(f"--ckpt: {args.ckpt} is a {trainer.name} checkpoint, not a classifier "
                          "(train one with `deepfast train classifier`)")
-    cfg = trainer.config
-    data = load_split(args.data or cfg.data, args.split == "train", trainer.value_range, cfg.image_size)
+    return trainer
+
+
+def labelled_images(args: argparse.Namespace, trainer, split: str, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images (n, C, H, W), labels (n,)): the first ``n`` (None: all) items of ``split`` ("val" or "train")
+    of --data (default: the checkpoint's dataset)."""
+    from deepfast.train.data import load_split
+
+    name = args.data or trainer.config.data
+    data = load_split(name, split == "train", trainer.value_range, trainer.config.image_size)
     if data is None:
-        raise ValueError(f"--data: {args.data or cfg.data!r} has no {args.split} split")
-    if args.n is not None and args.n < 1:
-        raise ValueError(f"--n must be >= 1, got {args.n}")
-    n = len(data) if args.n is None else min(args.n, len(data))
-    items = [data[i] for i in range(n)]
+        raise ValueError(f"--data: {name!r} has no {split} split")
+    if n is not None and n < 1:
+        raise ValueError(f"--n must be >= 1, got {n}")
+    items = [data[i] for i in range(len(data) if n is None else min(n, len(data)))]
     if not isinstance(items[0], (tuple, list)):
-        raise ValueError(f"--data: {args.data or cfg.data!r} has no labels")
-    return trainer, (torch.stack([x for x, _ in items]), torch.stack([torch.as_tensor(y) for _, y in items]))
+        raise ValueError(f"--data: {name!r} has no labels")
+    return torch.stack([x for x, _ in items]), torch.stack([torch.as_tensor(y) for _, y in items])
 
 
 def attack_factories(names: list[str], args: argparse.Namespace) -> list:
@@ -189,7 +194,8 @@ def attack(args: argparse.Namespace) -> int:
     for e in args.eps:
         if not e >= 0 or e == float("inf"):
             raise ValueError(f"--eps values must be finite and >= 0, got {e}")
-    trainer, (images, labels) = load_classifier(args)
+    trainer = load_classifier(args)
+    images, labels = labelled_images(args, trainer, args.split, args.n)
     model = trainer.model
     factories = attack_factories(args.attack, args)
     result = evaluate(model, (images, labels), factories, args.eps, batch_size=args.batch_size,
@@ -225,9 +231,9 @@ def detect(args: argparse.Namespace) -> int:
 
     if not args.eps >= 0 or args.eps == float("inf"):
         raise ValueError(f"--eps must be finite and >= 0, got {args.eps}")
-    trainer, test = load_classifier(args)
-    train_args = argparse.Namespace(**{**vars(args), "split": "train", "n": args.n_train})
-    _, train = load_classifier(train_args)
+    trainer = load_classifier(args)
+    test = labelled_images(args, trainer, "val", args.n)
+    train = labelled_images(args, trainer, "train", args.n_train)
     report = detection_report(trainer.model, args.layer, train, test, args.eps, steps=args.steps, c=args.c,
                               detector_losses=args.adaptive_loss, hidden=args.hidden, seed=args.seed)
     print(report.table())
@@ -310,8 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
 def add_robustness_parsers(commands) -> None:
     def common(p: argparse.ArgumentParser, n_help: str) -> None:
         p.add_argument("--ckpt", required=True, help="a classifier checkpoint of `deepfast train classifier` (OUT/last.pt)")
-        p.add_argument("--data", help="dataset to attack (default: the checkpoint's), its held-out split")
-        p.add_argument("--split", choices=["val", "train"], default="val", help="which split (default val)")
+        p.add_argument("--data", help="dataset (default: the checkpoint's); its held-out split is attacked")
         p.add_argument("--n", type=int, help=n_help)
         p.add_argument("--seed", type=int, default=0, help="seed of the attacks' random starts (default 0)")
         p.add_argument("--device", help="cpu or cuda (default cpu)")
@@ -325,6 +330,7 @@ def add_robustness_parsers(commands) -> None:
                     "predictions in red) and their perturbations (gray = 0, amplified to the largest change). "
                     "Example: deepfast attack --ckpt runs/classifier/last.pt --attack pgd --eps 0.05,0.1,0.2,0.3 --steps 40")
     common(p, "attack the first N images (default: all)")
+    p.add_argument("--split", choices=["val", "train"], default="val", help="which split (default val)")
     p.add_argument("--attack", type=attack_names, default=["pgd"],
                    help="attack(s), comma-separated: fgsm, pgd, bim, mifgsm, eot, square (default pgd)")
     p.add_argument("--eps", type=number_list("--eps"), default=[0.3], help="budgets, comma-separated (default 0.3)")
