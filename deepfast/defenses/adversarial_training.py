@@ -82,7 +82,7 @@ class AdversarialTraining:
     Errors name the classifier trainer's option (``name_prefix``: "option " for ``-o eps=...``).
     """
 
-    def __init__(self, defense: str = "at", attack: str = "pgd", eps: float = 0.3, steps: int = 10,
+    def __init__(self, defense: str = "at", attack: str = "pgd", eps: float = 0.2, steps: int = 10,
                  alpha: float | None = None, lam: float | None = None, *, name_prefix: str = "") -> None:
         if defense not in DEFENSES:
             raise ValueError(f"{name_prefix}defense must be one of {', '.join(DEFENSES)}, got {defense!r}")

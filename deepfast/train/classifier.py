@@ -25,7 +25,7 @@ class ClassifierTrainer(Trainer):
     name = "classifier"
     defaults = {"data": "digits", "epochs": 10, "batch_size": 64, "lr": 1e-3, "image_size": 32,
                 "options": {"arch": "auto", "num_classes": 10, "width": 64, "adversarial": None, "defense": "at",
-                            "eps": 0.3, "adv_steps": 10, "adv_alpha": None, "adv_lambda": None}}
+                            "eps": 0.2, "adv_steps": 10, "adv_alpha": None, "adv_lambda": None}}
 
     def build(self, channels: int) -> None:
         o, impl = self.options, self.config.impl
