@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 from torch import Tensor
 
 
@@ -37,12 +38,32 @@ def make_grid(images: Tensor, nrow: int | None = None, value_range: tuple[float,
     return grid[0].numpy() if c == 1 else grid.permute(1, 2, 0).numpy()
 
 
-def save_grid(images: Tensor, path: str | Path, **kw) -> Path:
-    """Writes ``make_grid(images, **kw)`` as a PNG to ``path`` (folders created; written to a temporary
-    file then renamed, so a reader never sees half an image). Returns the path."""
+def save_grid(images: Tensor, path: str | Path, nrow: int | None = None,
+              value_range: tuple[float, float] = (0.0, 1.0), padding: int = 2, scale: int = 1,
+              labels: Sequence[str] | None = None, colors: Sequence[str] | None = None) -> Path:
+    """Writes ``make_grid(images, nrow, value_range, padding, scale)`` as a PNG to ``path`` (folders
+    created; written to a temporary file then renamed, so a reader never sees half an image). Returns the
+    path. ``labels``: one text per image ("" for none), drawn in its top-left corner (Pillow's default
+    font, on a black box) in ``colors`` (one Pillow color name per image; default white); the PNG is RGB then."""
     path = Path(path)
+    n = images.shape[0] if isinstance(images, Tensor) else 0
+    if labels is not None and len(labels) != n:
+        raise ValueError(f"labels must hold one text per image ({n}), got {len(labels)}")
+    if colors is not None and (labels is None or len(colors) != n):
+        raise ValueError(f"colors must hold one color per image ({n}) and come with labels")
+    image = Image.fromarray(make_grid(images, nrow, value_range, padding, scale))
+    if labels is not None:
+        image = image.convert("RGB")
+        draw = ImageDraw.Draw(image)
+        h, w = images.shape[-2] * scale, images.shape[-1] * scale
+        nrow = nrow or math.ceil(math.sqrt(n))
+        for k, text in enumerate(labels):
+            if text:
+                xy = (padding + (k % nrow) * (w + padding) + 1, padding + (k // nrow) * (h + padding) + 1)
+                draw.rectangle(draw.textbbox(xy, text), fill="black")
+                draw.text(xy, text, fill=colors[k] if colors is not None else "white")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(make_grid(images, **kw)).save(tmp, format="PNG")
+    image.save(tmp, format="PNG")
     os.replace(tmp, path)
     return path

@@ -1,22 +1,31 @@
-"""Classifier trainer: cross-entropy with Adam; LeNet for 1-channel images, ResNet-18 for RGB."""
+"""Classifier trainer: cross-entropy with Adam; LeNet for 1-channel images, ResNet-18 for RGB; optionally
+adversarial training (deepfast.defenses.AdversarialTraining)."""
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from deepfast.defenses.adversarial_training import AdversarialTraining
 from deepfast.models import LeNet, ResNet18
 from deepfast.train.trainer import Trainer
 
 
 class ClassifierTrainer(Trainer):
     """Images in [0, 1] (the box attacks work in) with labels. arch "auto" is LeNet for 1 channel at
-    32x32, ResNet-18 otherwise. Losses "loss", "acc" (training batch); held-out "val_loss", "val_acc"."""
+    32x32, ResNet-18 otherwise. Losses "loss", "acc" (training batch); held-out "val_loss", "val_acc".
+
+    Adversarial training (option ``adversarial`` = "pgd" or "fgsm", None: standard training): each step
+    trains on examples made by that attack against the current model, with the loss of option
+    ``defense`` ("at", "madry", "alp", "alp_mixed", "trades"; see deepfast.defenses.adversarial_training),
+    radius ``eps`` (Linf, [0, 1] pixels), ``adv_steps`` PGD steps of size ``adv_alpha`` (None: 2.5 eps /
+    steps), weight ``adv_lambda`` (None: 1, TRADES' beta 6). It logs "adv_acc" (training batch) and
+    "val_adv_acc" (held-out examples of the same attack, seeded)."""
 
     name = "classifier"
     defaults = {"data": "digits", "epochs": 10, "batch_size": 64, "lr": 1e-3, "image_size": 32,
-                "options": {"arch": "auto", "num_classes": 10, "width": 64}}
+                "options": {"arch": "auto", "num_classes": 10, "width": 64, "adversarial": None, "defense": "at",
+                            "eps": 0.2, "adv_steps": 10, "adv_alpha": None, "adv_lambda": None}}
 
     def build(self, channels: int) -> None:
         o, impl = self.options, self.config.impl
@@ -29,23 +38,43 @@ class ClassifierTrainer(Trainer):
             raise ValueError(f'option arch must be "auto", "lenet" or "resnet18", got {o["arch"]!r}')
         self.model = self.add_model("model", model)
         self.optimizers["model"] = self.adam(self.model)
+        self.defense = None
+        if o["adversarial"] is not None:
+            self.defense = AdversarialTraining(o["defense"], o["adversarial"], o["eps"], o["adv_steps"],
+                                               o["adv_alpha"], o["adv_lambda"], name_prefix="option ")
+            self.attack = self.defense.make_attack(self.model)  # the raw model: eval mode, no DDP, no compile
 
     def train_step(self, batch: object) -> dict[str, Tensor]:
         if not isinstance(batch, (tuple, list)):
             raise ValueError(f"classifier needs labelled data; {self.config.data!r} gives images without labels")
         x, y = batch
+        if self.defense is None:
+            with self.autocast():
+                logits = self.nets["model"](x)
+                loss = F.cross_entropy(logits.float(), y)
+            self.backward(loss, self.optimizers["model"])
+            return {"loss": loss, "acc": (logits.argmax(1) == y).float().mean()}
+        x_adv = self.attack(x, y)
         with self.autocast():
-            logits = self.nets["model"](x)
-            loss = F.cross_entropy(logits.float(), y)
+            loss, logits, logits_adv = self.defense.loss(self.nets["model"], x, x_adv, y)
         self.backward(loss, self.optimizers["model"])
-        return {"loss": loss, "acc": (logits.argmax(1) == y).float().mean()}
+        losses = {"loss": loss, "adv_acc": (logits_adv.argmax(1) == y).float().mean()}
+        if logits is not None:
+            losses["acc"] = (logits.argmax(1) == y).float().mean()
+        return losses
 
     def evaluate(self) -> dict[str, float]:
-        loss, correct, n = 0.0, 0, 0
+        loss, correct, robust, n = 0.0, 0, 0, 0
+        attack = None if self.defense is None else self.defense.make_attack(self.model, seed=self.config.seed)
         with self.evaluating(self.model):
             for x, y in self.held_out_batches():
                 logits = self.model(x).float()
                 loss += F.cross_entropy(logits, y, reduction="sum").item()
                 correct += (logits.argmax(1) == y).sum().item()
                 n += y.numel()
-        return {"val_loss": loss / n, "val_acc": correct / n}
+                if attack is not None:
+                    robust += (self.model(attack(x, y)).argmax(1) == y).sum().item()
+        metrics = {"val_loss": loss / n, "val_acc": correct / n}
+        if attack is not None:
+            metrics["val_adv_acc"] = robust / n
+        return metrics
