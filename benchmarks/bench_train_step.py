@@ -54,7 +54,7 @@ def _reference(model: str, batch: int, device) -> tuple[torch.Tensor, ...]:
     return _reference_losses[key]
 
 
-@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("impl", IMPLS, ids=[i.replace(" cl", " channels_last").replace(" ", "-") for i in IMPLS])
 @pytest.mark.parametrize("model, batch, image, rounds", CASES)
 def test_train_step(benchmark, device, copy_bandwidth, model, batch, image, rounds, impl):
     kind, _, mode = impl.partition(" ")
