@@ -16,6 +16,8 @@ from deepfast.demo.adaptation import adaptation_section
 from deepfast.demo.context import Demo
 from deepfast.demo.generative import classifier_section, dcgan_section, vae_section
 from deepfast.demo.report import Section, write_report
+from deepfast.demo.robustness import robustness_section
+from deepfast.demo.speed import speed_section
 from deepfast.demo.staining import staining_section
 
 SECTIONS: list[tuple[str, Callable[[Demo, Section], None]]] = [
@@ -24,6 +26,8 @@ SECTIONS: list[tuple[str, Callable[[Demo, Section], None]]] = [
     ("DCGAN: samples and z arithmetic", dcgan_section),
     ("Virtual staining with CycleGAN", staining_section),
     ("Domain adaptation with CycleGAN", adaptation_section),
+    ("Attacks and defenses", robustness_section),
+    ("Fused vs reference training steps", speed_section),
 ]
 
 
