@@ -258,6 +258,13 @@ def test_square_never_runs_backward(lenet, val):
     assert sum(len(batch) for batch in model.inputs) == used.sum()  # one image evaluated per query
 
 
+def test_targeted_square_reaches_the_target(lenet, val):
+    x, y = val[0][:21], val[1][:21]
+    adv = Square(lenet, 0.3, queries=200, target=lambda images, labels: (labels + 1) % 10, seed=0)(x, y)
+    with torch.no_grad():
+        assert (lenet(adv).argmax(1) == (y + 1) % 10).float().mean() >= 0.9
+
+
 def test_normalization_is_the_same_as_a_normalizing_first_layer(lenet, val):
     mean, std = 0.3, 0.2
 
