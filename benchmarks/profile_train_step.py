@@ -38,7 +38,8 @@ def category(name: str) -> str:
 def profile_step(model: str, impl: str, batch: int, steps: int, channels_last: bool):
     """(wall ms per step, {category: self CPU ms per step}, key_averages) over ``steps`` steps."""
     step = make_step(model, impl, batch, channels_last=channels_last)
-    step(), step()  # warm-up
+    for _ in range(2):  # warm-up
+        step()
     start = time.perf_counter()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):

@@ -34,8 +34,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 MODE_ORDER = ("forward", "backward", "forward+backward", "call overhead")
-IMPL_ORDER = ("eager", "compile", "torch", "cpp", "cuda", "triton", "fused eager", "fused compile", "reference eager cl",
-              "fused eager cl")
+IMPL_ORDER = ("eager", "compile", "torch", "cpp", "cuda", "triton",
+              "fused eager", "fused compile", "reference eager cl", "fused eager cl")  # the last: training steps
 COLUMNS = ("op", "shape", "dtype", "mode", "impl", "median ms", "GB/s", "% copy BW", "vs eager", "vs compile",
            "saved MB")
 RIGHT = {"median ms", "GB/s", "% copy BW", "vs eager", "vs compile", "saved MB"}

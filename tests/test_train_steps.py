@@ -14,6 +14,12 @@ TINY = {
 }
 
 
+@pytest.fixture(autouse=True)
+def native_convs(monkeypatch):
+    """Convs without oneDNN: its first call on each new conv shape costs seconds here, for nothing at these sizes."""
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)
+
+
 def losses(step, seed: int) -> tuple[torch.Tensor, ...]:
     torch.manual_seed(seed)
     return step()
