@@ -71,7 +71,8 @@ class CycleGANTrainer(Trainer):
             fake_b, fake_a = g_a(real_a), g_b(real_b)
             rec_a, rec_b = g_b(fake_b), g_a(fake_a)
             idt_a, idt_b = (g_a(real_b), g_b(real_a)) if identity else (None, None)
-            g_gan = self.gan.generator(self.d_a(fake_b)) + self.gan.generator(self.d_b(fake_a))
+            judge_a, judge_b = self.frozen_net("d_a"), self.frozen_net("d_b")
+            g_gan = self.gan.generator(judge_a(fake_b)) + self.gan.generator(judge_b(fake_a))
             cycle = self.cycle(real_a, real_b, rec_a, rec_b, idt_a, idt_b)
             g_loss = g_gan + cycle
             if self.saliency is not None:

@@ -42,7 +42,7 @@ class DCGANTrainer(Trainer):
             d_loss = self.gan.discriminator(d_real, d_fake)
         self.backward(d_loss, self.optimizers["d"])
         with self.frozen(self.d), self.autocast():
-            g_loss = self.gan.generator(self.d(fake))
+            g_loss = self.gan.generator(self.frozen_net("d")(fake))
         self.backward(g_loss, self.optimizers["g"])
         prob = (lambda t: t.float()) if self.gan.mode == "lsgan" else (lambda t: torch.sigmoid(t.float()))
         return {"d_loss": d_loss, "g_loss": g_loss, "d_real": prob(d_real).mean(), "d_fake": prob(d_fake).mean()}

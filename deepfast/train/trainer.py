@@ -162,6 +162,11 @@ class Trainer:
         for opt in optimizers:
             self.scaler.step(opt)
 
+    def frozen_net(self, key: str) -> nn.Module:
+        """What to call for a forward through frozen parameters (the discriminator in a generator step):
+        ``nets[key]``, except under DDP, whose reducer would wait for their gradients: the raw model there."""
+        return self.models[key] if self.world.distributed else self.nets[key]
+
     @contextlib.contextmanager
     def frozen(self, *models: nn.Module) -> Iterator[None]:
         """Parameters of ``models`` do not require grad inside (a discriminator during the generator step)."""
