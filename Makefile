@@ -48,7 +48,7 @@ bench: setup
 	$(PY) benchmarks/run.py
 
 demo: setup
-	$(PY) benchmarks/run.py --quick
+	$(PY) -m deepfast demo --out runs/demo
 
 # Builds the CUDA kernels against the CUDA build of torch 2.14.1, in a venv and a build dir of
 # their own under ~/.cache/deepfast (no GPU needed), and checks what got installed.

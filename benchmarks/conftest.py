@@ -167,6 +167,7 @@ def measure(
     mode: str,
     impl: str,
     warmup: int = 3,
+    rounds: int | None = None,
     **extra,
 ):
     """Time ``fn()`` with pytest-benchmark and label the result for run.py's table.
@@ -177,7 +178,9 @@ def measure(
     so the calls of a round queue on the stream back to back, as in training, and the time of a
     round is the time the GPU took for them.
 
-    ``bytes_moved`` is the least the op must read and write; GB/s is bytes_moved / median time.
+    ``bytes_moved`` is the least the op must read and write; GB/s is bytes_moved / median time (0: no
+    GB/s). ``rounds`` fixes the number of rounds of one call each (for slow steps), instead of
+    pytest-benchmark's calibration.
     """
     info = benchmark.extra_info
     info.update(
@@ -195,9 +198,10 @@ def measure(
     for _ in range(warmup):
         fn()
     synchronize(device)
+    run = benchmark if rounds is None else lambda f: benchmark.pedantic(f, rounds=rounds, iterations=1)
     if device.type == "cuda" and hasattr(benchmark, "_timer"):
         benchmark._timer = _synced_timer(device)
-        result = benchmark(fn)
+        result = run(fn)
     elif device.type == "cuda":  # fallback if the fixture's timer cannot be swapped: sync in every call
 
         def fn_synced():
@@ -205,15 +209,16 @@ def measure(
             torch.cuda.synchronize(device)
             return out
 
-        result = benchmark(fn_synced)
+        result = run(fn_synced)
     else:
-        result = benchmark(fn)
+        result = run(fn)
     stats = getattr(benchmark, "stats", None)
     if stats is not None:  # None under --benchmark-disable
         median = stats.stats.median
         info["median_s"] = median
-        info["gbps"] = bytes_moved / median / 1e9
-        info["pct_copy_bandwidth"] = 100.0 * bytes_moved / median / copy_bandwidth
+        if bytes_moved:
+            info["gbps"] = bytes_moved / median / 1e9
+            info["pct_copy_bandwidth"] = 100.0 * bytes_moved / median / copy_bandwidth
     return result
 
 

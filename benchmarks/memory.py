@@ -1,7 +1,9 @@
-"""Activation memory of a training step: what autograd saves for backward (used by bench_norm_act.py
-and tests/test_nn_norm_act.py)."""
+"""Activation memory of a training step: what autograd saves for backward (used by bench_norm_act.py,
+bench_train_step.py and tests/test_nn_norm_act.py)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -26,14 +28,25 @@ def conv_stack(kind: str, channels: int = 32, blocks: int = 6) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def saved_bytes(model: nn.Module, x: torch.Tensor) -> int:
-    """Bytes of the distinct storages autograd saves for backward in one training step of ``model``."""
+def step_saved_bytes(step: Callable[[], object], exclude: Iterable[torch.Tensor] = ()) -> int:
+    """Bytes of the distinct storages autograd saves for backward while ``step()`` runs (every forward
+    of the step, summed), leaving out the storages of ``exclude`` (e.g. the parameters, which exist
+    anyway). The saved tensors are kept alive until the step ends, so that a storage freed by one
+    backward and reallocated at the same address is not mistaken for one already counted."""
+    excluded = {t.untyped_storage().data_ptr() for t in exclude}
     storages = {}
 
     def pack(t):
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in excluded:
+            storages[ptr] = t.untyped_storage()
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(x).sum().backward()
-    return sum(storages.values())
+        step()
+    return sum(s.nbytes() for s in storages.values())
+
+
+def saved_bytes(model: nn.Module, x: torch.Tensor) -> int:
+    """Bytes of the distinct storages autograd saves for backward in one training step of ``model``."""
+    return step_saved_bytes(lambda: model(x).sum().backward())

@@ -7,9 +7,11 @@
     python benchmarks/run.py --quick -- -x -v     # arguments after -- go to pytest
 
 The table has one row per benchmark: op, shape, mode, impl, median time, GB/s achieved on the least
-bytes the op must move, that as a % of the copy bandwidth measured in the same run, and the speedup
-over the "eager" and the "compile" rows of the same (op, shape, mode). It is built only from the
-extra_info keys that benchmarks/conftest.py:measure() records, so new suites need no change here.
+bytes the op must move, that as a % of the copy bandwidth measured in the same run, the speedup
+over the "eager" and the "compile" rows (by role) of the same (op, shape, mode), and, where a suite
+records it (extra_info "saved_mb"), the activation memory saved for backward. It is built only from
+the extra_info keys that benchmarks/conftest.py:measure() records, so new suites need no change here;
+columns that no row fills are left out.
 
 With --out DIR: DIR/results.json (pytest-benchmark's raw JSON), DIR/results.csv and DIR/table.md.
 The exit status is pytest's (non-zero when a benchmark fails or errors), or 1 when no results came.
@@ -32,8 +34,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 MODE_ORDER = ("forward", "backward", "forward+backward", "call overhead")
-IMPL_ORDER = ("eager", "compile", "torch", "cpp", "cuda", "triton")
-COLUMNS = ("op", "shape", "dtype", "mode", "impl", "median ms", "GB/s", "% copy BW", "vs eager", "vs compile")
+IMPL_ORDER = ("eager", "compile", "torch", "cpp", "cuda", "triton", "fused eager", "fused compile", "reference eager cl",
+              "fused eager cl")
+COLUMNS = ("op", "shape", "dtype", "mode", "impl", "median ms", "GB/s", "% copy BW", "vs eager", "vs compile",
+           "saved MB")
+RIGHT = {"median ms", "GB/s", "% copy BW", "vs eager", "vs compile", "saved MB"}
+# Columns left out of a table where no row has a value (suites without bytes moved or memory).
+OPTIONAL = {"GB/s": "gbps", "% copy BW": "pct_copy", "saved MB": "saved_mb"}
 
 
 def parse_args(argv):
@@ -187,6 +194,7 @@ def rows_from(data: dict) -> list[dict]:
                 "bytes": nbytes,
                 "gbps": gbps,
                 "pct_copy": 100.0 * gbps / copy_bw if gbps and copy_bw else None,
+                "saved_mb": info.get("saved_mb"),
                 "copy_bandwidth_gbps": copy_bw,
                 "device": info.get("device", ""),
                 "test": bench["fullname"],
@@ -221,6 +229,7 @@ def table_cells(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     columns = list(COLUMNS)
     if len({r["dtype"] for r in rows}) <= 1:
         columns.remove("dtype")
+    columns = [c for c in columns if c not in OPTIONAL or any(r[OPTIONAL[c]] is not None for r in rows)]
     out = []
     for r in rows:
         cells = {
@@ -234,6 +243,7 @@ def table_cells(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
             "% copy BW": "" if r["pct_copy"] is None else f"{r['pct_copy']:.0f}%",
             "vs eager": "" if r["vs_eager"] is None else f"{r['vs_eager']:.2f}x",
             "vs compile": "" if r["vs_compile"] is None else f"{r['vs_compile']:.2f}x",
+            "saved MB": "" if r["saved_mb"] is None else f"{r['saved_mb']:.1f}",
         }
         out.append([cells[c] for c in columns])
     return columns, out
@@ -241,11 +251,10 @@ def table_cells(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
 
 def text_table(rows: list[dict]) -> str:
     columns, cells = table_cells(rows)
-    right = {"median ms", "GB/s", "% copy BW", "vs eager", "vs compile"}
     widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(columns)]
 
     def line(values):
-        return "  ".join(v.rjust(w) if c in right else v.ljust(w) for c, v, w in zip(columns, values, widths)).rstrip()
+        return "  ".join(v.rjust(w) if c in RIGHT else v.ljust(w) for c, v, w in zip(columns, values, widths)).rstrip()
 
     lines = [line(columns), line(["-" * w for w in widths])]
     previous = None
@@ -260,8 +269,7 @@ def text_table(rows: list[dict]) -> str:
 
 def markdown_table(rows: list[dict]) -> str:
     columns, cells = table_cells(rows)
-    right = {"median ms", "GB/s", "% copy BW", "vs eager", "vs compile"}
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---:" if c in right else "---" for c in columns) + "|"]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---:" if c in RIGHT else "---" for c in columns) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in cells]
     return "\n".join(lines)
 
@@ -301,7 +309,8 @@ def write_outputs(out_dir: str, json_path: str, data: dict, rows: list[dict], he
         json.dump(data, f, indent=2)
     fields = [
         "op", "shape", "dtype", "mode", "impl", "median_ms", "min_ms", "mean_ms", "stddev_ms", "iqr_ms", "rounds",
-        "iterations", "bytes", "gbps", "pct_copy", "vs_eager", "vs_compile", "copy_bandwidth_gbps", "device", "test",
+        "iterations", "bytes", "gbps", "pct_copy", "vs_eager", "vs_compile", "saved_mb", "copy_bandwidth_gbps", "device",
+        "test",
     ]  # fmt: skip
     with open(os.path.join(out_dir, "results.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
@@ -316,7 +325,9 @@ def write_outputs(out_dir: str, json_path: str, data: dict, rows: list[dict], he
     md.write(
         "\nGB/s: the least bytes the op must read and write / median time. "
         "% copy BW: that over the copy bandwidth above. vs eager / vs compile: time of the eager / "
-        "torch.compile row of the same op, shape and mode over the time of this row (>1: faster).\n"
+        "torch.compile row of the same op, shape and mode over the time of this row (>1: faster)."
+        + (" saved MB: bytes autograd saves for backward in one step (activation memory), parameters left out."
+           if any(r["saved_mb"] is not None for r in rows) else "") + "\n"
     )
     with open(os.path.join(out_dir, "table.md"), "w") as f:
         f.write(md.getvalue())

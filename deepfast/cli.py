@@ -99,6 +99,16 @@ def sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def demo(args: argparse.Namespace) -> int:
+    """Train every model on bundled data and write OUT/report.html."""
+    from deepfast.demo.run import run_demo
+
+    only = [w for w in (args.only or "").split(",") if w]
+    path, failed = run_demo(args.out, full=args.full, device=args.device, progress=not args.no_progress, only=only)
+    print(f"wrote {path}" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
 def number_list(name: str, parse=float):
     """An argparse type: "a,b,c" -> [a, b, c], each parsed by ``parse``; errors name the flag."""
 
@@ -310,6 +320,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="PNG file (default: samples.png beside the checkpoint)")
     p.add_argument("--seed", type=int, default=0, help="seed of the latent codes")
     p.add_argument("--device", help="cpu or cuda (default cpu)")
+    p = commands.add_parser(
+        "demo", help="train every model on bundled data and write an HTML report",
+        description="The main job on bundled data: a digits classifier, a VAE and a DCGAN with their latent "
+                    "spaces, CycleGAN virtual staining (with and without the saliency constraint), domain "
+                    "adaptation, attacks and defenses, and fused vs reference step times, in OUT/report.html "
+                    "(about 10 minutes on a 2-core CPU; --full for longer, better runs). Finished runs in OUT/runs "
+                    "are reused and interrupted ones resumed, so a second call only redoes what is missing.")
+    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    p.add_argument("--full", action="store_true", help="longer training, larger images")
+    p.add_argument("--only", help="comma-separated words: run only the sections whose titles contain one")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when there is one)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_robustness_parsers(commands)
     return parser
 
@@ -364,7 +386,7 @@ def add_robustness_parsers(commands) -> None:
     p.add_argument("--hidden", type=int, default=64, help="hidden units of the detector MLP (0: logistic regression)")
 
 
-COMMANDS = {"info": info, "train": train, "sample": sample, "attack": attack, "detect": detect}
+COMMANDS = {"info": info, "train": train, "sample": sample, "attack": attack, "detect": detect, "demo": demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,14 +14,15 @@ from torch.nn import functional as F
 
 from deepfast.attacks import (
     BIM, EOTPGD, FGSM, MIFGSM, PGD, GradientMaskingWarning, RandomTransform, Square, evaluate, generate_class,
+    pgd_reference,
 )
 from deepfast.data import digits
 from deepfast.models import LeNet
 
 
-@pytest.fixture(scope="session")
-def lenet() -> nn.Module:
-    """LeNet trained for 3 epochs on the digits (about 93% validation accuracy), in eval mode."""
+def train_lenet() -> nn.Module:
+    """LeNet trained for 3 epochs on the training digits (about 93% validation accuracy), in eval mode;
+    a plain loop (Adam, batch 64), about 0.3 s on 2 CPU cores. Used by benchmarks/bench_attacks.py too."""
     torch.manual_seed(0)
     train = digits("train", size=32)
     model = LeNet()
@@ -35,6 +36,11 @@ def lenet() -> nn.Module:
             loss.backward()
             opt.step()
     return model.eval()
+
+
+@pytest.fixture(scope="session")
+def lenet() -> nn.Module:
+    return train_lenet()
 
 
 @pytest.fixture(scope="session")
@@ -73,9 +79,9 @@ ATTACKS = {
 @pytest.mark.parametrize("eps", [0.03, 0.3])
 @pytest.mark.parametrize("name", ATTACKS)
 def test_inside_ball_and_box(lenet, val, name, eps):
-    # 37 digits (0 and 1 pixels: on the box's edges) and 13 uniform noise images, in float64 in.
-    x = torch.cat([val[0][:37], torch.rand(13, 1, 32, 32, generator=torch.Generator().manual_seed(2))]).double()
-    y = torch.cat([val[1][:37], torch.randint(0, 10, (13,), generator=torch.Generator().manual_seed(3))])
+    # 37 digits (0 and 1 pixels: on the box's edges) and 14 uniform noise images, in float64 in.
+    x = torch.cat([val[0][:37], torch.rand(14, 1, 32, 32, generator=torch.Generator().manual_seed(2))]).double()
+    y = torch.cat([val[1][:37], torch.randint(0, 10, (14,), generator=torch.Generator().manual_seed(3))])
     attack = ATTACKS[name](lenet, eps)
     x_before = x.clone()
     adv = attack(x, y)
@@ -131,33 +137,13 @@ def test_generate_class_from_noise_and_from_an_image(lenet, val):
         assert (lenet(six).argmax(1) == 6).all()
 
 
-def plain_pgd(model, x0, y, eps, alpha, steps, norm, momentum=0.0):
-    """The textbook loop in plain torch (loss summed over the batch, as in deepfast.attacks)."""
-    x, m = x0.clone(), torch.zeros_like(x0)
-    for _ in range(steps):
-        x.requires_grad_(True)
-        (g,) = torch.autograd.grad(F.cross_entropy(model(x), y, reduction="sum"), x)
-        x = x.detach()
-        if momentum:
-            m = momentum * m + g / g.abs().mean(dim=(1, 2, 3), keepdim=True)
-            g = m
-        if norm == "inf":
-            x = torch.clamp(torch.min(torch.max(x + alpha * g.sign(), x0 - eps), x0 + eps), 0, 1)
-        else:
-            x = x + alpha * g / (g.flatten(1).norm(dim=1).view(-1, 1, 1, 1) + 1e-10)
-            d = x - x0
-            d_norm = d.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
-            x = torch.clamp(x0 + d * torch.where(d_norm > eps, eps / d_norm, 1.0), 0, 1)
-    return x
-
-
 @pytest.mark.parametrize("norm,eps,alpha,momentum", [("inf", 8 / 255, 2 / 255, 0.0), ("2", 0.5, 0.1, 0.0),
                                                      ("inf", 8 / 255, 1 / 255, 1.0)])
 def test_pgd_matches_the_plain_torch_loop(lenet, val, norm, eps, alpha, momentum):
     x, y = val[0][:33], val[1][:33]
     cls = MIFGSM if momentum else functools.partial(PGD, random_start=False)
     adv = cls(lenet, eps, alpha, steps=7, norm=norm, early_stop=False)(x, y)
-    expected = plain_pgd(lenet, x, y, eps, alpha, 7, norm, momentum)
+    expected = pgd_reference(lenet, x, y, eps, alpha, 7, norm, momentum)
     torch.testing.assert_close(adv, expected, rtol=0, atol=1e-6)
 
 
@@ -222,15 +208,16 @@ def test_early_stop_never_moves_a_fooled_sample_again():
 
 
 class Recorder(nn.Module):
-    """Wraps a model; records its training flag and whether grad mode was on at each forward."""
+    """Wraps a model; records its training flag, whether grad mode was on and the input at each forward."""
 
     def __init__(self, model):
         super().__init__()
-        self.model, self.modes, self.grad_modes = model, [], []
+        self.model, self.modes, self.grad_modes, self.inputs = model, [], [], []
 
     def forward(self, x):
         self.modes.append(self.model.training)
         self.grad_modes.append(torch.is_grad_enabled())
+        self.inputs.append(x.detach())
         return self.model(x)
 
 
@@ -260,9 +247,22 @@ def test_model_mode_parameters_and_grads_untouched(lenet, val, name):
 def test_square_never_runs_backward(lenet, val):
     model = Recorder(lenet)
     x, y = correct_subset(lenet, *val, 40)
-    adv = Square(model, 0.3, queries=60, seed=0)(x, y)
+    square = Square(model, 0.3, queries=60, seed=0)
+    adv = square(x, y)
     assert model.grad_modes and not any(model.grad_modes)
     assert accuracy(lenet, adv, y) <= 0.5
+    with torch.no_grad():
+        fooled = lenet(adv).argmax(1) != y
+    used = square.last_queries
+    assert used.min() >= 1 and used.max() <= 60 and (used[~fooled] == 60).all() and used[fooled].float().mean() < 60
+    assert sum(len(batch) for batch in model.inputs) == used.sum()  # one image evaluated per query
+
+
+def test_targeted_square_reaches_the_target(lenet, val):
+    x, y = val[0][:21], val[1][:21]
+    adv = Square(lenet, 0.3, queries=200, target=lambda images, labels: (labels + 1) % 10, seed=0)(x, y)
+    with torch.no_grad():
+        assert (lenet(adv).argmax(1) == (y + 1) % 10).float().mean() >= 0.9
 
 
 def test_normalization_is_the_same_as_a_normalizing_first_layer(lenet, val):
@@ -333,12 +333,12 @@ def test_model_returning_the_wrong_shape():
 
 
 def test_evaluate_worst_case_over_attacks(lenet, val):
-    x, y = val[0][:70], val[1][:70]
+    x, y = val[0][:70].double(), val[1][:70]  # float64 images for a float32 model
     eps = [0.0, 4 / 255, 0.1]
     bim = functools.partial(BIM, steps=5)  # deterministic per sample, whichever samples run with it
     both = evaluate(lenet, (x, y), attacks=["fgsm", bim], eps=eps, batch_size=32, progress=False)
     alone = evaluate(lenet, (x, y), attacks=[bim], eps=eps, batch_size=32, progress=False)
-    clean = accuracy(lenet, x, y)
+    clean = accuracy(lenet, x.float(), y)
     assert both.n == 70 and both.clean_accuracy == pytest.approx(clean)
     assert both.robust_accuracy[0] == pytest.approx(clean) and both.mean_linf[0] != both.mean_linf[0]  # NaN
     assert both.robust_accuracy[2] < both.robust_accuracy[1] < clean

@@ -35,7 +35,7 @@ def test_regular_pure_python_install(tmp_path):
         check=True, env=env, timeout=300, capture_output=True,
     )
     code = """
-import pathlib, sys, torch, deepfast, deepfast.data, deepfast.kernels
+import pathlib, sys, torch, deepfast, deepfast.attacks, deepfast.data, deepfast.kernels
 site = pathlib.Path(sys.argv[1]).resolve()
 assert pathlib.Path(deepfast.__file__).resolve().is_relative_to(site), deepfast.__file__
 assert pathlib.Path(deepfast.kernels.__file__).resolve() == site / "deepfast" / "kernels" / "__init__.py"
@@ -44,6 +44,10 @@ assert deepfast.backends.extension is None
 assert deepfast.backends.select(torch.device("cpu")) == "torch"
 z, kl = deepfast.reparameterize_kl(torch.zeros(2, 3), torch.zeros(2, 3), torch.ones(2, 3))
 assert torch.equal(z, torch.ones(2, 3)) and kl.item() == 0.0
+assert pathlib.Path(deepfast.attacks.__file__).resolve() == site / "deepfast" / "attacks" / "__init__.py"
+x = torch.rand(3, 1, 2, 2)
+adv = deepfast.attacks.PGD(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3)), eps=0.1)(x, torch.arange(3))
+assert (adv - x).abs().max() <= 0.1 + 1e-6 and adv.min() >= 0 and adv.max() <= 1  # the torch backend's step
 """
     # -S skips the .pth files, so the editable install of this environment cannot serve deepfast._C.
     path = os.pathsep.join([str(target), *site.getsitepackages()])

@@ -265,7 +265,8 @@ def test_cli_train_resume_and_sample(tmp_path, capsys):
     args = ["train", "vae", "--data", "tiny", "--epochs", "1", "--batch-size", "8", "--out", str(out), "--no-progress",
             "-o", "latent_dim=4", "-o", "width=8", "--device", "cpu"]
     assert cli.main(args) == 0
-    assert (out / "last.pt").exists() and (out / "metrics.csv").exists() and (out / "samples" / "epoch_001.png").exists()
+    for written in ("last.pt", "metrics.csv", "metrics.jsonl", "config.json", "samples/epoch_001.png"):
+        assert (out / written).exists()
     # --resume takes the saved settings (the options included); --epochs sets the new total
     assert cli.main(["train", "vae", "--out", str(out), "--resume", "--epochs", "2", "--no-progress"]) == 0
     assert [row["epoch"] for row in load_rows(out)] == [1, 2]

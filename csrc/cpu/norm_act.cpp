@@ -29,20 +29,31 @@ constexpr int kLanes = 16;
 // closure behind a reference are memory loads that GCC sinks into one arm of a select, which then
 // stays a branch and the loop is not vectorised.
 
+// Adds the kLanes partial sums l1, l2 in order into a1, a2 and clears them.
+template <typename T>
+inline void flush_lanes(T* l1, T* l2, T& a1, T& a2) {
+  for (int l = 0; l < kLanes; ++l) {
+    a1 += l1[l];
+    a2 += l2[l];
+    l1[l] = l2[l] = T(0);
+  }
+}
+
 // Groups [g0, g1) of a layout with rows of S > 1 contiguous values.
 template <typename T, typename F>
 DF_CPU_CLONES void row_sums(const NormLayout& L, const F f, int64_t g0, int64_t g1, T* s1, T* s2) {
   const int64_t R = L.R, C = L.C, S = L.S;
   for (int64_t g = g0; g < g1; ++g) {
     const int64_t b = g / C, c = g % C;
-    T a1 = 0, a2 = 0;
+    // kLanes partial sums (a vector loop without `omp simd reduction`, which GCC does not
+    // vectorise here) over at least kChunk values, whole rows or chunks of a long row, then added
+    // in order: short rows (4x4, 8x8 maps) share the lanes instead of each paying for the adds.
+    T a1 = 0, a2 = 0, l1[kLanes] = {}, l2[kLanes] = {};
+    int64_t filled = 0;
     for (int64_t r = 0; r < R; ++r) {
       const int64_t base = ((b * R + r) * C + c) * S;
       for (int64_t s0 = 0; s0 < S; s0 += kChunk) {
-        // kLanes partial sums (a vector loop without `omp simd reduction`, which GCC does not
-        // vectorise here), then added in order
         const int64_t s_end = std::min(S, s0 + kChunk);
-        T l1[kLanes] = {}, l2[kLanes] = {};
         int64_t s = s0;
         for (; s + kLanes <= s_end; s += kLanes) {
 #pragma omp simd
@@ -59,12 +70,14 @@ DF_CPU_CLONES void row_sums(const NormLayout& L, const F f, int64_t g0, int64_t 
           l1[l] += u;
           l2[l] += v;
         }
-        for (int l = 0; l < kLanes; ++l) {
-          a1 += l1[l];
-          a2 += l2[l];
+        filled += s_end - s0;
+        if (filled >= kChunk) {
+          flush_lanes(l1, l2, a1, a2);
+          filled = 0;
         }
       }
     }
+    flush_lanes(l1, l2, a1, a2);
     s1[g] = a1;
     s2[g] = a2;
   }
@@ -121,10 +134,19 @@ template <typename F>
 DF_CPU_CLONES void apply_rows(const NormLayout& L, const F f, int64_t r0, int64_t r1) {
   const int64_t R = L.R, C = L.C, S = L.S;
   if (S > 1) {
+    // row = (b * R + r) * C + c, group b * C + c: c and b followed from row to row (no divisions)
+    int64_t c = r0 % C, r = (r0 / C) % R, b = r0 / (R * C);
     for (int64_t row = r0; row < r1; ++row) {
-      const int64_t g = (row / (R * C)) * C + row % C, base = row * S;
+      const int64_t g = b * C + c, base = row * S;
 #pragma omp simd
       for (int64_t s = 0; s < S; ++s) f(base + s, g);
+      if (++c == C) {
+        c = 0;
+        if (++r == R) {
+          r = 0;
+          ++b;
+        }
+      }
     }
     return;
   }

@@ -11,7 +11,7 @@ from deepfast.attacks.eot import EOTPGD, RandomTransform
 from deepfast.attacks.evaluate import ATTACKS, Evaluation, GradientMaskingWarning, evaluate
 from deepfast.attacks.fgsm import FGSM
 from deepfast.attacks.generate import generate_class
-from deepfast.attacks.pgd import BIM, MIFGSM, PGD
+from deepfast.attacks.pgd import BIM, MIFGSM, PGD, pgd_reference
 from deepfast.attacks.square import Square
 from deepfast.attacks.targets import TARGET_MODES, resolve_target
 
@@ -31,5 +31,6 @@ __all__ = [
     "eval_mode",
     "evaluate",
     "generate_class",
+    "pgd_reference",
     "resolve_target",
 ]

@@ -113,8 +113,8 @@ def _normal_tensor(t: Tensor) -> Tensor:
     return t.clone() if t.is_inference() else t
 
 
-def _channel_stats(value: object, name: str, device: torch.device) -> Tensor:
-    t = torch.as_tensor(value, dtype=torch.float32, device=device).reshape(-1)
+def _channel_stats(value: object, name: str) -> Tensor:
+    t = torch.as_tensor(value, dtype=torch.float64).reshape(-1)
     if t.numel() == 0 or not bool(torch.isfinite(t).all()):
         raise ValueError(f"normalization {name} must hold one finite value per channel (or one for all)")
     return t.view(1, -1, 1, 1) if t.numel() > 1 else t.view(())
@@ -154,13 +154,12 @@ class Attack:
         self.model = model
         self.eps = check_eps(eps)
         self.target = check_target(target)
-        self.device = model_device(model)
         self.mean = self.std = None
         if normalization is not None:
             if not (isinstance(normalization, (tuple, list)) and len(normalization) == 2):
                 raise ValueError(f"normalization must be a pair (mean, std), got {normalization!r}")
-            self.mean = _channel_stats(normalization[0], "mean", self.device)
-            self.std = _channel_stats(normalization[1], "std", self.device)
+            self.mean = _channel_stats(normalization[0], "mean")
+            self.std = _channel_stats(normalization[1], "std")
             if not bool((self.std > 0).all()):
                 raise ValueError("normalization std must be > 0 in every channel")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
@@ -178,7 +177,7 @@ class Attack:
 
     def logits(self, x: Tensor) -> Tensor:
         """The model's logits (N, K) for images x (N, ...) in [0, 1], normalization applied."""
-        out = self.model(x if self.mean is None else (x - self.mean) / self.std)
+        out = self.model(x if self.mean is None else (x - self.mean.to(x)) / self.std.to(x))
         if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0] or out.shape[1] < 2:
             got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
             raise ValueError(f"model must return logits of shape (N, num_classes) = ({x.shape[0]}, K >= 2), got {got}")
@@ -208,12 +207,13 @@ class Attack:
         n = images.shape[0]
         if labels is not None:
             check_labels(labels, n)
-        generator = None if self.seed is None else torch.Generator(self.device).manual_seed(self.seed)
+        device = model_device(self.model)  # where the model is now (it may have moved since __init__)
+        generator = None if self.seed is None else torch.Generator(device).manual_seed(self.seed)
         # Gradients are needed even when called under torch.no_grad() or torch.inference_mode().
         with torch.inference_mode(False), torch.enable_grad(), eval_mode(self.model, freeze=True):
-            x = _normal_tensor(images.to(self.device, model_dtype(self.model) or images.dtype))
+            x = _normal_tensor(images.to(device, model_dtype(self.model) or images.dtype))
             if labels is not None:
-                labels = _normal_tensor(labels.to(self.device, torch.int64))
+                labels = _normal_tensor(labels.to(device, torch.int64))
             goal, targeted = resolve_target(self.target, x, labels, self._clean_logits, generator)
             adv = self._attack(x, goal, targeted, generator)
         return adv.to(images.device, images.dtype)

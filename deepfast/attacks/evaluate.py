@@ -18,7 +18,9 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from deepfast.attacks.base import Attack, Normalization, check_eps, check_images, check_labels, eval_mode
+from deepfast.attacks.base import (
+    Attack, Normalization, check_eps, check_images, check_labels, eval_mode, model_device, model_dtype,
+)
 from deepfast.attacks.eot import EOTPGD
 from deepfast.attacks.fgsm import FGSM
 from deepfast.attacks.pgd import BIM, MIFGSM, PGD
@@ -147,7 +149,7 @@ def evaluate(
         names.append(name)
     has_white_box = any(not a.black_box for a in grid[0])
     classifier = Attack(model, eps=0.0, normalization=normalization)
-    device = classifier.device
+    device, dtype = model_device(model), model_dtype(model)
 
     k = len(eps)
     n = clean = 0
@@ -159,7 +161,7 @@ def evaluate(
     batches, total = _batches(data, batch_size)
     with eval_mode(model):
         for images, labels in tqdm(_checked(batches), total=total, disable=not progress, desc="evaluate", unit="batch"):
-            x, y = images.to(device), labels.to(device, torch.int64)
+            x, y = images.to(device, dtype or images.dtype), labels.to(device, torch.int64)
             with torch.no_grad():
                 correct = classifier.logits(x).argmax(dim=1) == y
             n += x.shape[0]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from deepfast.attacks.base import Attack, Normalization, check_eps, check_positive_int
 from deepfast.attacks.targets import Target
@@ -151,6 +152,45 @@ class PGD(Attack):
         if index is not None:
             out.index_copy_(0, index, xa)
         return out
+
+
+def pgd_reference(
+    model: nn.Module,
+    x0: Tensor,
+    labels: Tensor,
+    eps: float,
+    alpha: float,
+    steps: int,
+    norm: str = "inf",
+    momentum: float = 0.0,
+    start: Tensor | None = None,
+) -> Tensor:
+    """The textbook PGD loop in plain torch, the spec of ``PGD`` (untargeted, no early stop): from
+    ``start`` (default x0), ``steps`` times, with g the gradient of the cross-entropy summed over the
+    batch (and m <- momentum * m + g / mean|g| when momentum > 0)::
+
+        Linf: x = clamp(min(max(x + alpha * sign(g), x0 - eps), x0 + eps), 0, 1)
+        L2:   x = x + alpha * g / (||g|| + 1e-10);  d = x - x0;  x = clamp(x0 + d * min(eps / ||d||, 1), 0, 1)
+
+    Allocates new tensors every step; the model runs as it is (its mode is not changed)."""
+    x = (x0 if start is None else start).clone()
+    m = torch.zeros_like(x0)
+    per_sample = (-1, *(1,) * (x0.dim() - 1))
+    for _ in range(steps):
+        x.requires_grad_(True)
+        (g,) = torch.autograd.grad(F.cross_entropy(model(x), labels, reduction="sum"), x)
+        x = x.detach()
+        if momentum > 0:
+            m = momentum * m + g / g.abs().mean(dim=tuple(range(1, g.dim())), keepdim=True)
+            g = m
+        if norm == "inf":
+            x = torch.clamp(torch.min(torch.max(x + alpha * g.sign(), x0 - eps), x0 + eps), 0, 1)
+        else:
+            x = x + alpha * g / (g.flatten(1).norm(dim=1).view(per_sample) + 1e-10)
+            d = x - x0
+            d_norm = d.flatten(1).norm(dim=1).view(per_sample)
+            x = torch.clamp(x0 + d * torch.where(d_norm > eps, eps / d_norm, 1.0), 0, 1)
+    return x
 
 
 class BIM(PGD):

@@ -20,11 +20,15 @@ from torch.utils.data import Dataset
 from deepfast.data._common import ImageTensors, ValueRange
 from deepfast.data.bundled import Patches, digits, ihc
 from deepfast.data.folders import ImageFiles, Unpaired, image_folder, read_image, unpaired
+from deepfast.data.stain import Crops, Paired, ihc_to_he, stain_domains
+from deepfast.data.textured import digits_m
 from deepfast.data.torchvision_sets import cifar10, mnist
 
 DATASETS: dict[str, Callable[..., Dataset]] = {
     "digits": digits,
+    "digits_m": digits_m,
     "ihc": ihc,
+    "stain": stain_domains,
     "mnist": mnist,
     "cifar10": cifar10,
 }
@@ -46,28 +50,33 @@ def dataset_function(name: str) -> tuple[Callable[..., Dataset], tuple[str, ...]
 
 
 def get_dataset(name: str, **kw) -> Dataset:
-    """Builds a dataset by name: "digits", "ihc", "mnist", "cifar10" (these two need ``root=``),
-    "folder:PATH" (``image_folder(PATH)``) or "unpaired:PATH" (``unpaired(PATH)``); ``kw`` go to
-    that function. Raises ValueError for an unknown name."""
+    """Builds a dataset by name: "digits", "digits_m", "ihc", "stain" (``stain_domains``), "mnist",
+    "cifar10" (these two need ``root=``), "folder:PATH" (``image_folder(PATH)``) or "unpaired:PATH"
+    (``unpaired(PATH)``); ``kw`` go to that function. Raises ValueError for an unknown name."""
     fn, args = dataset_function(name)
     return fn(*args, **kw)
 
 
 __all__ = [
     "DATASETS",
+    "Crops",
     "ImageFiles",
     "ImageTensors",
     "PATH_DATASETS",
+    "Paired",
     "Patches",
     "Unpaired",
     "ValueRange",
     "cifar10",
     "dataset_function",
     "digits",
+    "digits_m",
     "get_dataset",
     "ihc",
+    "ihc_to_he",
     "image_folder",
     "mnist",
     "read_image",
+    "stain_domains",
     "unpaired",
 ]

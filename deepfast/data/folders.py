@@ -173,7 +173,7 @@ class Unpaired(Dataset):
     a = A[i % len(A)] and b drawn uniformly at random from B (torch's global generator), as
     CycleGAN's unaligned dataset does. Its length is max(len(A), len(B))."""
 
-    def __init__(self, a: ImageFiles, b: ImageFiles) -> None:
+    def __init__(self, a: Dataset, b: Dataset) -> None:
         self.a = a
         self.b = b
 

@@ -46,7 +46,8 @@ class _ImageToImage(Trainer):
     def samples(self) -> list[Tensor] | None:
         if self.held_out is None:
             return None
-        x = torch.stack([images_of(self.held_out[i]) for i in range(min(self.num_samples(16), len(self.held_out)))]).to(self.device)
+        n = min(self.num_samples(16), len(self.held_out))
+        x = torch.stack([images_of(self.held_out[i]) for i in range(n)]).to(self.device)
         with self.evaluating(self.model):
             inp = self.source(x, torch.Generator(self.device).manual_seed(self.config.seed))
             return [inp, self.output(inp, self.model), x]

@@ -8,7 +8,7 @@ import itertools
 import torch
 from torch import Tensor
 
-from deepfast.losses import CycleConsistencyLoss, GANLoss, ImagePool
+from deepfast.losses import CycleConsistencyLoss, GANLoss, ImagePool, SaliencyLoss
 from deepfast.models import PatchDiscriminator, ResnetGenerator
 from deepfast.train.dcgan import GAN_BETAS
 from deepfast.train.trainer import Trainer
@@ -26,13 +26,18 @@ class CycleGANTrainer(Trainer):
     generator step (LSGAN on D_A(G_A(a)) and D_B(G_B(b)) with the D frozen, + CycleConsistencyLoss),
     then the discriminator step on real images and pooled fakes, each D loss halved. Losses "g_gan",
     "cycle", "idt", "d_a", "d_b". Samples: rows a, G_A(a), G_B(G_A(a)), b, G_B(b), G_A(G_B(b)) of fixed
-    held-out (else training) pairs. decay_epochs defaults to half the epochs."""
+    held-out (else training) pairs. decay_epochs defaults to half the epochs.
+
+    saliency > 0 adds the content-preserving saliency constraint (Li et al. 2021, deepfast.losses.SaliencyLoss:
+    k=saliency_k, tau=saliency_tau) on (a, G_A(a)) and (b, G_B(b)) to the generator loss, its weight falling
+    linearly from ``saliency`` to 0 over the run (loss "saliency")."""
 
     name = "cyclegan"
     value_range = (-1.0, 1.0)
     defaults = {"data": "stain", "epochs": 10, "batch_size": 1, "lr": 2e-4, "image_size": 64,
                 "options": {"ngf": 32, "ndf": 64, "n_blocks": 6, "lambda_a": 10.0, "lambda_b": 10.0,
-                            "lambda_identity": 0.5, "pool_size": 50, "loss": "lsgan", "decay_epochs": None}}
+                            "lambda_identity": 0.5, "pool_size": 50, "loss": "lsgan", "decay_epochs": None,
+                            "saliency": 0.0, "saliency_k": 100.0, "saliency_tau": 0.5}}
 
     def build(self, channels: int) -> None:
         o, impl = self.options, self.config.impl
@@ -51,6 +56,9 @@ class CycleGANTrainer(Trainer):
         self.gan = GANLoss(o["loss"])
         self.cycle = CycleConsistencyLoss(o["lambda_a"], o["lambda_b"], o["lambda_identity"])
         self.pool_a, self.pool_b = ImagePool(o["pool_size"]), ImagePool(o["pool_size"])
+        self.saliency = None
+        if o["saliency"] > 0:
+            self.saliency = SaliencyLoss(o["saliency_k"], o["saliency_tau"], o["saliency"], epochs, self.value_range)
 
     def train_step(self, batch: object) -> dict[str, Tensor]:
         if not isinstance(batch, (tuple, list)) or len(batch) != 2:
@@ -66,14 +74,22 @@ class CycleGANTrainer(Trainer):
             g_gan = self.gan.generator(self.d_a(fake_b)) + self.gan.generator(self.d_b(fake_a))
             cycle = self.cycle(real_a, real_b, rec_a, rec_b, idt_a, idt_b)
             g_loss = g_gan + cycle
+            if self.saliency is not None:
+                self.saliency.set_epoch(self.epoch)
+                saliency = self.saliency(real_a, fake_b) + self.saliency(real_b, fake_a)
+                g_loss = g_loss + saliency
         self.backward(g_loss, self.optimizers["g"])
         with self.autocast():
             d_a = 0.5 * self.gan.discriminator(self.nets["d_a"](real_b), self.nets["d_a"](self.pool_b.query(fake_b)))
             d_b = 0.5 * self.gan.discriminator(self.nets["d_b"](real_a), self.nets["d_b"](self.pool_a.query(fake_a)))
         self.backward(d_a + d_b, self.optimizers["d"])
         terms = self.cycle.terms
-        return {"g_gan": g_gan, "cycle": terms["cycle_a"] + terms["cycle_b"],
-                "idt": terms["idt_a"] + terms["idt_b"] if identity else torch.zeros(()), "d_a": d_a, "d_b": d_b}
+        losses = {"g_gan": g_gan, "cycle": terms["cycle_a"] + terms["cycle_b"],
+                  "idt": terms["idt_a"] + terms["idt_b"] if identity else torch.zeros((), device=self.device),
+                  "d_a": d_a, "d_b": d_b}
+        if self.saliency is not None:
+            losses["saliency"] = saliency
+        return losses
 
     def rank_state(self) -> dict:
         return {"pool_a": self.pool_a.state_dict(), "pool_b": self.pool_b.state_dict()}

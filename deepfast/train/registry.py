@@ -10,7 +10,7 @@ from deepfast.train.classifier import ClassifierTrainer
 from deepfast.train.config import TrainConfig
 from deepfast.train.cyclegan import CycleGANTrainer
 from deepfast.train.dcgan import DCGANTrainer
-from deepfast.train.trainer import RunResult, Trainer, seed_everything
+from deepfast.train.trainer import RunResult, Trainer
 from deepfast.train.vae import VAETrainer
 
 TRAINERS: dict[str, type[Trainer]] = {
@@ -40,9 +40,7 @@ def load_trainer(path: str, device: str | None = None, **overrides) -> Trainer:
                                     **overrides})
     trainer = make_trainer(config)
     trainer.device = torch.device(device or "cpu")
-    seed_everything(config.seed)
-    trainer.channels = ckpt["channels"]
-    trainer.build(ckpt["channels"])
+    trainer.setup(ckpt["channels"])
     for key, model in trainer.models.items():
         model.load_state_dict(ckpt["models"][key])
         model.eval()

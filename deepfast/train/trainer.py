@@ -119,6 +119,13 @@ class Trainer:
     def load_rank_state(self, state: dict) -> None:
         pass
 
+    def setup(self, channels: int) -> None:
+        """Seeds, then builds the models, optimizers and AMP scaler for images of ``channels`` on ``self.device``."""
+        self.channels = channels
+        seed_everything(self.config.seed)
+        self.build(channels)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.config.amp == "fp16")
+
     def add_model(self, key: str, model: nn.Module) -> nn.Module:
         """Registers ``model``: on the device, SyncBatchNorm (sync_bn), channels_last, then wrapped in DDP
         (several processes) and torch.compile (compile). Returns the raw model; ``self.nets[key]`` is the
@@ -214,10 +221,7 @@ class Trainer:
         self.train_data = train_data = load_split(cfg.data, True, self.value_range, cfg.image_size)
         if world.main:
             self.held_out = load_split(cfg.data, False, self.value_range, cfg.image_size)
-        self.channels = self._check_data(train_data)
-        seed_everything(cfg.seed)
-        self.build(self.channels)  # the same initial weights in every process
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
+        self.setup(self._check_data(train_data))  # the same initial weights in every process
         sampler = ShardSampler(len(train_data), world, cfg.seed, cfg.batch_size // world.size)
         if sampler.batches() == 0:
             raise ValueError(f"data {cfg.data!r} has {len(train_data)} items, fewer than batch_size {cfg.batch_size}")

@@ -1,0 +1,124 @@
+"""Demo sections: the digits classifier that judges generated images, the VAE's latent space
+(samples, interpolation, 2-D sweep, attribute arithmetic) and DCGAN's (samples, z arithmetic)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from deepfast import latent
+from deepfast.attributes import stroke_thickness
+from deepfast.data import digits
+from deepfast.demo.context import Demo
+from deepfast.demo.report import Section
+from deepfast.metrics import check_with_classifier, classifier_frechet_distance, predict_proba
+
+
+def stack(data, n: int | None = None) -> tuple[Tensor, Tensor]:
+    """The first n (all) items (x, y) of a labelled dataset as (images (n, C, H, W), labels (n,))."""
+    n = len(data) if n is None else min(n, len(data))
+    return torch.stack([data[i][0] for i in range(n)]), torch.stack([data[i][1] for i in range(n)])
+
+
+def judge_row(demo: Demo, name: str, images: Tensor) -> dict:
+    """The judge's verdict on generated images (N, 1, 32, 32) in [0, 1] against the real held-out digits."""
+    real, _ = stack(digits("val"))
+    check = check_with_classifier(demo.judge, images)
+    return {"images": name, "n": images.shape[0], "confident (p >= 0.9)": check.confident,
+            "class coverage": check.coverage, "Frechet distance": classifier_frechet_distance(demo.judge, images, real)}
+
+
+def classifier_section(demo: Demo, section: Section) -> None:
+    trainer = demo.train("classifier", model="classifier", epochs=demo.epochs(10, 20))
+    demo.judge = trainer.model
+    x, y = stack(digits("val"))
+    acc = (predict_proba(demo.judge, x).argmax(1) == y).double().mean().item()
+    train_x, _ = stack(digits("train"), 359)
+    demo.results["judge_accuracy"] = acc
+    section.text(f"LeNet (deepfast.models.LeNet, fused layers) trained on the 1438 bundled training digits "
+                 f"(32x32) for {trainer.config.epochs} epochs. Held-out accuracy {acc:.1%} on 359 digits. It "
+                 "judges the generated images below: the share it classifies with confidence >= 0.9, how many "
+                 "of the 10 classes appear, and a Frechet distance on its penultimate features (FID's recipe "
+                 "without downloaded Inception weights; lower is closer to real digits).")
+    section.table([judge_row(demo, "real training digits (reference)", train_x)])
+
+
+def vae_section(demo: Demo, section: Section) -> None:
+    trainer = demo.train("vae", model="vae", epochs=demo.epochs(30, 100))
+    vae = trainer.vae
+    val_x, val_y = stack(digits("val"))
+    train_x, _ = stack(digits("train"))
+    torch.manual_seed(0)
+    samples = latent.decode(vae, torch.randn(100, vae.latent_dim))
+    section.text(f"VAE (deepfast.models.VAE: fused reparameterization + KL, fused BatchNorm + LeakyReLU), latent "
+                 f"size {vae.latent_dim}, {trainer.config.epochs} epochs on the digits.")
+    section.image(demo.save("vae_samples", samples, nrow=10, scale=2), "100 samples: decode(z), z ~ N(0, I)")
+    recon = latent.decode(vae, latent.encode(vae, val_x[:10]))
+    section.image(demo.save("vae_reconstructions", torch.cat([val_x[:10], recon]), nrow=10, scale=2),
+                  "held-out digits (top) and their reconstructions decode(mu(x)) (bottom)")
+    section.table([judge_row(demo, "VAE samples", samples), judge_row(demo, "VAE reconstructions",
+                                                                      latent.decode(vae, latent.encode(vae, val_x)))])
+    # interpolation between held-out digits of different classes
+    first = lambda k: int((val_y == k).nonzero()[0])  # noqa: E731 - the first held-out digit of class k
+    pairs = [(first(a), first(b)) for a, b in ((0, 6), (1, 7), (3, 8), (4, 9))]
+    rows = {m: torch.cat([latent.interpolate_images(vae, val_x[i], val_x[j], steps=10, method=m) for i, j in pairs])
+            for m in ("slerp", "linear")}
+    section.image(demo.save("vae_interpolation", rows["slerp"], nrow=10, scale=2),
+                  "spherical interpolation between the latents of two held-out digits (0->6, 1->7, 3->8, 4->9)")
+    section.image(demo.save("vae_interpolation_linear", rows["linear"], nrow=10, scale=2), "the same, linear")
+    # a 2-D sweep along the two principal directions of the training latents
+    z_train = latent.encode(vae, train_x)
+    sweep = latent.latent_sweep(vae, z_train, steps=11, span=2.0)
+    section.image(demo.save("vae_sweep", sweep.flatten(0, 1), nrow=11, scale=2),
+                  "navigating the digit manifold: mean latent +- 2 standard deviations along the two principal "
+                  "directions of the training latents (11 x 11)")
+    # attribute arithmetic: thick minus thin strokes, added to held-out digits
+    thickness = stroke_thickness(train_x)
+    thick, thin = latent.attribute_groups(thickness, 0.25)
+    vector = latent.attribute_vector(z_train[thick], z_train[thin])
+    scales = [-1.0, -0.5, 0.0, 0.5, 1.0, 1.5]
+    shifted = latent.add_attribute(vae, val_x[:12], vector, scales)  # (scales, 12, 1, 32, 32)
+    section.image(demo.save("vae_attribute", shifted.flatten(0, 1), nrow=12, scale=2),
+                  "attribute vector 'stroke thickness' (mean latent of the thickest quarter of the training digits "
+                  "minus that of the thinnest) added to 12 held-out digits at scales -1, -0.5, 0, 0.5, 1, 1.5 (rows)")
+    originals = predict_proba(demo.judge, val_x[:12]).argmax(1)
+    rows = []
+    for s, images in zip(scales, shifted):
+        same = (predict_proba(demo.judge, images).argmax(1) == originals).double().mean().item()
+        rows.append({"scale": s, "mean stroke thickness (px)": stroke_thickness(images).mean().item(),
+                     "judge keeps the class": same})
+    section.table(rows, "the attribute's effect, measured on the decoded images")
+    demo.results["vae"] = rows
+
+
+def dcgan_section(demo: Demo, section: Section) -> None:
+    ngf = demo.pick(32, 64)
+    # batch 16: the 1438 digits give 89 steps an epoch; with 64 (22 steps) D wins for the first ~300 steps
+    trainer = demo.train("dcgan", model="dcgan", epochs=demo.epochs(15, 40), batch_size=16,
+                         options={"ngf": ngf, "ndf": ngf})
+    g = trainer.g
+    torch.manual_seed(1)
+    z = torch.randn(1000, g.nz)
+    images = (latent.decode(g, z) + 1) / 2  # [-1, 1] -> [0, 1]
+    section.text(f"DCGAN (deepfast.models.Generator / Discriminator, ngf = ndf = {ngf}, nz = {g.nz}, fused "
+                 f"BatchNorm + ReLU / LeakyReLU) trained {trainer.config.epochs} epochs of batch 16 on the digits in "
+                 "[-1, 1], Adam 2e-4, betas (0.5, 0.999), non-saturating generator loss.")
+    section.image(demo.save("dcgan_samples", images[:100], nrow=10, scale=2), "100 samples G(z)")
+    section.table([judge_row(demo, "DCGAN samples", images)])
+    # z arithmetic: mean z of class k + (mean z of thick samples - mean z of thin samples)
+    labels = predict_proba(demo.judge, images).argmax(1)
+    thick, thin = latent.attribute_groups(stroke_thickness(images), 0.25)
+    base, moved, rows = [], [], []
+    for k in range(10):
+        if not (labels == k).any():
+            continue
+        c = z[labels == k]
+        base.append(c.mean(0))
+        moved.append(latent.mean_arithmetic(z[thick], z[thin], c))
+    before, after = ((latent.decode(g, torch.stack(v)) + 1) / 2 for v in (base, moved))
+    section.image(demo.save("dcgan_arithmetic", torch.cat([before, after]), nrow=len(base), scale=2),
+                  "z arithmetic: G(mean z of the samples the judge calls k) (top) and G(mean z[thick] - mean z[thin] "
+                  "+ mean z[k]) (bottom), for each class k")
+    for name, x in (("mean z of class k", before), ("+ thick - thin", after)):
+        rows.append({"images": name, "mean stroke thickness (px)": stroke_thickness(x).mean().item()})
+    section.table(rows)
