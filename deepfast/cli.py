@@ -204,6 +204,9 @@ def attack(args: argparse.Namespace) -> int:
     for e in args.eps:
         if not e >= 0 or e == float("inf"):
             raise ValueError(f"--eps values must be finite and >= 0, got {e}")
+    for flag, value in (("--show", args.show), ("--batch-size", args.batch_size)):
+        if value < 1:
+            raise ValueError(f"{flag} must be >= 1, got {value}")
     trainer = load_classifier(args)
     images, labels = labelled_images(args, trainer, args.split, args.n)
     model = trainer.model
