@@ -375,7 +375,8 @@ def add_robustness_parsers(commands) -> None:
                     "--layer (a forward hook), train a small MLP on clean training images against their FGSM and "
                     "PGD examples at --eps, then report on held-out images the share of images each attack "
                     "fools the classifier on, the detector's ROC-AUC (clean vs those fooling examples) and the "
-                    "share flagged, for FGSM, PGD and an adaptive PGD that also lowers the detector logit d (by c * softplus(d) or c * d).")
+                    "share flagged, for FGSM, PGD and an adaptive PGD that also lowers the detector logit d "
+                    "(by c * softplus(d) or c * d).")
     common(p, "held-out images to test on (default: all)")
     p.add_argument("--n-train", type=int, help="training images for the detector (default: all)")
     p.add_argument("--layer", default="classifier.3", help="layer name (default classifier.3: LeNet's penultimate ReLU)")
