@@ -204,6 +204,9 @@ def attack(args: argparse.Namespace) -> int:
     for e in args.eps:
         if not e >= 0 or e == float("inf"):
             raise ValueError(f"--eps values must be finite and >= 0, got {e}")
+    for flag, value in (("--show", args.show), ("--batch-size", args.batch_size)):
+        if value < 1:
+            raise ValueError(f"{flag} must be >= 1, got {value}")
     trainer = load_classifier(args)
     images, labels = labelled_images(args, trainer, args.split, args.n)
     model = trainer.model
@@ -372,7 +375,8 @@ def add_robustness_parsers(commands) -> None:
                     "--layer (a forward hook), train a small MLP on clean training images against their FGSM and "
                     "PGD examples at --eps, then report on held-out images the share of images each attack "
                     "fools the classifier on, the detector's ROC-AUC (clean vs those fooling examples) and the "
-                    "share flagged, for FGSM, PGD and an adaptive PGD that also lowers the detector logit d (by c * softplus(d) or c * d).")
+                    "share flagged, for FGSM, PGD and an adaptive PGD that also lowers the detector logit d "
+                    "(by c * softplus(d) or c * d).")
     common(p, "held-out images to test on (default: all)")
     p.add_argument("--n-train", type=int, help="training images for the detector (default: all)")
     p.add_argument("--layer", default="classifier.3", help="layer name (default classifier.3: LeNet's penultimate ReLU)")

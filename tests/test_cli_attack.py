@@ -80,6 +80,8 @@ def test_attack_errors_name_the_argument(runs, capsys):
     assert "--steps does not apply to attack 'fgsm', 'square'" in capsys.readouterr().err
     assert cli.main(["attack", "--ckpt", ckpt, "--n", "0"]) == 2
     assert "--n must be >= 1" in capsys.readouterr().err
+    assert cli.main(["attack", "--ckpt", ckpt, "--show", "0"]) == 2
+    assert "--show must be >= 1, got 0" in capsys.readouterr().err
     assert cli.main(["attack", "--ckpt", str(runs / "missing.pt")]) == 2
     assert "missing.pt" in capsys.readouterr().err
 

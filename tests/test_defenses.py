@@ -106,9 +106,10 @@ def test_trades_pgd_raises_the_kl_within_the_ball():
 
 
 # ------------------------------------------------------------------------------ adversarial training
-@pytest.mark.parametrize("defense", ["at", "madry", "alp", "alp_mixed", "trades"])
-def test_adversarial_training_runs_with_each_defense(tmp_path, defense):
-    result = make_trainer(config(tmp_path, {**ADV, "defense": defense}, epochs=1)).fit()
+@pytest.mark.parametrize("defense,attack", [("at", "pgd"), ("madry", "pgd"), ("alp", "pgd"), ("alp_mixed", "pgd"),
+                                            ("trades", "pgd"), ("at", "fgsm"), ("trades", "fgsm")])
+def test_adversarial_training_runs_with_each_defense(tmp_path, defense, attack):
+    result = make_trainer(config(tmp_path, {**ADV, "defense": defense, "adversarial": attack}, epochs=1)).fit()
     row = result.metrics[-1]
     assert 0 <= row["adv_acc"] <= 1 and 0 <= row["val_adv_acc"] <= 1
     assert math.isfinite(row["loss"]) and ("acc" in row) == (defense != "madry")

@@ -217,7 +217,8 @@ def detection_report(classifier: nn.Module, layer: str, train: tuple[Tensor, Ten
                      seed: int = 0) -> DetectionReport:
     """Trains a detector on ``layer`` with the clean ``train`` images and their FGSM and PGD-``steps``
     examples at ``eps`` (Linf), then measures it on the ``test`` images against FGSM, PGD and
-    ``AdaptivePGD`` (one row per value of ``c`` and per ``detector_losses``). train, test: (images (N, C, H, W) in [0, 1], labels (N,)).
+    ``AdaptivePGD`` (one row per value of ``c`` and per ``detector_losses``). train, test: (images
+    (N, C, H, W) in [0, 1], labels (N,)).
     Attacks are seeded with ``seed``."""
     eps = check_eps(eps)
     attacks: list[tuple[str, Attack]] = [("FGSM", FGSM(classifier, eps, early_stop=False, seed=seed)),
