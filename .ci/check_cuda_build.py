@@ -87,14 +87,10 @@ def main() -> int:
     for name, st in deepfast.backends.status().items():
         print(f"  backend {name:6s} {'available' if st.available else 'unavailable'}: {st.detail}")
 
-    # 6. the command line, when there is one
-    if (pkg / "cli.py").is_file():
-        run = subprocess.run([sys.executable, "-m", "deepfast", "info"], capture_output=True, text=True, timeout=300)
-        print("  $ python -m deepfast info\n" + "".join(f"    {line}\n" for line in (run.stdout + run.stderr).splitlines()))
-        check(run.returncode == 0, "`python -m deepfast info` runs", f"exit status {run.returncode}")
-    else:
-        summary.append("`python -m deepfast info` skipped: deepfast/cli.py does not exist yet")
-        print(f"  [skip] {summary[-1]}")
+    # 6. the command line
+    run = subprocess.run([sys.executable, "-m", "deepfast", "info"], capture_output=True, text=True, timeout=300)
+    print("  $ python -m deepfast info\n" + "".join(f"    {line}\n" for line in (run.stdout + run.stderr).splitlines()))
+    check(run.returncode == 0, "`python -m deepfast info` runs", f"exit status {run.returncode}")
 
     print("\ncuda-check summary:")
     for line in summary:
