@@ -74,7 +74,7 @@ ext_modules, cmdclass = extensions()
 setup(
     packages=[
         "deepfast", "deepfast.ops", "deepfast.nn", "deepfast.losses", "deepfast.data", "deepfast.models",
-        "deepfast.train", "deepfast.demo", "deepfast.attacks", "deepfast.defenses", "deepfast.kernels",
+        "deepfast.train", "deepfast.demo", "deepfast.attacks", "deepfast.defenses", "deepfast.cli", "deepfast.kernels",
     ],
     package_dir={"deepfast.kernels": "kernels"},
     ext_modules=ext_modules,
