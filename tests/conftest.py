@@ -1,5 +1,7 @@
-"""Shared fixtures: the (backend, device) pairs this machine can test, and poisoned outputs."""
+"""Shared fixtures: the (backend, device) pairs this machine can test, poisoned outputs, and what the
+training tests share (tiny datasets, one thread, crash-and-resume)."""
 
+import contextlib
 import os
 
 import torch
@@ -93,3 +95,63 @@ def compiled_op_pairs(name: str) -> list[tuple[str, object, object]]:
     label = {"deepfast": "cpp", "deepfast_triton": "triton"}
     ops = [(label[ns], getattr(torch.ops, ns)) for ns in compiled_namespaces()]
     return [(lab, getattr(ns, name), getattr(ns, f"{name}_backward")) for lab, ns in ops]
+
+
+# ------------------------------------------------------------------------------ training tests
+def tiny_digits(split="train", size=32, value_range=(0.0, 1.0), n=32):
+    """The first n bundled digits for split "train", the next n // 2 for any other: a labelled dataset
+    (deepfast.data.ImageTensors) small enough for training tests."""
+    from deepfast.data import ImageTensors, digits
+
+    data = digits("all", size=size, value_range=value_range)
+    keep = slice(0, n) if split == "train" else slice(n, n + n // 2)
+    return ImageTensors(data.images[keep], data.labels[keep], data.value_range)
+
+
+@contextlib.contextmanager
+def registered(**datasets):
+    """``datasets`` ({name: function}) in deepfast.data.DATASETS inside the block, for the trainers to load."""
+    from deepfast.data import DATASETS
+
+    with pytest.MonkeyPatch.context() as mp:
+        for name, fn in datasets.items():
+            mp.setitem(DATASETS, name, fn)
+        yield
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run fastest on one thread (and far faster than two when other work shares the CPU)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def crash_and_resume(monkeypatch):
+    """``run(config_for, folder)``, ``config_for(out)`` giving the TrainConfig of a run of 2 or more epochs
+    in ``out``: trains it straight in folder/a, and in folder/b with a crash in the second epoch, then
+    --resume; returns (straight, resumed) trainers, after checking that the crash kept epoch 1's checkpoint."""
+    from deepfast.train import load_checkpoint, make_trainer
+
+    def run(config_for, folder):
+        straight = make_trainer(config_for(folder / "a"))
+        straight.fit()
+        crashing = make_trainer(config_for(folder / "b"))
+        step = crashing.train_step
+
+        def crash_in_epoch_2(batch):
+            if crashing.epoch == 1:
+                raise RuntimeError("simulated crash")
+            return step(batch)
+
+        monkeypatch.setattr(crashing, "train_step", crash_in_epoch_2)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            crashing.fit()
+        assert load_checkpoint(folder / "b" / "last.pt")["epoch"] == 1
+        resumed = make_trainer(config_for(folder / "b"))
+        resumed.fit(resume=True)
+        return straight, resumed
+
+    return run

@@ -5,24 +5,12 @@ import pytest
 import torch
 from PIL import Image
 
-import deepfast.data
+from conftest import registered, tiny_digits
 from deepfast import cli
-from deepfast.data import ImageTensors
 from deepfast.train import TrainConfig, make_trainer
 
 
-def tiny(split="train", size=32, value_range=(0.0, 1.0)):
-    data = deepfast.data.digits("all", size=size, value_range=value_range)
-    keep = slice(0, 32) if split == "train" else slice(32, 48)
-    return ImageTensors(data.images[keep], data.labels[keep], data.value_range)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +18,7 @@ def runs(tmp_path_factory):
     """A classifier and a VAE checkpoint, trained briefly on the tiny digits (once for the module)."""
     out = tmp_path_factory.mktemp("runs")
     torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(deepfast.data.DATASETS, "tiny", tiny)
+    with registered(tiny=tiny_digits):
         for model, options in (("classifier", {}), ("vae", {"latent_dim": 4, "width": 8})):
             make_trainer(TrainConfig(model=model, data="tiny", out=str(out / model), batch_size=8, epochs=8, lr=3e-3,
                                      progress=False, sample_every=0, device="cpu", options=options)).fit()
@@ -39,8 +26,9 @@ def runs(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def tiny_data(monkeypatch):
-    monkeypatch.setitem(deepfast.data.DATASETS, "tiny", tiny)
+def tiny_data():
+    with registered(tiny=tiny_digits):
+        yield
 
 
 def test_attack_prints_the_table_and_writes_the_png(runs, tmp_path, capsys):

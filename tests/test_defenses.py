@@ -8,35 +8,28 @@ import math
 import pytest
 import torch
 
-import deepfast.data
+from conftest import registered, tiny_digits
 from deepfast import cli
 from deepfast.attacks import PGD
-from deepfast.data import ImageTensors
 from deepfast.defenses import AdversarialTraining, TradesPGD
 from deepfast.defenses.detection import (ActivationDetector, AdaptivePGD, detection_auc, detection_report,
                                          find_layer, fit_detector)
 from deepfast.losses.robust import adversarial_training_loss, logit_pairing_loss, trades_loss
-from deepfast.train import TrainConfig, load_checkpoint, make_trainer
+from deepfast.train import TrainConfig, make_trainer
 
 
 def tiny(split="train", size=32, value_range=(0.0, 1.0)):
     """The first 48 digits (train) or the next 24 (val)."""
-    data = deepfast.data.digits("all", size=size, value_range=value_range)
-    keep = slice(0, 48) if split == "train" else slice(48, 72)
-    return ImageTensors(data.images[keep], data.labels[keep], data.value_range)
+    return tiny_digits(split, size, value_range, n=48)
 
 
 @pytest.fixture(autouse=True)
-def tiny_data(monkeypatch):
-    monkeypatch.setitem(deepfast.data.DATASETS, "tiny", tiny)
+def tiny_data():
+    with registered(tiny=tiny):
+        yield
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def config(out, options=None, **kw):
@@ -126,23 +119,8 @@ def test_madry_at_eps_0_is_standard_training(tmp_path):
         assert torch.equal(a, b), name
 
 
-def test_adversarial_training_resumes_exactly_after_a_crash(tmp_path, monkeypatch):
-    straight = make_trainer(config(tmp_path / "a", ADV, epochs=2))
-    straight.fit()
-    crashing = make_trainer(config(tmp_path / "b", ADV, epochs=2))
-    step = crashing.train_step
-
-    def crash_in_epoch_2(batch):
-        if crashing.epoch == 1:
-            raise RuntimeError("simulated crash")
-        return step(batch)
-
-    monkeypatch.setattr(crashing, "train_step", crash_in_epoch_2)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        crashing.fit()
-    assert load_checkpoint(tmp_path / "b" / "last.pt")["epoch"] == 1
-    resumed = make_trainer(config(tmp_path / "b", ADV, epochs=2))
-    resumed.fit(resume=True)
+def test_adversarial_training_resumes_exactly_after_a_crash(tmp_path, crash_and_resume):
+    straight, resumed = crash_and_resume(lambda out: config(out, ADV, epochs=2), tmp_path)
     for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     rows = [[json.loads(line) for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()] for d in "ab"]
@@ -183,8 +161,7 @@ def test_cli_adversarial_flags_set_the_classifier_options(tmp_path, capsys):
 def trained(tmp_path_factory):
     """A LeNet trained on the 48 tiny digits (module scope: trained once)."""
     torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(deepfast.data.DATASETS, "tiny", tiny)
+    with registered(tiny=tiny):
         trainer = make_trainer(config(tmp_path_factory.mktemp("clf"), epochs=15, lr=3e-3))
         trainer.fit()
     model = trainer.model.eval()

@@ -7,9 +7,8 @@ import signal
 import pytest
 import torch
 
-import deepfast.data
+from conftest import registered, tiny_digits
 from deepfast import cli
-from deepfast.data import ImageTensors
 from deepfast.train import TRAINERS, TrainConfig, TrainingDiverged, load_checkpoint, load_trainer, make_trainer
 
 # Small models so that each run takes a second or two on two CPU cores.
@@ -21,13 +20,6 @@ SMALL = {
     "cyclegan": {"ngf": 4, "ndf": 4, "n_blocks": 1, "pool_size": 3},
     "classifier": {},
 }
-
-
-def tiny(split="train", size=32, value_range=(0.0, 1.0), n=32):
-    """The first n digits (train) or the next 16 (val)."""
-    data = deepfast.data.digits("all", size=size, value_range=value_range)
-    keep = slice(0, n) if split == "train" else slice(n, n + 16)
-    return ImageTensors(data.images[keep], data.labels[keep], data.value_range)
 
 
 class Pairs(torch.utils.data.Dataset):
@@ -45,24 +37,17 @@ class Pairs(torch.utils.data.Dataset):
 
 
 def tiny_pairs(split="train", size=32, value_range=(-1.0, 1.0)):
-    return Pairs(tiny(split, size, value_range, n=8))
+    return Pairs(tiny_digits(split, size, value_range, n=8))
 
 
 @pytest.fixture(autouse=True)
-def tiny_data(monkeypatch):
-    monkeypatch.setitem(deepfast.data.DATASETS, "tiny", tiny)
-    monkeypatch.setitem(deepfast.data.DATASETS, "tiny_pairs", tiny_pairs)
-    monkeypatch.setitem(deepfast.data.DATASETS, "tiny32", lambda split="train", value_range=(0.0, 1.0):
-                        tiny(split, 32, value_range))  # a dataset that cannot resize
+def tiny_data():
+    cannot_resize = lambda split="train", value_range=(0.0, 1.0): tiny_digits(split, 32, value_range)  # noqa: E731
+    with registered(tiny=tiny_digits, tiny_pairs=tiny_pairs, tiny32=cannot_resize):
+        yield
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and far faster than two when other work shares the CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def config(model, out, **kw):
@@ -104,7 +89,7 @@ def test_trainer_fits_a_tiny_set(tmp_path, model, key, factor, epochs):
 def test_dcgan_learns_the_data_mean(tmp_path):
     """The generator's mean image moves to the data's, and D tells real from fake: both steps work."""
     trainer = make_trainer(config("dcgan", tmp_path, epochs=60, sample_every=0, lr=1e-3))
-    data_mean = torch.stack([x for x, _ in tiny(value_range=(-1, 1))]).mean(0)
+    data_mean = torch.stack([x for x, _ in tiny_digits(value_range=(-1, 1))]).mean(0)
 
     def distance():
         with trainer.evaluating(trainer.g):
@@ -116,27 +101,11 @@ def test_dcgan_learns_the_data_mean(tmp_path):
 
 
 @pytest.mark.parametrize("model", ["vae", "dcgan", "cyclegan", "classifier"])
-def test_resume_after_a_crash_equals_the_uninterrupted_run(tmp_path, model, monkeypatch):
-    straight = make_trainer(config(model, tmp_path / "a", epochs=3))
-    straight.fit()
-    crashing = make_trainer(config(model, tmp_path / "b", epochs=3))
-    step = crashing.train_step
-
-    def crash_in_epoch_2(batch):
-        if crashing.epoch == 1:
-            raise RuntimeError("simulated crash")
-        return step(batch)
-
-    monkeypatch.setattr(crashing, "train_step", crash_in_epoch_2)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        crashing.fit()
-    assert load_checkpoint(tmp_path / "b" / "last.pt")["epoch"] == 1
-    resumed = make_trainer(config(model, tmp_path / "b", epochs=3))
-    resumed.fit(resume=True)
+def test_resume_after_a_crash_equals_the_uninterrupted_run(tmp_path, model, crash_and_resume):
+    straight, resumed = crash_and_resume(lambda out: config(model, out, epochs=3), tmp_path)
     assert_same_state(states(straight), states(resumed))
-    for a, b in ((straight, resumed),):
-        for key in a.optimizers:
-            assert a.optimizers[key].param_groups[0]["lr"] == b.optimizers[key].param_groups[0]["lr"]
+    for key in straight.optimizers:
+        assert straight.optimizers[key].param_groups[0]["lr"] == resumed.optimizers[key].param_groups[0]["lr"]
     rows_a, rows_b = load_rows(tmp_path / "a"), load_rows(tmp_path / "b")
     assert [r["epoch"] for r in rows_b] == [1, 2, 3]
     for ra, rb in zip(rows_a, rows_b, strict=True):
