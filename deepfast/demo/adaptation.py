@@ -52,7 +52,7 @@ def adaptation_section(demo: Demo, section: Section) -> None:
 
     source_only = demo.train("adapt_source_only", data=f"folder:{root / 'source'}", **clf)
     cyclegan = demo.train("adapt_cyclegan", model="cyclegan", data=f"unpaired:{root / 'unpaired'}", epochs=epochs,
-                          batch_size=4, image_size=32, options={"ngf": 32, "n_blocks": 6})
+                          batch_size=4, image_size=32, options={"ngf": demo.pick(16, 32), "n_blocks": 6})
     if not (root / "translated_done").exists():
         with torch.no_grad():
             translated = torch.cat([cyclegan.g_a(x * 2 - 1) for x in src_x.split(256)])
@@ -66,8 +66,9 @@ def adaptation_section(demo: Demo, section: Section) -> None:
     section.text(f"Source: {half} labelled digits (gray). Target: Digits-M (deepfast.data.digits_m: digits blended "
                  "onto coloured texture patches of bundled pictures), whose labels are used only to score; the "
                  f"target training digits are other digits than the source ones. CycleGAN ({epochs} epochs, 32x32, "
-                 "batch 4) learns source <-> target from unpaired images; the same LeNet is trained on the source "
-                 f"images and on their translations, and scored on the {len(val_y)} held-out target digits.")
+                 f"batch 4, ngf {cyclegan.options['ngf']}) learns source <-> target from unpaired images; the same "
+                 "LeNet is trained on the source images and on their translations, and scored on the "
+                 f"{len(val_y)} held-out target digits.")
     section.table(rows)
     with torch.no_grad():
         examples = (cyclegan.g_a(src_x[:10] * 2 - 1) + 1) / 2

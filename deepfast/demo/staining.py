@@ -13,7 +13,7 @@ from deepfast.metrics import psnr, ssim
 
 def staining_section(demo: Demo, section: Section) -> None:
     size = demo.pick(32, 64)
-    epochs = demo.epochs(20, 100)
+    epochs = demo.epochs(8, 60)
     test = stain_domains("test", patch_size=size, value_range=(-1.0, 1.0))
     a = torch.stack([test[i][0] for i in range(len(test))])
     truth = torch.stack([test[i][1] for i in range(len(test))])
