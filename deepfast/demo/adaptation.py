@@ -52,7 +52,7 @@ def adaptation_section(demo: Demo, section: Section) -> None:
 
     source_only = demo.train("adapt_source_only", data=f"folder:{root / 'source'}", **clf)
     cyclegan = demo.train("adapt_cyclegan", model="cyclegan", data=f"unpaired:{root / 'unpaired'}", epochs=epochs,
-                          batch_size=4, image_size=32, options={"ngf": demo.pick(16, 32), "n_blocks": 6})
+                          batch_size=4, image_size=32, options={"ngf": 32, "n_blocks": 6})
     if not (root / "translated_done").exists():
         with torch.no_grad():
             translated = torch.cat([cyclegan.g_a(x * 2 - 1) for x in src_x.split(256)])
