@@ -3,8 +3,6 @@ image pools of 50, Adam 2e-4 betas (0.5, 0.999), constant learning rate then lin
 
 from __future__ import annotations
 
-import itertools
-
 import torch
 from torch import Tensor
 
