@@ -10,7 +10,7 @@
 # Environment:
 #   DEEPFAST_CUDA_VENV      the venv (default ~/.cache/deepfast/cuda-venv; created once, ~80 s, 5.5 GB)
 #   DEEPFAST_CUDA_BUILD     the build dir (default ~/.cache/deepfast/cuda-build)
-#   DEEPFAST_CUDA_PACKAGES  what goes into the venv (default: torch==2.14.1 numpy pybind11 ninja setuptools wheel)
+#   DEEPFAST_CUDA_PACKAGES  what goes into the venv (default: torch==2.14.1, the runtime dependencies, build tools)
 #   CUDA_HOME               the CUDA toolkit with nvcc (default /usr/local/cuda-13.0)
 #   TORCH_CUDA_ARCH_LIST    default "8.0;9.0"
 #   MAX_JOBS                parallel compile jobs (default 2)
@@ -21,7 +21,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE="${HOME}/.cache/deepfast"
 VENV="${DEEPFAST_CUDA_VENV:-${CACHE}/cuda-venv}"
 BUILD="${DEEPFAST_CUDA_BUILD:-${CACHE}/cuda-build}"
-PACKAGES="${DEEPFAST_CUDA_PACKAGES:-torch==2.14.1 numpy pybind11 ninja setuptools wheel}"
+PACKAGES="${DEEPFAST_CUDA_PACKAGES:-torch==2.14.1 numpy tqdm scikit-learn scikit-image pillow pybind11 ninja setuptools wheel}"
 export CUDA_HOME="${CUDA_HOME:-/usr/local/cuda-13.0}"
 export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-8.0;9.0}"
 export MAX_JOBS="${MAX_JOBS:-2}"

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from deepfast.data._common import ValueRange, check_value_range
+from deepfast.ops._checks import ValueRange, check_value_range
 from deepfast._inference import evaluating
 from deepfast.ops._checks import check_finite_float, check_float
 

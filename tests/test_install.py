@@ -67,3 +67,15 @@ def test_extension_reports_its_build():
     ext = backends.extension
     assert ext.version == deepfast.__version__
     assert "cpp" in ext.backends and ext.openmp and ext.num_threads() >= 1
+
+
+def test_import_deepfast_needs_only_torch():
+    """`import deepfast` (ops, layers, losses, models, attacks) works without Pillow, scikit-learn,
+    scikit-image and Triton, as in the CUDA build check's venv: only deepfast.data, training and the
+    demo need the first three."""
+    blocked = ["PIL", "sklearn", "skimage", "triton"]
+    code = ("import sys\n" + "".join(f"sys.modules[{m!r}] = None\n" for m in blocked)
+            + "import deepfast, deepfast.ops, deepfast.nn, deepfast.losses, deepfast.models, deepfast.attacks\n"
+            + "assert not any(m.startswith('deepfast.data') for m in sys.modules), 'deepfast.data imported'\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr

@@ -133,11 +133,12 @@ def test_ctrl_c_mid_epoch_saves_and_resume_continues_exactly(tmp_path, model, mo
         return step(batch)
 
     monkeypatch.setattr(interrupted, "train_step", step_then_ctrl_c)
+    handler = signal.getsignal(signal.SIGINT)  # SIG_IGN where the tests run in the background
     result = interrupted.fit()
     assert result.stopped and result.epochs_done == 0
     ckpt = load_checkpoint(tmp_path / "b" / "last.pt")
     assert (ckpt["epoch"], ckpt["batch"]) == (0, 3)  # 4 batches an epoch: stopped after the third
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert signal.getsignal(signal.SIGINT) is handler  # restored
     resumed = make_trainer(config(model, tmp_path / "b", epochs=2))
     resumed.fit(resume=True)
     assert_same_state(states(straight), states(resumed))

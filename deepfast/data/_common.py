@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-ValueRange = tuple[float, float]
+from deepfast.ops._checks import ValueRange, check_value_range
 
-
-def check_value_range(value_range: ValueRange) -> ValueRange:
-    """Returns ``value_range`` as two floats after checking that it is (lo, hi), finite, lo < hi."""
-    try:
-        lo, hi = (float(v) for v in value_range)
-    except (TypeError, ValueError):
-        raise ValueError(f"value_range must be a pair (lo, hi) such as (0, 1) or (-1, 1), got {value_range!r}") from None
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise ValueError(f"value_range must be finite with lo < hi, got {value_range!r}")
-    return lo, hi
+__all__ = ["ImageTensors", "ValueRange", "check_size", "check_value_range", "resize", "to_range"]
 
 
 def to_range(x: Tensor, value_range: ValueRange) -> Tensor:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from deepfast.data._common import ValueRange, check_value_range
+from deepfast.ops._checks import ValueRange, check_value_range
 from deepfast.ops._checks import check_finite_float, check_float
 
 

@@ -50,3 +50,17 @@ def in_float32(
         return fn(*tensors, **kwargs)
     out = fn(*(t.float() for t in tensors), **kwargs)
     return out.to(dtype) if isinstance(out, torch.Tensor) else tuple(o.to(dtype) for o in out)
+
+
+ValueRange = tuple[float, float]
+
+
+def check_value_range(value_range: ValueRange) -> ValueRange:
+    """Returns ``value_range`` as two floats after checking that it is (lo, hi), finite, lo < hi."""
+    try:
+        lo, hi = (float(v) for v in value_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"value_range must be a pair (lo, hi) such as (0, 1) or (-1, 1), got {value_range!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"value_range must be finite with lo < hi, got {value_range!r}")
+    return lo, hi
