@@ -299,6 +299,16 @@ def test_bad_input_names_the_argument(lenet, val):
         pgd(x - 0.5, y)
     with pytest.raises(ValueError, match="images"):
         pgd(x.flatten()[:5], y)  # no batch of images
+    for bad in (10, -1):  # not a class of the model: before any loss reads it, on the first call and later ones
+        for attack in (PGD(lenet, steps=1), Square(lenet, queries=2)):
+            for _ in range(2):
+                with pytest.raises(ValueError, match=r"labels must hold class indices in \[0, 10\)"):
+                    attack(x, torch.cat([y[:4], torch.tensor([bad])]))
+            attack(x, y)  # and the attack still works
+    with pytest.raises(ValueError, match="target must hold class indices"):
+        PGD(lenet, steps=1, target=torch.full((5,), 12))(x, y)
+    with pytest.raises(ValueError, match="amp"):
+        PGD(lenet, amp="fp8")
     for cls in (FGSM, PGD, Square):
         with pytest.raises(ValueError, match="eps"):
             cls(lenet, eps=-0.1)

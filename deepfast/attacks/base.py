@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from deepfast.amp import autocast, check_amp
 from deepfast.attacks.targets import Target, check_target, resolve_target
 
 Normalization = tuple[Sequence[float] | float | Tensor, Sequence[float] | float | Tensor]
@@ -133,6 +134,10 @@ class Attack:
             or one for all.
         seed: seeds a torch.Generator on the model's device for every call (reproducible attacks);
             None uses the global random state.
+        amp: "bf16" or "fp16": the model runs under ``torch.autocast`` in that dtype (its logits are
+            cast to float32; the images, the gradients and the steps stay in the model's dtype).
+            fp16 gradients of very confident samples can underflow to 0 (those samples do not move):
+            prefer "bf16". None: the model's dtype throughout.
 
     Subclasses implement ``_attack(x, goal, targeted, generator) -> x_adv`` on the model's device, with
     x (N, ...) in [0, 1] and goal (N,) int64: the labels (untargeted) or the targets (targeted).
@@ -148,13 +153,18 @@ class Attack:
         target: Target = None,
         normalization: Normalization | None = None,
         seed: int | None = None,
+        amp: str | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
         self.eps = check_eps(eps)
         self.target = check_target(target)
+        self.amp = check_amp(amp)
+        self.num_classes: int | None = None  # K of the model's logits, once seen
+        self._goal_range: tuple[tuple[int, int], str] | None = None  # (min, max) of the call's goal, unchecked
         self.mean = self.std = None
+        self._stats: dict[tuple[torch.device, torch.dtype], tuple[Tensor, Tensor]] = {}  # (mean, std) per device
         if normalization is not None:
             if not (isinstance(normalization, (tuple, list)) and len(normalization) == 2):
                 raise ValueError(f"normalization must be a pair (mean, std), got {normalization!r}")
@@ -176,14 +186,28 @@ class Attack:
     # --- what subclasses use ---------------------------------------------------------------------
 
     def logits(self, x: Tensor) -> Tensor:
-        """The model's logits (N, K) for images x (N, ...) in [0, 1], normalization applied."""
-        out = self.model(x if self.mean is None else (x - self.mean.to(x)) / self.std.to(x))
+        """The model's logits (N, K) for images x (N, ...) in [0, 1], normalization applied; float32
+        under ``amp``. Reads nothing back from the device (a CUDA graph can capture it)."""
+        if self.mean is not None:
+            mean, std = self._device_stats(x)
+            x = (x - mean) / std
+        with autocast(x.device.type, self.amp, cache=False):
+            out = self.model(x)
         if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0] or out.shape[1] < 2:
             got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
             raise ValueError(f"model must return logits of shape (N, num_classes) = ({x.shape[0]}, K >= 2), got {got}")
         if not out.dtype.is_floating_point:
             raise ValueError(f"model must return floating-point logits, got dtype {out.dtype}")
-        return out
+        self.num_classes = out.shape[1]
+        self._check_goal(self.num_classes)
+        return out.float() if self.amp is not None and out.dtype in (torch.float16, torch.bfloat16) else out
+
+    def _device_stats(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(mean, std) on x's device in x's dtype, copied there once."""
+        key = (x.device, x.dtype)
+        if key not in self._stats:
+            self._stats[key] = (self.mean.to(x), self.std.to(x))
+        return self._stats[key]
 
     @staticmethod
     def loss(logits: Tensor, goal: Tensor, targeted: bool, reduction: str = "sum") -> Tensor:
@@ -215,8 +239,22 @@ class Attack:
             if labels is not None:
                 labels = _normal_tensor(labels.to(device, torch.int64))
             goal, targeted = resolve_target(self.target, x, labels, self._clean_logits, generator)
+            self._goal_range = (tuple(int(v) for v in torch.aminmax(goal)), "target" if targeted else "labels")
+            if self.num_classes is not None:
+                self._check_goal(self.num_classes)
             adv = self._attack(x, goal, targeted, generator)
         return adv.to(images.device, images.dtype)
+
+    def _check_goal(self, k: int) -> None:
+        """The labels (or targets) of this call must be class indices of the model, in [0, k). Checked
+        once per call: before the attack when the model's K is known from an earlier call, else at the
+        first forward (before any loss reads them; no device read-back there)."""
+        if self._goal_range is not None:
+            (lo, hi), name = self._goal_range
+            self._goal_range = None
+            if lo < 0 or hi >= k:
+                raise ValueError(f"{name} must hold class indices in [0, {k}) for a model of {k} classes, "
+                                 f"got values in [{lo}, {hi}]")
 
     def _clean_logits(self, x: Tensor) -> Tensor:
         with torch.no_grad():

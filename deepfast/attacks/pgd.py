@@ -13,11 +13,14 @@ With momentum mu > 0, g is replaced by m <- mu * m + g / mean|g| (per sample) be
 
 from __future__ import annotations
 
+from itertools import chain
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from deepfast.attacks.base import Attack, Normalization, check_eps, check_positive_int
+from deepfast.attacks.graphed import StaticRun, momentum_
 from deepfast.attacks.targets import Target
 from deepfast.ops import pgd_random_start, pgd_step_
 from deepfast.ops._checks import check_choice
@@ -42,7 +45,14 @@ class PGD(Attack):
             the first point found that fools the model. False: every sample takes every step, as in
             the textbook loop.
         momentum: decay mu of MI-FGSM's gradient accumulation; 0: plain PGD.
-        target, normalization, seed: see ``Attack``.
+        cuda_graph: run the steps as replays of a CUDA graph (``deepfast.attacks.graphed``; the model
+            must be on a CUDA device, and its forward must not read values back to the host or change
+            with the data). Captured on the first call for each batch shape and kept by the attack
+            (with its buffers) for the next calls of that shape; captured again when the shape,
+            the settings or the model's tensors (a ``.to()``, new parameters) change. Early stop masks
+            fooled samples instead of shrinking the batch: the same results, each step costs the
+            whole batch. Combine with ``amp="bf16"``. Not for subclasses with their own objective.
+        target, normalization, seed, amp: see ``Attack``.
 
     One forward and one backward of the model per step on the samples still moving, one extra forward
     per restart when restarts > 1; the update is the fused in-place step, no tensor of the batch's size
@@ -61,11 +71,13 @@ class PGD(Attack):
         restarts: int = 1,
         early_stop: bool = True,
         momentum: float = 0.0,
+        cuda_graph: bool = False,
         target: Target = None,
         normalization: Normalization | None = None,
         seed: int | None = None,
+        amp: str | None = None,
     ) -> None:
-        super().__init__(model, eps=eps, target=target, normalization=normalization, seed=seed)
+        super().__init__(model, eps=eps, target=target, normalization=normalization, seed=seed, amp=amp)
         self.steps = check_positive_int(steps, "steps")
         self.alpha = 2.5 * self.eps / self.steps if alpha is None else check_eps(alpha, "alpha")
         check_choice(norm, "norm", NORMS)
@@ -76,11 +88,16 @@ class PGD(Attack):
             raise ValueError("restarts > 1 needs random_start=True (restarts from the image itself are all the same)")
         self.early_stop = bool(early_stop)
         self.momentum = check_eps(momentum, "momentum")
+        self.cuda_graph = bool(cuda_graph)
+        if self.cuda_graph and type(self).objective is not PGD.objective:
+            raise ValueError(f"cuda_graph=True is not supported by {self.name}: its objective depends on more than "
+                             "the batch (random transforms or state set per call), which a replayed graph would not see")
+        self._graphed: tuple[tuple, StaticRun] | None = None  # (key, run) of the last captured graph
 
     def __repr__(self) -> str:
         return (f"{self.name}(eps={self.eps:.4g}, alpha={self.alpha:.4g}, steps={self.steps}, norm={self.norm!r}, "
                 f"random_start={self.random_start}, restarts={self.restarts}, early_stop={self.early_stop}, "
-                f"momentum={self.momentum:.4g}, target={self.target!r})")
+                f"momentum={self.momentum:.4g}, cuda_graph={self.cuda_graph}, amp={self.amp!r}, target={self.target!r})")
 
     def objective(self, x: Tensor, goal: Tensor, targeted: bool,
                   generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
@@ -127,8 +144,11 @@ class PGD(Attack):
         ``out``); the others' rows are written to ``out`` when they stop, so tensors are only
         re-packed when the batch shrinks."""
         xa = pgd_random_start(x0, self.eps, self.norm, generator=generator) if self.random_start else x0.clone()
+        if self.cuda_graph:
+            run = self._static_run(x0, goal, targeted, xa)
+            run.load(x0, goal, xa)
+            return run.run(self.steps)
         out, index, m = xa, None, None
-        sample_dims = tuple(range(1, x0.dim()))
         for _ in range(self.steps):
             grad, logits = self.gradient(xa, goal, targeted, generator)
             if self.early_stop:
@@ -145,13 +165,27 @@ class PGD(Attack):
                     if index.numel() == 0:
                         return out
             if self.momentum > 0:
-                grad.div_(grad.abs().mean(dim=sample_dims, keepdim=True).clamp_min(torch.finfo(grad.dtype).tiny))
-                m = grad if m is None else m.mul_(self.momentum).add_(grad)
-                grad = m
+                grad = m = momentum_(grad, m, self.momentum)
             pgd_step_(xa, grad, x0, step_size=self.alpha, eps=self.eps, norm=self.norm)
         if index is not None:
             out.index_copy_(0, index, xa)
         return out
+
+    def _static_run(self, x0: Tensor, goal: Tensor, targeted: bool, start: Tensor) -> StaticRun:
+        """The captured run for this batch shape, settings and model tensors (captured now if the last
+        one was for others: its graph and buffers are freed first)."""
+        if x0.device.type != "cuda":
+            raise ValueError(f"cuda_graph=True needs the model on a CUDA device, got {x0.device}")
+        tensors = chain(self.model.parameters(), self.model.buffers())
+        key = (x0.shape, x0.dtype, x0.device, targeted, self.eps, self.alpha, self.norm, self.momentum,
+               self.early_stop, self.amp, tuple(t.data_ptr() for t in tensors))
+        if self._graphed is None or self._graphed[0] != key:
+            self._graphed = None
+            run = StaticRun(self, x0, goal, targeted)
+            run.load(x0, goal, start)
+            run.capture()
+            self._graphed = (key, run)
+        return self._graphed[1]
 
 
 def pgd_reference(

@@ -43,7 +43,7 @@ class Square(Attack):
         eps: Linf radius, >= 0.
         queries: the most model evaluations per image (the start counts as one), >= 1.
         p_init: initial fraction of the image's pixels that the square covers, in (0, 1].
-        target, normalization, seed: see ``Attack``.
+        target, normalization, seed, amp: see ``Attack``.
 
     Images are (N, C, H, W). Each query runs the model on the images not yet fooled only.
     ``last_queries``: int64 (N,), the queries each image of the last call used.
@@ -52,8 +52,9 @@ class Square(Attack):
     black_box = True
 
     def __init__(self, model: nn.Module, eps: float = 8 / 255, queries: int = 1000, p_init: float = 0.8, *,
-                 target: Target = None, normalization: Normalization | None = None, seed: int | None = None) -> None:
-        super().__init__(model, eps=eps, target=target, normalization=normalization, seed=seed)
+                 target: Target = None, normalization: Normalization | None = None, seed: int | None = None,
+                 amp: str | None = None) -> None:
+        super().__init__(model, eps=eps, target=target, normalization=normalization, seed=seed, amp=amp)
         self.queries = check_positive_int(queries, "queries")
         if isinstance(p_init, bool) or not isinstance(p_init, (int, float)) or not 0 < p_init <= 1:
             raise ValueError(f"p_init must be a float in (0, 1], got {p_init!r}")

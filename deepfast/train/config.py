@@ -6,7 +6,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-AMP_DTYPES = ("bf16", "fp16")
+from deepfast.amp import check_amp
 
 
 @dataclass
@@ -47,8 +47,7 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a positive finite float, got {self.lr!r}")
-        if self.amp is not None and self.amp not in AMP_DTYPES:
-            raise ValueError(f"amp must be one of {', '.join(AMP_DTYPES)} or None, got {self.amp!r}")
+        check_amp(self.amp)
         if self.impl not in ("fused", "reference"):
             raise ValueError(f'impl must be "fused" or "reference", got {self.impl!r}')
         if not isinstance(self.sample_every, int) or self.sample_every < 0:

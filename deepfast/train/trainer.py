@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 import deepfast
+from deepfast.amp import autocast
 from deepfast.grid import save_grid
 from deepfast.nn import convert_sync_batchnorm
 from deepfast.train.checkpoint import atomic_save, load_checkpoint, rng_state, set_rng_state
@@ -151,8 +152,7 @@ class Trainer:
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Mixed precision (--amp bf16/fp16) around forward passes and losses."""
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.config.amp)
-        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
+        return autocast(self.device.type, self.config.amp)
 
     def backward(self, loss: Tensor, *optimizers: torch.optim.Optimizer) -> None:
         """loss.backward() (scaled under fp16) and a step of each optimizer, which are zeroed first."""
