@@ -17,8 +17,21 @@ Rows (op "attack PGD-10"):
            deepfast early-stop  deepfast.attacks.PGD (early_stop=True, the default): samples already
                               fooled stop moving and leave the batch
 
+On a GPU only (op "attack PGD-10 ResNet-18"; skipped on the CPU, where one attack takes about a minute):
+  shape    256x3x32x32: a batch of 256 random images and deepfast.models.ResNet18(impl="reference") (plain
+           torch layers, as a user's model would be; random weights, BatchNorm statistics of random
+           images), labels = its own predictions (clean accuracy 100%); Linf eps 8/255, alpha 2/255,
+           10 steps from a random start, every sample every step unless "early-stop"
+  impls    plain torch        the textbook loop (role "eager"), float32 (every row: float32 images)
+           plain torch compiled  the same loop on torch.compile(model) (role "compile")
+           deepfast           PGD(early_stop=False), float32
+           deepfast bf16      PGD(early_stop=False, amp="bf16")
+           deepfast graph     PGD(early_stop=False, cuda_graph=True), float32
+           deepfast graph bf16  PGD(early_stop=False, cuda_graph=True, amp="bf16"): the issue's target row
+           deepfast graph bf16 early-stop  the same with early stop (the default)
+
 torchattacks is not installed in this project's environment, so there is no torchattacks row. Time per
-call of the whole attack (images/s = 256 / time); bytes moved are not meaningful here (the model's
+call of the whole attack (images/s = batch / time); bytes moved are not meaningful here (the model's
 forward and backward dominate) and are left out.
 """
 
@@ -30,6 +43,7 @@ import torch
 from benchmarks.conftest import measure
 from deepfast.attacks import PGD, pgd_reference
 from deepfast.data import digits
+from deepfast.models import ResNet18
 from deepfast.ops import pgd_random_start
 from tests.test_attacks import train_lenet  # the model the tests attack
 
@@ -74,3 +88,55 @@ def test_attack_pgd(benchmark, device, copy_bandwidth, lenet_digits, mode, impl)
             shape=tuple(x.shape), mode=mode, impl=impl, role="eager" if impl == "plain torch" else impl,
             dtype="float32", robust_accuracy=robust,
             note="attack PGD-10: LeNet on digits; images/s = 256 / median; torchattacks is not installed here")
+
+
+RESNET_IMPLS = {  # impl -> PGD settings beyond eps, alpha, steps (None: the plain loop)
+    "plain torch": None,
+    "plain torch compiled": None,
+    "deepfast": dict(early_stop=False),
+    "deepfast bf16": dict(early_stop=False, amp="bf16"),
+    "deepfast graph": dict(early_stop=False, cuda_graph=True),
+    "deepfast graph bf16": dict(early_stop=False, cuda_graph=True, amp="bf16"),
+    "deepfast graph bf16 early-stop": dict(cuda_graph=True, amp="bf16"),
+}
+
+
+@pytest.fixture(scope="module")
+def resnet_batch(device):
+    if device.type != "cuda":
+        pytest.skip("ResNet-18 rows run on a GPU only (an attack takes about a minute on this CPU)")
+    torch.manual_seed(0)
+    model = ResNet18(impl="reference").to(device)
+    with torch.no_grad():  # BatchNorm running statistics of random images, then eval mode
+        for _ in range(5):
+            model(torch.rand(BATCH, 3, 32, 32, device=device))
+    model.eval()
+    x = torch.rand(BATCH, 3, 32, 32, device=device)
+    with torch.no_grad():
+        return model, x, model(x).argmax(1)
+
+
+@pytest.mark.parametrize("impl", RESNET_IMPLS)
+def test_attack_pgd_resnet18(benchmark, device, copy_bandwidth, resnet_batch, impl):
+    model, x, y = resnet_batch
+    eps, alpha = 8 / 255, 2 / 255
+    settings = RESNET_IMPLS[impl]
+    if settings is None:
+        net = torch.compile(model) if impl.endswith("compiled") else model
+
+        def step():
+            return pgd_reference(net, x, y, eps, alpha, STEPS, start=pgd_random_start(x, eps))
+    else:
+        attack = PGD(model, eps, alpha, STEPS, **settings)
+
+        def step():
+            return attack(x, y)
+
+    adv = step()
+    with torch.no_grad():
+        robust = (model(adv).argmax(1) == y).float().mean().item()
+    role = {"plain torch": "eager", "plain torch compiled": "compile"}.get(impl, impl)
+    measure(benchmark, step, device=device, copy_bandwidth=copy_bandwidth, bytes_moved=0,
+            op="attack PGD-10 ResNet-18", shape=tuple(x.shape), mode="Linf", impl=impl, role=role,
+            dtype="float32", robust_accuracy=robust,
+            note="ResNet-18 (reference layers, random weights) at batch 256; images/s = 256 / median")
