@@ -34,7 +34,7 @@ def tiny_data():
 def test_attack_prints_the_table_and_writes_the_png(runs, tmp_path, capsys):
     png = tmp_path / "adv.png"
     args = ["attack", "--ckpt", str(runs / "classifier" / "last.pt"), "--attack", "pgd", "--eps", "0,0.3",
-            "--steps", "5", "--n", "12", "--show", "5", "--out", str(png), "--no-progress"]
+            "--steps", "5", "--n", "12", "--show", "5", "--out", str(png), "--no-progress", "--amp", "bf16"]
     assert cli.main(args) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()

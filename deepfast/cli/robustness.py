@@ -75,14 +75,14 @@ def labelled_images(args: argparse.Namespace, trainer, split: str, n: int | None
 
 def attack_factories(names: list[str], args: argparse.Namespace) -> list:
     """The attack classes ``names`` with the settings given on the command line (--steps, --alpha, --norm,
-    --seed), each setting passed to the attacks that take it; one that none of them takes is an error
-    naming the flag."""
+    each passed to the attacks that take it; one that none of them takes is an error naming the flag),
+    --seed and --amp (every attack takes them)."""
     import functools
     import inspect
 
     from deepfast.attacks import ATTACKS
 
-    kwargs = [{"seed": args.seed} for _ in names]
+    kwargs = [{"seed": args.seed, "amp": args.amp} for _ in names]
     for key in ("steps", "alpha", "norm"):
         value = getattr(args, key)
         if value is None:
@@ -178,6 +178,7 @@ def add_parsers(commands) -> None:
                                              "--norm too go to the attacks that take them")
     p.add_argument("--alpha", type=float, help="step size (default: 2.5 * eps / steps for PGD)")
     p.add_argument("--norm", choices=["inf", "2"], help="Linf (default) or L2 ball")
+    p.add_argument("--amp", choices=["bf16", "fp16"], help="run the model under autocast in this dtype")
     p.add_argument("--batch-size", type=int, default=256, help="images per attack batch (default 256)")
     p.add_argument("--show", type=int, default=8, help="images in the PNG (default 8)")
     p.add_argument("--out", help="PNG file (default: attack.png beside the checkpoint)")
