@@ -72,9 +72,9 @@ class StaticRun:
         pgd_step_(self.xa, grad, self.x0, step_size=a.alpha, eps=a.eps, norm=a.norm)
 
     def capture(self, warmup: int = 2) -> None:
-        """Records ``step`` as a CUDA graph, after ``warmup`` eager steps on a side stream (lazy
-        initialisation of cuDNN, cuBLAS and Triton happens there, not in the capture). The steps move
-        the buffers: ``load`` again before ``run``."""
+        """Records ``step`` as a CUDA graph, after ``warmup`` eager steps on the stream the capture then
+        uses (lazy initialisation of cuDNN, cuBLAS handles and workspaces, and Triton compilation,
+        happens there, not in the capture). The steps move the buffers: ``load`` again before ``run``."""
         device = self.x0.device
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
@@ -83,7 +83,7 @@ class StaticRun:
                 self.step()
         torch.cuda.current_stream(device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, stream=side):
             self.step()
         self.graph = graph
 
