@@ -16,6 +16,8 @@ Rows (op "attack PGD-10"):
                               in-place step and the parameters frozen during the attack
            deepfast early-stop  deepfast.attacks.PGD (early_stop=True, the default): samples already
                               fooled stop moving and leave the batch
+           deepfast bf16, deepfast bf16 early-stop  the same two with amp="bf16" (the model under
+                              torch.autocast in bfloat16; fast on CPUs with bf16 instructions)
 
 On a GPU only (op "attack PGD-10 ResNet-18"; skipped on the CPU, where one attack takes about a minute):
   shape    256x3x32x32: a batch of 256 random images and deepfast.models.ResNet18(impl="reference") (plain
@@ -50,7 +52,7 @@ from tests.test_attacks import train_lenet  # the model the tests attack
 OP = "attack PGD-10"
 BATCH = 256
 MODES = {"Linf": dict(norm="inf", eps=8 / 255, alpha=2 / 255), "L2": dict(norm="2", eps=0.5, alpha=0.125)}
-IMPLS = ("plain torch", "deepfast", "deepfast early-stop")
+IMPLS = ("plain torch", "deepfast", "deepfast early-stop", "deepfast bf16", "deepfast bf16 early-stop")
 STEPS = 10
 
 
@@ -76,7 +78,8 @@ def test_attack_pgd(benchmark, device, copy_bandwidth, lenet_digits, mode, impl)
         steps = STEPS if norm == "inf" else 1
         same = PGD(model, eps, alpha, steps, random_start=False, norm=norm, early_stop=False)
         torch.testing.assert_close(same(x, y), pgd_reference(model, x, y, eps, alpha, steps, norm), rtol=0, atol=1e-6)
-        attack = PGD(model, eps, alpha, STEPS, norm=norm, early_stop=impl.endswith("early-stop"))
+        attack = PGD(model, eps, alpha, STEPS, norm=norm, early_stop=impl.endswith("early-stop"),
+                     amp="bf16" if "bf16" in impl else None)
 
         def step():
             return attack(x, y)
