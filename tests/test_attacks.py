@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from deepfast.attacks import (
-    BIM, EOTPGD, FGSM, MIFGSM, PGD, GradientMaskingWarning, RandomTransform, Square, evaluate, generate_class,
+    APGD, APGDDLR, BIM, EOTPGD, FGSM, MIFGSM, PGD, GradientMaskingWarning, RandomTransform, Square, evaluate, generate_class,
     pgd_reference,
 )
 from deepfast.data import digits
@@ -71,6 +71,8 @@ ATTACKS = {
     "pgd-targeted": lambda m, e: PGD(m, e, steps=5, target="random", seed=1),
     "bim": lambda m, e: BIM(m, e, steps=5),
     "mifgsm": lambda m, e: MIFGSM(m, e, steps=5),
+    "apgd": lambda m, e: APGD(m, e, steps=5, seed=1),
+    "apgd-dlr-l2": lambda m, e: APGDDLR(m, e, steps=5, norm="2", seed=1),
     "eot": lambda m, e: EOTPGD(m, e, steps=3, eot_samples=2, seed=1),
     "square": lambda m, e: Square(m, e, queries=40, seed=1),
 }

@@ -6,6 +6,7 @@ its mode and never touches its parameters or their gradients. ``target=`` makes 
 (see ``deepfast.attacks.targets``). ``evaluate`` measures robust accuracy, worst case over attacks.
 """
 
+from deepfast.attacks.apgd import APGD, APGDDLR, dlr_loss
 from deepfast.attacks.base import Attack, eval_mode
 from deepfast.attacks.eot import EOTPGD, RandomTransform
 from deepfast.attacks.evaluate import ATTACKS, Evaluation, GradientMaskingWarning, evaluate
@@ -16,6 +17,8 @@ from deepfast.attacks.square import Square
 from deepfast.attacks.targets import TARGET_MODES, resolve_target
 
 __all__ = [
+    "APGD",
+    "APGDDLR",
     "ATTACKS",
     "Attack",
     "BIM",
@@ -31,6 +34,7 @@ __all__ = [
     "eval_mode",
     "evaluate",
     "generate_class",
+    "dlr_loss",
     "pgd_reference",
     "resolve_target",
 ]

@@ -21,13 +21,15 @@ from tqdm.auto import tqdm
 from deepfast.attacks.base import (
     Attack, Normalization, check_eps, check_images, check_labels, eval_mode, model_device, model_dtype,
 )
+from deepfast.attacks.apgd import APGD, APGDDLR
 from deepfast.attacks.eot import EOTPGD
 from deepfast.attacks.fgsm import FGSM
 from deepfast.attacks.pgd import BIM, MIFGSM, PGD
 from deepfast.attacks.square import Square
 
 ATTACKS: dict[str, Callable[..., Attack]] = {
-    "fgsm": FGSM, "pgd": PGD, "bim": BIM, "mifgsm": MIFGSM, "eot": EOTPGD, "square": Square,
+    "fgsm": FGSM, "pgd": PGD, "bim": BIM, "mifgsm": MIFGSM, "apgd": APGD, "apgd-dlr": APGDDLR, "eot": EOTPGD,
+    "square": Square,
 }
 
 AttackSpec = str | Callable[..., Attack]  # a name of ATTACKS, or factory(model, eps=, normalization=) -> Attack

@@ -172,7 +172,7 @@ def add_parsers(commands) -> None:
     p.set_defaults(func=attack)
     p.add_argument("--split", choices=["val", "train"], default="val", help="which split (default val)")
     p.add_argument("--attack", type=attack_names, default=["pgd"],
-                   help="attack(s), comma-separated: fgsm, pgd, bim, mifgsm, eot, square (default pgd)")
+                   help="attack(s), comma-separated: fgsm, pgd, bim, mifgsm, apgd, apgd-dlr, eot, square (default pgd)")
     p.add_argument("--eps", type=number_list("--eps"), default=[0.3], help="budgets, comma-separated (default 0.3)")
     p.add_argument("--steps", type=int, help="steps of the iterative attacks (their default: 10); --alpha and "
                                              "--norm too go to the attacks that take them")
