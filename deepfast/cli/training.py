@@ -123,7 +123,7 @@ def add_parsers(commands) -> None:
                           "lambda ||f(x) - f(x_adv)||^2 (logit pairing), alp_mixed = the paper's mixed-batch ALP, "
                           "trades = CE(x) + lambda KL(p(x) || p(x_adv))")
     adv.add_argument("--eps", type=float, help="Linf radius in [0, 1] pixels (default 0.2: Madry et al.'s MNIST "
-                                               "0.3 stalls LeNet on the bundled digits without --eps-warmup)")
+                                               "0.3 stalls LeNet on the bundled digits, with --eps-warmup too)")
     adv.add_argument("--adv-steps", type=int, help="PGD steps per training example (default 10)")
     adv.add_argument("--adv-alpha", type=float, help="PGD step size (default 2.5 * eps / steps)")
     adv.add_argument("--adv-lambda", type=float, help="weight of the adversarial term (default 1; trades: 6)")
