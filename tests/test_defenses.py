@@ -43,6 +43,12 @@ def config(out, options=None, **kw):
 ADV = {"adversarial": "pgd", "eps": 0.1, "adv_steps": 2}
 
 
+def assert_same_weights(a, b):
+    """The models of trainers a and b are equal, bit for bit."""
+    for (name, x), y in zip(a.model.state_dict().items(), b.model.state_dict().values(), strict=True):
+        assert torch.equal(x, y), name
+
+
 # ------------------------------------------------------------------------------------------ losses
 def ce(logits, y):
     """Mean cross-entropy, written out: -(z_y - log sum_k exp z_k)."""
@@ -116,21 +122,19 @@ def test_madry_at_eps_0_is_standard_training(tmp_path):
     standard.fit()
     madry = make_trainer(config(tmp_path / "b", {"adversarial": "pgd", "defense": "madry", "eps": 0.0, "adv_steps": 2}))
     madry.fit()
-    for (name, a), b in zip(standard.model.state_dict().items(), madry.model.state_dict().values(), strict=True):
-        assert torch.equal(a, b), name
+    assert_same_weights(standard, madry)
 
 
 def test_adversarial_training_resumes_exactly_after_a_crash(tmp_path, crash_and_resume):
     straight, resumed = crash_and_resume(lambda out: config(out, ADV, epochs=2), tmp_path)
-    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
-        assert torch.equal(a, b), name
+    assert_same_weights(straight, resumed)
     rows = [[json.loads(line) for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()] for d in "ab"]
     for ra, rb in zip(*rows, strict=True):
         assert {k: v for k, v in ra.items() if k != "time"} == {k: v for k, v in rb.items() if k != "time"}
 
 
 def train_recording_radius(out, options, monkeypatch, **kw):
-    """Trains a classifier; returns [(epoch, batch, attack eps, attack alpha)] of each training step."""
+    """Trains a classifier; returns it and [(epoch, batch, attack eps, attack alpha)] of each step."""
     trainer = make_trainer(config(out, options, **kw))
     step, seen = trainer.train_step, []
 
@@ -141,7 +145,7 @@ def train_recording_radius(out, options, monkeypatch, **kw):
 
     monkeypatch.setattr(trainer, "train_step", recording)
     trainer.fit()
-    return seen
+    return trainer, seen
 
 
 @pytest.mark.parametrize("alpha", [None, 0.04])
@@ -149,7 +153,7 @@ def test_eps_warmup_ramps_the_radius_and_step_linearly(tmp_path, monkeypatch, al
     """48 images, batch 16: 3 steps an epoch; the step ending t = epoch + (batch + 1) / 3 epochs attacks
     with s * eps, s * alpha, s = min(1, t / 1.5); alpha None: 2.5 * eps / adv_steps."""
     options = {**ADV, "eps": 0.3, "adv_alpha": alpha, "eps_warmup": 1.5}
-    seen = train_recording_radius(tmp_path, options, monkeypatch, epochs=3)
+    _, seen = train_recording_radius(tmp_path, options, monkeypatch, epochs=3)
     full_alpha = 2.5 * 0.3 / 2 if alpha is None else alpha
     assert [(e, b) for e, b, _, _ in seen] == [(e, b) for e in range(3) for b in range(3)]
     for epoch, batch, eps, step in seen:
@@ -162,14 +166,12 @@ def test_eps_warmup_ramps_the_radius_and_step_linearly(tmp_path, monkeypatch, al
 def test_eps_warmup_0_attacks_with_the_full_radius_bit_for_bit(tmp_path, monkeypatch):
     """Without warm-up every step's attack has exactly the eps and alpha that PGD computes (the training
     is then the one before the option existed); eps_warmup=0 and leaving it out are the same run."""
-    seen = train_recording_radius(tmp_path / "a", {**ADV, "eps_warmup": 0}, monkeypatch)
+    warmup_0, seen = train_recording_radius(tmp_path / "a", {**ADV, "eps_warmup": 0}, monkeypatch)
     full = PGD(torch.nn.Identity(), 0.1, None, 2)
     assert {(eps, alpha) for _, _, eps, alpha in seen} == {(full.eps, full.alpha)}
-    runs = [make_trainer(config(tmp_path / d, options)) for d, options in (("a", {**ADV, "eps_warmup": 0}), ("b", ADV))]
-    for run in runs:
-        run.fit()
-    for (name, a), b in zip(runs[0].model.state_dict().items(), runs[1].model.state_dict().values(), strict=True):
-        assert torch.equal(a, b), name
+    default = make_trainer(config(tmp_path / "b", ADV))
+    default.fit()
+    assert_same_weights(warmup_0, default)
     assert AdversarialTraining(eps_warmup=0).warmup_scale(0.0) == 1.0
     assert AdversarialTraining(eps_warmup=4).warmup_scale(1.0) == 0.25
 
@@ -194,8 +196,7 @@ def test_eps_warmup_resumes_exactly_after_a_mid_epoch_stop(tmp_path, monkeypatch
     assert (ckpt["epoch"], ckpt["batch"]) == (1, 1)
     resumed = make_trainer(config(tmp_path / "b", options))
     resumed.fit(resume=True)
-    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
-        assert torch.equal(a, b), name
+    assert_same_weights(straight, resumed)
 
 
 def test_bad_adversarial_options_name_the_option(tmp_path):
