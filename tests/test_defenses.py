@@ -1,6 +1,7 @@
 """deepfast.defenses and the robust losses: the losses equal their formulas (float64), adversarial
-training runs in the classifier trainer, resumes exactly and at eps 0 is standard training, its CLI
-flags, the activation detector separates clean from PGD examples, the adaptive attack evades it."""
+training runs in the classifier trainer, resumes exactly and at eps 0 is standard training, its eps
+warm-up follows its schedule and resumes exactly, its CLI flags, the activation detector separates
+clean from PGD examples, the adaptive attack evades it."""
 
 import json
 import math
@@ -15,7 +16,7 @@ from deepfast.defenses import AdversarialTraining, TradesPGD
 from deepfast.defenses.detection import (ActivationDetector, AdaptivePGD, detection_auc, detection_report,
                                          find_layer, fit_detector)
 from deepfast.losses.robust import adversarial_training_loss, logit_pairing_loss, trades_loss
-from deepfast.train import TrainConfig, make_trainer
+from deepfast.train import TrainConfig, load_checkpoint, make_trainer
 
 
 def tiny(split="train", size=32, value_range=(0.0, 1.0)):
@@ -40,6 +41,12 @@ def config(out, options=None, **kw):
 
 
 ADV = {"adversarial": "pgd", "eps": 0.1, "adv_steps": 2}
+
+
+def assert_same_weights(a, b):
+    """The models of trainers a and b are equal, bit for bit."""
+    for (name, x), y in zip(a.model.state_dict().items(), b.model.state_dict().values(), strict=True):
+        assert torch.equal(x, y), name
 
 
 # ------------------------------------------------------------------------------------------ losses
@@ -115,17 +122,81 @@ def test_madry_at_eps_0_is_standard_training(tmp_path):
     standard.fit()
     madry = make_trainer(config(tmp_path / "b", {"adversarial": "pgd", "defense": "madry", "eps": 0.0, "adv_steps": 2}))
     madry.fit()
-    for (name, a), b in zip(standard.model.state_dict().items(), madry.model.state_dict().values(), strict=True):
-        assert torch.equal(a, b), name
+    assert_same_weights(standard, madry)
 
 
 def test_adversarial_training_resumes_exactly_after_a_crash(tmp_path, crash_and_resume):
     straight, resumed = crash_and_resume(lambda out: config(out, ADV, epochs=2), tmp_path)
-    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
-        assert torch.equal(a, b), name
+    assert_same_weights(straight, resumed)
     rows = [[json.loads(line) for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()] for d in "ab"]
     for ra, rb in zip(*rows, strict=True):
         assert {k: v for k, v in ra.items() if k != "time"} == {k: v for k, v in rb.items() if k != "time"}
+
+
+def train_recording_radius(out, options, monkeypatch, **kw):
+    """Trains a classifier; returns it and [(epoch, batch, attack eps, attack alpha)] of each step."""
+    trainer = make_trainer(config(out, options, **kw))
+    step, seen = trainer.train_step, []
+
+    def recording(batch):
+        losses = step(batch)
+        seen.append((trainer.epoch, trainer.batch, trainer.attack.eps, trainer.attack.alpha))
+        return losses
+
+    monkeypatch.setattr(trainer, "train_step", recording)
+    trainer.fit()
+    return trainer, seen
+
+
+@pytest.mark.parametrize("alpha", [None, 0.04])
+def test_eps_warmup_ramps_the_radius_and_step_linearly(tmp_path, monkeypatch, alpha):
+    """48 images, batch 16: 3 steps an epoch; the step ending t = epoch + (batch + 1) / 3 epochs attacks
+    with s * eps, s * alpha, s = min(1, t / 1.5); alpha None: 2.5 * eps / adv_steps."""
+    options = {**ADV, "eps": 0.3, "adv_alpha": alpha, "eps_warmup": 1.5}
+    _, seen = train_recording_radius(tmp_path, options, monkeypatch, epochs=3)
+    full_alpha = 2.5 * 0.3 / 2 if alpha is None else alpha
+    assert [(e, b) for e, b, _, _ in seen] == [(e, b) for e in range(3) for b in range(3)]
+    for epoch, batch, eps, step in seen:
+        s = min(1.0, (epoch + (batch + 1) / 3) / 1.5)
+        assert eps == pytest.approx(0.3 * s, rel=1e-12) and step == pytest.approx(full_alpha * s, rel=1e-12)
+    assert seen[0][2] == pytest.approx(0.3 / 4.5) and seen[2][2] == pytest.approx(0.2)
+    assert [eps for _, _, eps, _ in seen[4:]] == [0.3] * 5  # full radius from t = 1.5 on
+
+
+def test_eps_warmup_0_attacks_with_the_full_radius_bit_for_bit(tmp_path, monkeypatch):
+    """Without warm-up every step's attack has exactly the eps and alpha that PGD computes (the training
+    is then the one before the option existed); eps_warmup=0 and leaving it out are the same run."""
+    warmup_0, seen = train_recording_radius(tmp_path / "a", {**ADV, "eps_warmup": 0}, monkeypatch)
+    full = PGD(torch.nn.Identity(), 0.1, None, 2)
+    assert {(eps, alpha) for _, _, eps, alpha in seen} == {(full.eps, full.alpha)}
+    default = make_trainer(config(tmp_path / "b", ADV))
+    default.fit()
+    assert_same_weights(warmup_0, default)
+    assert AdversarialTraining(eps_warmup=0).warmup_scale(0.0) == 1.0
+    assert AdversarialTraining(eps_warmup=4).warmup_scale(1.0) == 0.25
+
+
+def test_eps_warmup_resumes_exactly_after_a_mid_epoch_stop(tmp_path, monkeypatch):
+    """Stopped (as by Ctrl-C) after the first step of the second epoch, inside the warm-up, then resumed:
+    the radius of each step is a function of (epoch, batch), so the run equals the uninterrupted one."""
+    options = {**ADV, "eps": 0.3, "eps_warmup": 1.5}
+    straight = make_trainer(config(tmp_path / "a", options))
+    straight.fit()
+    stopped = make_trainer(config(tmp_path / "b", options))
+    step = stopped.train_step
+
+    def step_then_stop(batch):
+        losses = step(batch)
+        stopped._stop = stopped.epoch == 1 and stopped.batch == 0
+        return losses
+
+    monkeypatch.setattr(stopped, "train_step", step_then_stop)
+    assert stopped.fit().stopped
+    ckpt = load_checkpoint(tmp_path / "b" / "last.pt")
+    assert (ckpt["epoch"], ckpt["batch"]) == (1, 1)
+    resumed = make_trainer(config(tmp_path / "b", options))
+    resumed.fit(resume=True)
+    assert_same_weights(straight, resumed)
 
 
 def test_bad_adversarial_options_name_the_option(tmp_path):
@@ -133,9 +204,14 @@ def test_bad_adversarial_options_name_the_option(tmp_path):
                              ({**ADV, "defense": "nope"}, "option defense must be one of at, madry"),
                              ({**ADV, "adversarial": "square"}, "option adversarial must be one of pgd, fgsm"),
                              ({**ADV, "adv_steps": 0}, "option adv_steps must be an int >= 1"),
-                             ({**ADV, "adv_lambda": -1.0}, "option adv_lambda must be finite and >= 0")]:
+                             ({**ADV, "adv_lambda": -1.0}, "option adv_lambda must be finite and >= 0"),
+                             ({**ADV, "eps_warmup": -1.0}, "option eps_warmup must be finite and >= 0"),
+                             ({**ADV, "eps_warmup": math.inf}, "option eps_warmup must be finite and >= 0"),
+                             ({**ADV, "eps_warmup": math.nan}, "option eps_warmup must be finite and >= 0")]:
         with pytest.raises(ValueError, match=message):
             make_trainer(config(tmp_path, options)).fit()
+    with pytest.raises(TypeError, match="option eps_warmup must be a Python float, got str"):
+        make_trainer(config(tmp_path, {**ADV, "eps_warmup": "ten"})).fit()
     with pytest.raises(ValueError, match="defense must be one of"):
         AdversarialTraining("nope")
 
@@ -145,13 +221,16 @@ def test_cli_adversarial_flags_set_the_classifier_options(tmp_path, capsys):
     base = ["train", "classifier", "--data", "tiny", "--batch-size", "16", "--epochs", "1", "--out", str(out),
             "--no-progress", "--sample-every", "0", "--device", "cpu"]
     assert cli.main([*base, "--adversarial", "pgd", "--defense", "trades", "--eps", "0.1", "--adv-steps", "2",
-                     "--adv-alpha", "0.05", "--adv-lambda", "3"]) == 0
+                     "--adv-alpha", "0.05", "--adv-lambda", "3", "--eps-warmup", "0.5"]) == 0
     options = json.loads((out / "config.json").read_text())["options"]
-    assert {k: options[k] for k in ("adversarial", "defense", "eps", "adv_steps", "adv_alpha", "adv_lambda")} == {
-        "adversarial": "pgd", "defense": "trades", "eps": 0.1, "adv_steps": 2, "adv_alpha": 0.05, "adv_lambda": 3.0}
+    flags = ("adversarial", "defense", "eps", "adv_steps", "adv_alpha", "adv_lambda", "eps_warmup")
+    assert {k: options[k] for k in flags} == {"adversarial": "pgd", "defense": "trades", "eps": 0.1, "adv_steps": 2,
+                                              "adv_alpha": 0.05, "adv_lambda": 3.0, "eps_warmup": 0.5}
     assert "val_adv_acc" in (out / "metrics.csv").read_text()
     assert cli.main([*base, "--eps", "0.1"]) == 2
     assert "--eps sets up adversarial training: give --adversarial pgd" in capsys.readouterr().err
+    assert cli.main([*base, "--adversarial", "pgd", "--eps-warmup", "-1"]) == 2
+    assert "option eps_warmup must be finite and >= 0" in capsys.readouterr().err
     assert cli.main(["train", "vae", "--data", "tiny", "--adversarial", "pgd"]) == 2
     assert "--adversarial is an option of the classifier trainer only" in capsys.readouterr().err
 

@@ -77,7 +77,7 @@ TRAIN_FIELDS = ("data", "epochs", "batch_size", "lr", "out", "seed", "device", "
 
 
 # Classifier options that `deepfast train` flags set (the flag name with - for _).
-ADVERSARIAL_OPTIONS = ("adversarial", "defense", "eps", "adv_steps", "adv_alpha", "adv_lambda")
+ADVERSARIAL_OPTIONS = ("adversarial", "defense", "eps", "adv_steps", "adv_alpha", "adv_lambda", "eps_warmup")
 
 
 def add_parsers(commands) -> None:
@@ -123,10 +123,12 @@ def add_parsers(commands) -> None:
                           "lambda ||f(x) - f(x_adv)||^2 (logit pairing), alp_mixed = the paper's mixed-batch ALP, "
                           "trades = CE(x) + lambda KL(p(x) || p(x_adv))")
     adv.add_argument("--eps", type=float, help="Linf radius in [0, 1] pixels (default 0.2: Madry et al.'s MNIST "
-                                               "0.3 stalls LeNet on the bundled digits)")
+                                               "0.3 stalls LeNet on the bundled digits, with --eps-warmup too)")
     adv.add_argument("--adv-steps", type=int, help="PGD steps per training example (default 10)")
     adv.add_argument("--adv-alpha", type=float, help="PGD step size (default 2.5 * eps / steps)")
     adv.add_argument("--adv-lambda", type=float, help="weight of the adversarial term (default 1; trades: 6)")
+    adv.add_argument("--eps-warmup", type=float, help="epochs over which the training eps and step grow linearly "
+                                                      "from 0 (default 0: none)")
     p.set_defaults(func=train)
     p = commands.add_parser("sample", help="a PNG grid of samples or translations from a checkpoint")
     p.add_argument("--ckpt", required=True, help="a checkpoint written by `deepfast train` (OUT/last.pt)")

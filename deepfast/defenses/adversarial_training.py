@@ -1,8 +1,8 @@
 """Adversarial training: each step trains on adversarial examples made against the current model.
 
-``AdversarialTraining(defense, attack, eps, steps, alpha, lam)`` makes the examples
+``AdversarialTraining(defense, attack, eps, steps, alpha, lam, eps_warmup)`` makes the examples
 (``examples(model, x, y)``) and computes the loss (``loss(net, x, x_adv, y)``); the classifier trainer
-uses it (``deepfast train classifier --adversarial pgd --eps 0.3``). The losses are those of
+uses it (``deepfast train classifier --adversarial pgd --eps 0.2``). The losses are those of
 ``deepfast.losses.robust``:
 
     defense      loss                                                          x_adv maximises
@@ -25,6 +25,11 @@ The training forward then runs in train mode on the clean and adversarial batche
 statistics of the mixed batch, as in Kannan et al.'s mixed minibatches, and its running statistics
 take one update per step. Attack randomness (PGD's random start) comes from the global torch RNG, which
 the trainer checkpoints, so a resumed run repeats the same attacks.
+
+With ``eps_warmup`` = W > 0 epochs the training radius ramps up linearly (a standard remedy where
+training at the full radius from the start stalls): the step that ends t epochs of training (t
+fractional: epoch + (batch + 1) / batches per epoch) attacks with s * eps and step s * alpha,
+s = min(1, t / W). The held-out ``val_adv_acc`` always uses the full eps.
 """
 
 from __future__ import annotations
@@ -79,11 +84,13 @@ class AdversarialTraining:
         eps: Linf radius in [0, 1] pixel space, >= 0.
         steps: PGD steps (>= 1); alpha: step size, None: 2.5 * eps / steps.
         lam: weight of the adversarial term (lambda, or TRADES' beta); None: 1, or 6 for "trades".
+        eps_warmup: epochs W over which the training radius ramps up linearly from 0 (0: none; >= 0).
     Errors name the classifier trainer's option (``name_prefix``: "option " for ``-o eps=...``).
     """
 
     def __init__(self, defense: str = "at", attack: str = "pgd", eps: float = 0.2, steps: int = 10,
-                 alpha: float | None = None, lam: float | None = None, *, name_prefix: str = "") -> None:
+                 alpha: float | None = None, lam: float | None = None, eps_warmup: float = 0.0, *,
+                 name_prefix: str = "") -> None:
         if defense not in DEFENSES:
             raise ValueError(f"{name_prefix}defense must be one of {', '.join(DEFENSES)}, got {defense!r}")
         if attack not in TRAINING_ATTACKS:
@@ -93,10 +100,11 @@ class AdversarialTraining:
         self.steps = check_positive_int(steps, f"{name_prefix}adv_steps")
         self.alpha = None if alpha is None else check_eps(alpha, f"{name_prefix}adv_alpha")
         self.lam = (6.0 if defense == "trades" else 1.0) if lam is None else check_eps(lam, f"{name_prefix}adv_lambda")
+        self.eps_warmup = check_eps(eps_warmup, f"{name_prefix}eps_warmup")
 
     def __repr__(self) -> str:
         return (f"AdversarialTraining(defense={self.defense!r}, attack={self.attack_name!r}, eps={self.eps:.4g}, "
-                f"steps={self.steps}, alpha={self.alpha}, lam={self.lam:.4g})")
+                f"steps={self.steps}, alpha={self.alpha}, lam={self.lam:.4g}, eps_warmup={self.eps_warmup:.4g})")
 
     def make_attack(self, model: nn.Module, seed: int | None = None) -> Attack:
         """The attack that makes the training examples for ``model``; ``seed`` as in ``Attack``."""
@@ -107,6 +115,11 @@ class AdversarialTraining:
         if self.attack_name == "fgsm":
             return FGSM(model, self.eps, early_stop=False, seed=seed)
         return PGD(model, self.eps, self.alpha, self.steps, random_start=True, early_stop=False, seed=seed)
+
+    def warmup_scale(self, epochs: float) -> float:
+        """s = min(1, epochs / eps_warmup) (1 without warm-up): after ``epochs`` epochs of training the
+        training attack's radius and step are s * eps and s * alpha."""
+        return min(1.0, epochs / self.eps_warmup) if self.eps_warmup > 0 else 1.0
 
     def loss(self, net: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor) -> tuple[Tensor, Tensor | None, Tensor]:
         """(loss 0-dim float32, clean logits (N, K) or None for "madry", adversarial logits (N, K)) of one

@@ -19,13 +19,16 @@ class ClassifierTrainer(Trainer):
     trains on examples made by that attack against the current model, with the loss of option
     ``defense`` ("at", "madry", "alp", "alp_mixed", "trades"; see deepfast.defenses.adversarial_training),
     radius ``eps`` (Linf, [0, 1] pixels), ``adv_steps`` PGD steps of size ``adv_alpha`` (None: 2.5 eps /
-    steps), weight ``adv_lambda`` (None: 1, TRADES' beta 6). It logs "adv_acc" (training batch) and
-    "val_adv_acc" (held-out examples of the same attack, seeded)."""
+    steps), weight ``adv_lambda`` (None: 1, TRADES' beta 6), warm-up ``eps_warmup`` (epochs W, 0: none;
+    the step that ends t = epoch + (batch + 1) / batches_per_epoch epochs attacks with s * eps and
+    s * alpha, s = min(1, t / W)). It logs "adv_acc" (training batch) and "val_adv_acc" (held-out examples
+    of the same attack at the full eps, seeded)."""
 
     name = "classifier"
     defaults = {"data": "digits", "epochs": 10, "batch_size": 64, "lr": 1e-3, "image_size": 32,
                 "options": {"arch": "auto", "num_classes": 10, "width": 64, "adversarial": None, "defense": "at",
-                            "eps": 0.2, "adv_steps": 10, "adv_alpha": None, "adv_lambda": None}}
+                            "eps": 0.2, "adv_steps": 10, "adv_alpha": None, "adv_lambda": None,
+                            "eps_warmup": 0.0}}
 
     def build(self, channels: int) -> None:
         o, impl = self.options, self.config.impl
@@ -41,8 +44,9 @@ class ClassifierTrainer(Trainer):
         self.defense = None
         if o["adversarial"] is not None:
             self.defense = AdversarialTraining(o["defense"], o["adversarial"], o["eps"], o["adv_steps"],
-                                               o["adv_alpha"], o["adv_lambda"], name_prefix="option ")
+                                               o["adv_alpha"], o["adv_lambda"], o["eps_warmup"], name_prefix="option ")
             self.attack = self.defense.make_attack(self.model)  # the raw model: eval mode, no DDP, no compile
+            self.full_radius = (self.attack.eps, self.attack.alpha)
 
     def train_step(self, batch: object) -> dict[str, Tensor]:
         if not isinstance(batch, (tuple, list)):
@@ -54,6 +58,8 @@ class ClassifierTrainer(Trainer):
                 loss = F.cross_entropy(logits.float(), y)
             self.backward(loss, self.optimizers["model"])
             return {"loss": loss, "acc": (logits.argmax(1) == y).float().mean()}
+        s = self.defense.warmup_scale(self.epoch + (self.batch + 1) / self.batches_per_epoch)
+        self.attack.eps, self.attack.alpha = s * self.full_radius[0], s * self.full_radius[1]
         x_adv = self.attack(x, y)
         with self.autocast():
             loss, logits, logits_adv = self.defense.loss(self.nets["model"], x, x_adv, y)

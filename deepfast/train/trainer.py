@@ -62,6 +62,8 @@ class Trainer:
         evaluate()             optional {metric: float} on the held-out split ``self.held_out``
 
     ``fit(resume)`` runs the epochs. Under torchrun every process runs it (DDP, a shard of each batch).
+    During ``train_step``, ``self.epoch`` and ``self.batch`` (0-based) locate the step and
+    ``self.batches_per_epoch`` is the epoch's length, so a schedule of them resumes exactly.
     """
 
     name: ClassVar[str]
@@ -88,7 +90,7 @@ class Trainer:
         self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
         self.world = World()
         self.device = torch.device("cpu")
-        self.epoch = 0
+        self.epoch, self.batch, self.batches_per_epoch = 0, 0, 1
         self.held_out: torch.utils.data.Dataset | None = None
         self.train_data: torch.utils.data.Dataset | None = None
         self._stop = False
@@ -231,7 +233,7 @@ class Trainer:
         if sampler.batches() == 0:
             raise ValueError(f"data {cfg.data!r} has {len(train_data)} items, fewer than batch_size {cfg.batch_size}")
         loader = make_loader(train_data, sampler)
-        n_batches = min(sampler.batches(), cfg.max_batches or sampler.batches())
+        n_batches = self.batches_per_epoch = min(sampler.batches(), cfg.max_batches or sampler.batches())
         log = MetricsLog(self.out) if world.main else None
         start_epoch, skip, sums = 0, 0, {}
         if resume:
@@ -275,6 +277,7 @@ class Trainer:
         batches = iter(loader)
         for k in range(skip, n_batches):
             batch = to_device(next(batches), self.device, cfg.channels_last)
+            self.batch = k
             losses = self.train_step(batch)
             self.scaler.update()
             values = torch.stack([v.detach().float() for v in losses.values()])
