@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
 from conftest import registered, tiny_digits
 from deepfast import cli
@@ -113,6 +114,24 @@ def test_adversarial_training_runs_with_each_defense(tmp_path, defense, attack):
     row = result.metrics[-1]
     assert 0 <= row["adv_acc"] <= 1 and 0 <= row["val_adv_acc"] <= 1
     assert math.isfinite(row["loss"]) and ("acc" in row) == (defense != "madry")
+
+
+@pytest.mark.parametrize("defense", ["at", "trades"])
+def test_adversarial_training_attacks_under_the_runs_amp(tmp_path, defense):
+    trainer = make_trainer(config(tmp_path, {**ADV, "defense": defense}, epochs=1, amp="bf16"))
+    dtypes = set()  # of the attacks' conv outputs: the forwards in eval mode with grad (training's: train mode)
+
+    def record(mod, inp, out):
+        if isinstance(mod, nn.Conv2d) and not mod.training and torch.is_grad_enabled():
+            dtypes.add(out.dtype)
+
+    hook = nn.modules.module.register_module_forward_hook(record)  # every module's forward
+    try:
+        row = trainer.fit().metrics[-1]
+    finally:
+        hook.remove()
+    assert trainer.attack.amp == "bf16" and dtypes == {torch.bfloat16}
+    assert math.isfinite(row["loss"]) and 0 <= row["val_adv_acc"] <= 1
 
 
 def test_madry_at_eps_0_is_standard_training(tmp_path):

@@ -106,15 +106,15 @@ class AdversarialTraining:
         return (f"AdversarialTraining(defense={self.defense!r}, attack={self.attack_name!r}, eps={self.eps:.4g}, "
                 f"steps={self.steps}, alpha={self.alpha}, lam={self.lam:.4g}, eps_warmup={self.eps_warmup:.4g})")
 
-    def make_attack(self, model: nn.Module, seed: int | None = None) -> Attack:
-        """The attack that makes the training examples for ``model``; ``seed`` as in ``Attack``."""
+    def make_attack(self, model: nn.Module, seed: int | None = None, amp: str | None = None) -> Attack:
+        """The attack that makes the training examples for ``model``; ``seed`` and ``amp`` as in ``Attack``."""
         if self.defense == "trades":
             steps = 1 if self.attack_name == "fgsm" else self.steps
             alpha = self.alpha if self.alpha is not None or steps > 1 else self.eps
-            return TradesPGD(model, self.eps, alpha, steps, seed=seed)
+            return TradesPGD(model, self.eps, alpha, steps, seed=seed, amp=amp)
         if self.attack_name == "fgsm":
-            return FGSM(model, self.eps, early_stop=False, seed=seed)
-        return PGD(model, self.eps, self.alpha, self.steps, random_start=True, early_stop=False, seed=seed)
+            return FGSM(model, self.eps, early_stop=False, seed=seed, amp=amp)
+        return PGD(model, self.eps, self.alpha, self.steps, random_start=True, early_stop=False, seed=seed, amp=amp)
 
     def warmup_scale(self, epochs: float) -> float:
         """s = min(1, epochs / eps_warmup) (1 without warm-up): after ``epochs`` epochs of training the
