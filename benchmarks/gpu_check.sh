@@ -5,6 +5,7 @@
 # Results go to benchmarks/results/<gpu>/ (and to $OUT when set): commit them.
 #
 #   bash benchmarks/gpu_check.sh [build] [test] [sanitize] [bench]     (default: all four)
+#   bash benchmarks/gpu_check.sh build attacks   # only the CUDA-graph attack tests and the ResNet-18 PGD rows
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -39,6 +40,8 @@ for s in $STEPS; do
                       $PY tests/gpu/sanitize_kernels.py
               done ;;
     bench) step bench $PY benchmarks/run.py --out "$RESULTS" ;;
+    attacks) step attacks-test $PY -m pytest -q -p no:cacheprovider -ra tests/test_attacks_graphed.py
+             step attacks-bench $PY benchmarks/run.py -k resnet18 --out "$RESULTS/attacks-resnet18" ;;
     *) echo "unknown step $s"; exit 2 ;;
     esac
 done
