@@ -57,20 +57,20 @@ class TradesPGD(PGD):
         super().__init__(model, eps, alpha, steps, random_start=True, norm=norm, early_stop=False, **kwargs)
         if self.target is not None or self.restarts != 1:
             raise ValueError("TradesPGD is untargeted with one restart (target=None, restarts=1)")
-        self._clean_logits: Tensor | None = None
+        self._clean: Tensor | None = None  # the clean logits of the batch being attacked
 
     def _attack(self, x: Tensor, goal: Tensor, targeted: bool, generator: torch.Generator | None) -> Tensor:
         with torch.no_grad():
-            self._clean_logits = self.logits(x).float()
+            self._clean = self.logits(x).float()
         try:
             return super()._attack(x, goal, targeted, generator)
         finally:
-            self._clean_logits = None
+            self._clean = None
 
     def objective(self, x: Tensor, goal: Tensor, targeted: bool,
                   generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
         logits = self.logits(x)
-        return logits, trades_kl(self._clean_logits, logits.float()) * x.shape[0]
+        return logits, trades_kl(self._clean, logits.float()) * x.shape[0]
 
 
 class AdversarialTraining:
