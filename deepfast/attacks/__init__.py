@@ -4,6 +4,10 @@ Images are (N, C, H, W) in [0, 1] (``normalization=(mean, std)`` for models trai
 inputs); labels (N,) int64. Every attack runs the model in eval mode on the model's device, restores
 its mode and never touches its parameters or their gradients. ``target=`` makes an attack targeted
 (see ``deepfast.attacks.targets``). ``evaluate`` measures robust accuracy, worst case over attacks.
+
+Attacks: FGSM, PGD / BIM / MIFGSM (Linf, L2), APGD / APGDDLR, EOTPGD, Square (black box). Every attack
+takes ``amp="bf16"`` (the model under autocast); PGD and its relatives take ``cuda_graph=True`` (the
+step loop replayed from a CUDA graph, ``deepfast.attacks.graphed``).
 """
 
 from deepfast.attacks.apgd import APGD, APGDDLR, dlr_loss
