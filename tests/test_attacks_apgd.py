@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from deepfast.attacks import APGD, APGDDLR, PGD, dlr_loss
+from deepfast.attacks import APGD, APGDDLR, PGD, dlr_loss, evaluate
 from deepfast.attacks.apgd import checkpoints
+from deepfast.cli.robustness import attack_names
 from tests.test_attacks import accuracy, correct_subset, lenet, val  # noqa: F401 (fixtures)
 
 
@@ -69,3 +70,12 @@ def test_apgd_bad_settings_name_the_argument(lenet, val):
     two_classes = nn.Sequential(nn.Flatten(), nn.Linear(32 * 32, 2))
     with pytest.raises(ValueError, match='loss="dlr" needs a model of at least 3 classes'):
         APGDDLR(two_classes, steps=2)(x, y % 2)
+
+
+def test_evaluate_and_the_cli_know_apgd_by_name(lenet, val):
+    x, y = correct_subset(lenet, *val, 100)
+    pgd_only = evaluate(lenet, (x, y), attacks=["pgd"], eps=[3 / 255], progress=False)
+    both = evaluate(lenet, (x, y), attacks=["pgd", "apgd", "apgd-dlr"], eps=[3 / 255], progress=False)
+    assert list(both.accuracy_after) == ["PGD", "APGD", "APGDDLR"]
+    assert both.robust_accuracy[0] <= pgd_only.robust_accuracy[0]
+    assert attack_names("apgd,apgd-dlr") == ["apgd", "apgd-dlr"]
