@@ -112,12 +112,11 @@ class APGD(PGD):
         x = pgd_random_start(x0, self.eps, self.norm, generator=generator) if self.random_start else x0.clone()
         eta = torch.full((n,), self.alpha, dtype=acc, device=x0.device)
         loss, grad, fooled = self._evaluate(x, goal, targeted)
-        adv = x.clone()  # the first fooling iterate (where ``fooled``)
-        x_best, grad_best, loss_best = x.clone(), grad.clone(), loss.clone()
+        adv = x  # the first fooling iterate (where ``fooled``)
+        x_best, grad_best, loss_best = x, grad, loss
         ckpts, last = checkpoints(self.steps)[1:], 0
         rises = torch.zeros(n, dtype=torch.int64, device=x0.device)
-        eta_last, loss_best_last = eta.clone(), loss_best.clone()
-        x_prev = x.clone()
+        eta_last, loss_best_last, x_prev = eta, loss_best, x  # (tensors are replaced below, never written)
         for k in range(1, self.steps + 1):
             # the step from x_k-1 to x_k: z = P(x + eta dir(g)), then momentum (none on the first step)
             z = x.clone()
@@ -129,16 +128,17 @@ class APGD(PGD):
                 pgd_step_(x_new, grad, x0, step_size=0.0, eps=self.eps, norm=self.norm)  # step 0: P alone
             x_prev, x = x, x_new
             loss_new, grad, now_fooled = self._evaluate(x, goal, targeted)
-            first = now_fooled & ~fooled
-            adv[first] = x[first]
+            adv = torch.where((now_fooled & ~fooled).view(per_sample), x, adv)
             fooled |= now_fooled
             rises += loss_new > loss
             loss = loss_new
-            better = loss > loss_best
-            x_best[better], grad_best[better], loss_best[better] = x[better], grad[better], loss[better]
+            better = loss > loss_best  # masks with torch.where: no device read-back in the loop
+            x_best = torch.where(better.view(per_sample), x, x_best)
+            grad_best = torch.where(better.view(per_sample), grad, grad_best)
+            loss_best = torch.where(better, loss, loss_best)
             if k in ckpts:
                 halve = (rises < self.rho * (k - last)) | ((eta == eta_last) & (loss_best == loss_best_last))
-                eta_last, loss_best_last = eta.clone(), loss_best.clone()
+                eta_last, loss_best_last = eta, loss_best
                 eta = torch.where(halve, eta / 2, eta)
                 x = torch.where(halve.view(per_sample), x_best, x)  # restart from the best point, no momentum
                 grad = torch.where(halve.view(per_sample), grad_best, grad)
