@@ -8,7 +8,7 @@ import platform
 import torch
 
 import deepfast
-from deepfast import backends
+from deepfast import backends, hardware
 
 
 def info(args: argparse.Namespace) -> int:
@@ -19,6 +19,7 @@ def info(args: argparse.Namespace) -> int:
         archs = f", CUDA archs {ext.cuda_archs}" if ext.cuda_archs else ""
         print(f"deepfast._C {ext.version}: built against torch {ext.torch_version}, kernels {', '.join(ext.backends)}"
               f"{archs}, OpenMP {'on' if ext.openmp else 'off'}")
+    print(f"CPU: {hardware.describe()}")
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
     print(f"CUDA GPU: {gpu}")
     print("\nbackend  available  detail")

@@ -1,0 +1,89 @@
+"""What this CPU is and can do: its model, its vector ISA, and whether bfloat16 runs natively.
+
+Every measurement deepfast reports names the CPU with ``describe()``: speed differs several-fold
+between an AVX2-only CPU and one with AVX-512 and native bfloat16.
+
+torch's own kernels use the ISA ``torch.backends.cpu.get_cpu_capability()`` names (the environment
+variable ATEN_CPU_CAPABILITY=avx2 lowers it), oneDNN's convolutions the one it detects
+(ONEDNN_MAX_CPU_ISA=AVX2 lowers it); ``bf16_native()`` is oneDNN's answer, so both variables together
+make an AVX-512 machine behave, for torch, like an AVX2-only one.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+
+import torch
+
+# /proc/cpuinfo flag -> the name people know it by, in the order describe() lists them.
+ISA_FLAGS = {
+    "avx2": "AVX2",
+    "avx512f": "AVX-512",
+    "avx512_bf16": "AVX512-BF16",
+    "avx512_fp16": "AVX512-FP16",
+    "amx_tile": "AMX",
+    "amx_bf16": "AMX-BF16",
+}
+
+
+@functools.cache
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo ({} where there is none)."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if not line.strip():
+                    break
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+    except OSError:
+        pass
+    return fields
+
+
+def cpu_model() -> str:
+    """The CPU's model name, with its family and model numbers where the OS gives them."""
+    info = _cpuinfo()
+    name = info.get("model name") or platform.processor() or platform.machine() or "unknown CPU"
+    if "cpu family" in info and "model" in info:
+        name += f" (family {info['cpu family']}, model {info['model']})"
+    return name
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
+    return frozenset(_cpuinfo().get("flags", "").split())
+
+
+def cpu_isa() -> list[str]:
+    """The vector extensions of ISA_FLAGS the CPU has, e.g. ["AVX2", "AVX-512", "AVX512-BF16"]."""
+    flags = cpu_flags()
+    return [name for flag, name in ISA_FLAGS.items() if flag in flags]
+
+
+def torch_isa() -> str:
+    """The ISA torch's CPU kernels use here: "AVX512", "AVX2", "DEFAULT", ... (ATEN_CPU_CAPABILITY lowers it)."""
+    return torch.backends.cpu.get_cpu_capability()
+
+
+def bf16_native() -> bool:
+    """Whether bfloat16 convolutions and matmuls run natively (oneDNN's check: AVX512-BF16 or AMX).
+
+    Where False, torch emulates bfloat16 arithmetic, and autocast to bfloat16 runs 2-5x slower than
+    float32 (measured on a Zen 3 CPU with AVX2 only).
+    """
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch built without oneDNN
+        return False
+
+
+def describe() -> str:
+    """One line naming the CPU, its ISA and what torch uses of it, e.g. for a benchmark's header."""
+    isa = ", ".join(cpu_isa()) or "no AVX2"
+    limits = [f"{var}={os.environ[var]}" for var in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if var in os.environ]
+    return (f"{cpu_model()}, {os.cpu_count()} logical CPUs; ISA {isa}; torch kernels {torch_isa()}, "
+            f"bf16 {'native' if bf16_native() else 'emulated'}" + (f" ({', '.join(limits)})" if limits else ""))
