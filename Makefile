@@ -20,7 +20,7 @@ STAMPS := $(VENV)/stamps
 endif
 SOURCES := setup.py pyproject.toml $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/*.h csrc/cpu/*.cpp csrc/cuda/*.cu csrc/cuda/*.cuh)
 
-.PHONY: setup test demo bench triton-check cuda-check gpu-check clean
+.PHONY: setup test demo bench triton-check cuda-check oldest-torch-check gpu-check gpu-check-dry clean
 .DELETE_ON_ERROR:
 
 setup: $(STAMPS)/installed
@@ -60,9 +60,21 @@ triton-check: setup
 cuda-check:
 	bash .ci/cuda_check.sh
 
+# The same build and checks against the oldest torch deepfast supports, 2.11 (the GPU machine's), for
+# sm_90 only: torch 2.11 from PyPI (530 MB), its CUDA libraries borrowed from the cuda-check venv.
+OLDEST_TORCH ?= torch==2.11.0
+oldest-torch-check:
+	DEEPFAST_CUDA_VENV=$(HOME)/.cache/deepfast/oldest-torch-venv DEEPFAST_CUDA_BUILD=$(HOME)/.cache/deepfast/oldest-torch-build \
+	DEEPFAST_CUDA_PACKAGES="$(OLDEST_TORCH)" DEEPFAST_CUDA_LIBS_FROM=$(HOME)/.cache/deepfast/cuda-venv \
+	TORCH_CUDA_ARCH_LIST=9.0 bash .ci/cuda_check.sh
+
 clean:
 	rm -rf build dist *.egg-info deepfast/_C*.so $(VENV)
 
 # On a lent GPU machine (no registry): the GPU runbook, results under benchmarks/results/<gpu>/.
 gpu-check:
 	bash benchmarks/gpu_check.sh
+
+# The runbook's steps printed and what they need checked, without a GPU (also a test: tests/test_gpu_check.py).
+gpu-check-dry: setup
+	PYTHON=$(PY) bash benchmarks/gpu_check.sh --dry-run build tests sanitize bench rest
