@@ -4,7 +4,7 @@ For each batch and each eps, the attacks run in turn (white-box ones first, then
 only on the samples that the clean model classifies correctly and that no earlier attack fooled. A
 sample is robust at eps when no attack fooled it. A black-box attack that fools samples on which all
 white-box attacks failed is a sign of gradient masking (Athalye et al. 2018): ``evaluate`` warns. ``attacks="autoattack"`` is AutoAttack's
-standard ensemble (``deepfast.attacks.autoattack``).
+standard ensemble (``deepfast.attacks.ensemble``).
 
 Inside a torch.distributed process group (``torchrun``), every process calls ``evaluate`` with the same
 data: the batches are dealt out to the processes (batch b to rank b mod W), the counts gathered and
@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from deepfast.attacks.autoattack import in_turn
+from deepfast.attacks.ensemble import in_turn
 from deepfast.attacks.base import Attack, Normalization, check_eps, check_images, check_labels, eval_mode, model_device, model_dtype
 from deepfast.attacks.registry import ATTACKS, PRESETS, factories, known
 

@@ -1,5 +1,5 @@
 """The attacks by name (``evaluate(attacks=[...])``, ``deepfast attack --attack ...``) and the presets:
-"autoattack" is AutoAttack's standard ensemble with the paper's settings (``deepfast.attacks.autoattack``)."""
+"autoattack" is AutoAttack's standard ensemble with the paper's settings (``deepfast.attacks.ensemble``)."""
 
 from __future__ import annotations
 

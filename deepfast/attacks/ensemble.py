@@ -9,7 +9,7 @@ an ensemble of diverse parameter-free attacks"), with the paper's settings, in L
 
 each on the samples that no attack before it has fooled. A sample is robust when none fooled it.
 ``evaluate(model, data, attacks="autoattack", eps=[8/255])`` measures robust accuracy with them
-(``attacks=deepfast.attacks.registry.autoattack(norm="2")`` for L2); ``AutoAttack(model, eps)(images, labels)`` makes the
+(``attacks=deepfast.attacks.autoattack(norm="2")`` for L2); ``AutoAttack(model, eps)(images, labels)`` makes the
 adversarial examples of one batch, as torchattacks' ``AutoAttack(version="standard")`` does.
 
 Where results may differ from the reference implementation (auto-attack): each attack's own notes
