@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from deepfast.attacks.base import (
-    Attack, Normalization, check_eps, check_images, check_labels, eval_mode, model_device, model_dtype,
+    Attack, Normalization, check_classes, check_eps, check_images, check_labels, eval_mode, model_device,
 )
 from deepfast.attacks.apgd import APGD, APGDDLR
 from deepfast.attacks.eot import EOTPGD
@@ -151,7 +151,7 @@ def evaluate(
         names.append(name)
     has_white_box = any(not a.black_box for a in grid[0])
     classifier = Attack(model, eps=0.0, normalization=normalization)
-    device, dtype = model_device(model), model_dtype(model)
+    device = model_device(model)
 
     k = len(eps)
     n = clean = 0
@@ -163,9 +163,11 @@ def evaluate(
     batches, total = _batches(data, batch_size)
     with eval_mode(model):
         for images, labels in tqdm(_checked(batches), total=total, disable=not progress, desc="evaluate", unit="batch"):
-            x, y = images.to(device, dtype or images.dtype), labels.to(device, torch.int64)
+            x, y = images.to(device), labels.to(device, torch.int64)  # attacks keep the images' dtype
             with torch.no_grad():
-                correct = classifier.logits(x).argmax(dim=1) == y
+                logits = classifier.logits(x)
+            check_classes(*(int(v) for v in torch.aminmax(y)), logits.shape[1])
+            correct = logits.argmax(dim=1) == y
             n += x.shape[0]
             clean += int(correct.sum())
             for i, row in enumerate(grid):
