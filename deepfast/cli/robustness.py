@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from deepfast.cli.training import add_trust_flag
+
 
 def number_list(name: str, parse=float):
     """An argparse type: "a,b,c" -> [a, b, c], each parsed by ``parse``; errors name the flag."""
@@ -49,7 +51,7 @@ def load_classifier(args: argparse.Namespace):
     """The classifier trainer of --ckpt (its model in eval mode); an error naming --ckpt for another kind."""
     from deepfast.train import load_trainer
 
-    trainer = load_trainer(args.ckpt, device=args.device)
+    trainer = load_trainer(args.ckpt, device=args.device, trusted=args.trust_checkpoint)
     if trainer.name != "classifier":
         raise ValueError(f"--ckpt: {args.ckpt} is a {trainer.name} checkpoint, not a classifier "
                          "(train one with `deepfast train classifier`)")
@@ -159,6 +161,7 @@ def add_parsers(commands) -> None:
         p.add_argument("--n", type=int, help=n_help)
         p.add_argument("--seed", type=int, default=0, help="seed of the attacks' random starts (default 0)")
         p.add_argument("--device", help="cpu or cuda (default cpu)")
+        add_trust_flag(p, "load --ckpt")
 
     p = commands.add_parser(
         "attack", help="robust accuracy of a classifier checkpoint, and a PNG of adversarial examples",
