@@ -20,7 +20,7 @@ STAMPS := $(VENV)/stamps
 endif
 SOURCES := setup.py pyproject.toml $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/*.h csrc/cpu/*.cpp csrc/cuda/*.cu csrc/cuda/*.cuh)
 
-.PHONY: setup test demo bench cuda-check gpu-check clean
+.PHONY: setup test fuzz demo bench cuda-check gpu-check clean
 .DELETE_ON_ERROR:
 
 setup: $(STAMPS)/installed
@@ -43,6 +43,11 @@ $(STAMPS)/installed: $(STAMPS)/deps $(SOURCES)
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The long forms of the fuzz tests (marked fuzz: random cases, SIGKILL-and-resume); `make test` runs
+# them short.
+fuzz: setup
+	DEEPFAST_FUZZ=long $(PY) -m pytest -m fuzz $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) benchmarks/run.py

@@ -22,15 +22,9 @@ from deepfast.demo.runs import trained
 from deepfast.train import TrainConfig, load_checkpoint, load_trainer, make_trainer, train
 from deepfast.train.checkpoint import CheckpointError, atomic_save, digest
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = pytest.mark.usefixtures("one_thread", "tiny_dataset")
 
 VAE = {"latent_dim": 4, "width": 8}
-
-
-@pytest.fixture(autouse=True)
-def tiny_data():
-    with registered(tiny=tiny_digits):
-        yield
 
 
 def run_config(model: str, out: Path, **kw) -> TrainConfig:

@@ -16,20 +16,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import registered, tiny_digits
 from deepfast import cli
 from deepfast.losses import VAELoss
 from deepfast.train import TrainConfig, load_checkpoint, make_trainer
 from deepfast.train.lock import RunFolderError
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = pytest.mark.usefixtures("one_thread", "tiny_dataset")
 VAE = {"latent_dim": 4, "width": 8}
-
-
-@pytest.fixture(autouse=True)
-def tiny_data():
-    with registered(tiny=tiny_digits):
-        yield
 
 
 def vae(out: Path, **kw) -> TrainConfig:

@@ -119,6 +119,12 @@ def check_classes(lo: int, hi: int, k: int, name: str = "labels") -> None:
                          f"got values in [{lo}, {hi}]")
 
 
+def check_finite_logits(logits: Tensor) -> None:
+    """The model's logits must be finite: with NaN or inf, losses, gradients and the success test mean nothing."""
+    if not bool(torch.isfinite(logits).all()):
+        raise ValueError("model must return finite logits, got NaN or inf (check the model and its weights)")
+
+
 def _normal_tensor(t: Tensor) -> Tensor:
     """t, or a copy of it where t was made under torch.inference_mode (autograd cannot save those)."""
     return t.clone() if t.is_inference() else t
@@ -174,6 +180,7 @@ class Attack:
         self.amp = check_amp(amp)
         self.num_classes: int | None = None  # K of the model's logits, once seen
         self._goal_range: tuple[tuple[int, int], str] | None = None  # (min, max) of the call's goal, unchecked
+        self._first_forward = False  # True from a call's start to its first forward (whose logits are checked)
         self.mean = self.std = None
         self._stats: dict[tuple[torch.device, torch.dtype], tuple[Tensor, Tensor]] = {}  # (mean, std) per device
         if normalization is not None:
@@ -214,6 +221,9 @@ class Attack:
             raise ValueError(f"model must return floating-point logits, got dtype {out.dtype}")
         self.num_classes = out.shape[1]
         self._check_goal(self.num_classes)
+        if self._first_forward:  # once per call: one read-back
+            self._first_forward = False
+            check_finite_logits(out)
         return out.float() if self.amp is not None and out.dtype in (torch.float16, torch.bfloat16) else out
 
     def _device_stats(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -252,6 +262,7 @@ class Attack:
             x = _normal_tensor(images.to(device))
             if labels is not None:
                 labels = _normal_tensor(labels.to(device, torch.int64))
+            self._first_forward = True
             goal, targeted = resolve_target(self.target, x, labels, self._clean_logits, generator)
             self._goal_range = (tuple(int(v) for v in torch.aminmax(goal)), "target" if targeted else "labels")
             if self.num_classes is not None:

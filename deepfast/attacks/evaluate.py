@@ -19,7 +19,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from deepfast.attacks.base import (
-    Attack, Normalization, check_classes, check_eps, check_images, check_labels, eval_mode, model_device,
+    Attack, Normalization, check_classes, check_eps, check_finite_logits, check_images, check_labels, eval_mode,
+    model_device,
 )
 from deepfast.attacks.apgd import APGD, APGDDLR
 from deepfast.attacks.eot import EOTPGD
@@ -167,6 +168,7 @@ def evaluate(
             with torch.no_grad():
                 logits = classifier.logits(x)
             check_classes(*(int(v) for v in torch.aminmax(y)), logits.shape[1])
+            check_finite_logits(logits)
             correct = logits.argmax(dim=1) == y
             n += x.shape[0]
             clean += int(correct.sum())

@@ -43,7 +43,12 @@ class VAELoss(nn.Module):
             raise ValueError(f"kl must be 0-dim (the batch-mean KL), got shape {tuple(kl.shape)}")
         recon, x = recon.float(), x.float()
         if self.reconstruction == "bce":
-            total = F.binary_cross_entropy(recon, x, reduction="sum")
+            try:
+                total = F.binary_cross_entropy(recon, x, reduction="sum")
+            except RuntimeError as err:  # torch names its arguments input (recon) and target (x)
+                name = "recon" if "input" in str(err) else "x"
+                raise ValueError(f'{name} must hold values in [0, 1] for reconstruction="bce" (a Bernoulli decoder\'s '
+                                 f'probabilities and images in [0, 1]; NaN is not): {err}') from None
         else:
             total = F.mse_loss(recon, x, reduction="sum")
         rec = total / recon.shape[0]
