@@ -20,7 +20,7 @@ STAMPS := $(VENV)/stamps
 endif
 SOURCES := setup.py pyproject.toml $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/*.h csrc/cpu/*.cpp csrc/cuda/*.cu csrc/cuda/*.cuh)
 
-.PHONY: setup test demo bench triton-check cuda-check oldest-torch-check gpu-check gpu-check-dry clean
+.PHONY: setup test fuzz demo bench triton-check cuda-check oldest-torch-check gpu-check gpu-check-dry clean
 .DELETE_ON_ERROR:
 
 setup: $(STAMPS)/installed
@@ -46,6 +46,11 @@ $(STAMPS)/installed: $(STAMPS)/deps $(SOURCES)
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The long forms of the fuzz tests (marked fuzz: random cases, SIGKILL-and-resume); `make test` runs
+# them short.
+fuzz: setup
+	DEEPFAST_FUZZ=long $(PY) -m pytest -m fuzz $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) benchmarks/run.py

@@ -259,7 +259,7 @@ def test_bad_adversarial_options_name_the_option(tmp_path):
                              ({**ADV, "eps_warmup": math.nan}, "option eps_warmup must be finite and >= 0")]:
         with pytest.raises(ValueError, match=message):
             make_trainer(config(tmp_path, options)).fit()
-    with pytest.raises(TypeError, match="option eps_warmup must be a Python float, got str"):
+    with pytest.raises(ValueError, match="option eps_warmup must be a number \\(default 0.0\\), got 'ten'"):
         make_trainer(config(tmp_path, {**ADV, "eps_warmup": "ten"})).fit()
     with pytest.raises(ValueError, match="defense must be one of"):
         AdversarialTraining("nope")

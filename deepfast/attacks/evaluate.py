@@ -24,8 +24,11 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from deepfast.attacks.base import (
+    Attack, Normalization, check_classes, check_eps, check_finite_logits, check_images, check_labels, eval_mode,
+    model_device,
+)
 from deepfast.attacks.ensemble import in_turn
-from deepfast.attacks.base import Attack, Normalization, check_eps, check_images, check_labels, eval_mode, model_device, model_dtype
 from deepfast.attacks.registry import ATTACKS, PRESETS, factories, known
 
 AttackSpec = str | Callable[..., Attack]  # a name of ATTACKS or PRESETS, or factory(model, eps=, normalization=) -> Attack
@@ -190,7 +193,7 @@ def evaluate(
         names.append(name)
     has_white_box = any(not a.black_box for a in grid[0])
     classifier = Attack(model, eps=0.0, normalization=normalization)
-    device, dtype = model_device(model), model_dtype(model)
+    device = model_device(model)
     rank, size = _world()
 
     records = []  # per batch: (index of its first sample, counts)
@@ -198,9 +201,12 @@ def evaluate(
     with eval_mode(model):
         for start, batch in tqdm(batches, total=total, disable=not progress or rank != 0, desc="evaluate", unit="batch"):
             images, labels = _checked(batch)
-            x, y = images.to(device, dtype or images.dtype), labels.to(device, torch.int64)
+            x, y = images.to(device), labels.to(device, torch.int64)  # attacks keep the images' dtype
             with torch.no_grad():
-                correct = classifier.logits(x).argmax(dim=1) == y
+                logits = classifier.logits(x)
+            check_classes(*(int(v) for v in torch.aminmax(y)), logits.shape[1])
+            check_finite_logits(logits)
+            correct = logits.argmax(dim=1) == y
             counts = {"n": x.shape[0], "clean": int(correct.sum()), "robust": [], "after": [], "fooled": [],
                       "linf": [], "l2": [], "masked": []}
             for row in grid:

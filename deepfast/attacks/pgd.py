@@ -126,7 +126,7 @@ class PGD(Attack):
         if self.restarts == 1:
             return self._run(x, goal, targeted, generator)
         best = x.clone()
-        best_loss = torch.full((x.shape[0],), -torch.inf, device=x.device)
+        best_loss = torch.full((x.shape[0],), -torch.inf, dtype=torch.float64, device=x.device)
         todo = torch.arange(x.shape[0], device=x.device)  # samples no restart has fooled yet
         for _ in range(self.restarts):
             adv = self._run(x[todo], goal[todo], targeted, generator)
@@ -136,7 +136,7 @@ class PGD(Attack):
             fooled = self.succeeded(logits, goal[todo], targeted)
             better = fooled | (loss > best_loss[todo])
             best[todo[better]] = adv[better]
-            best_loss[todo[better]] = loss[better]
+            best_loss[todo[better]] = loss[better].to(best_loss.dtype)
             todo = todo[~fooled]
             if todo.numel() == 0:
                 break

@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from deepfast.cli.training import add_trust_flag
+
 
 def number_list(name: str, parse=float):
     """An argparse type: "a,b,c" -> [a, b, c], each parsed by ``parse``; errors name the flag."""
@@ -125,7 +127,7 @@ def load_subject(args: argparse.Namespace) -> Subject:
                 raise ValueError(f"{flag} applies to --model (a checkpoint carries its own)")
         from deepfast.train import load_trainer
 
-        trainer = load_trainer(args.ckpt, device=str(device))
+        trainer = load_trainer(args.ckpt, device=str(device), trusted=args.trust_checkpoint)
         if trainer.name != "classifier":
             raise ValueError(f"--ckpt: {args.ckpt} is a {trainer.name} checkpoint, not a classifier "
                              "(train one with `deepfast train classifier`)")
@@ -296,6 +298,7 @@ def add_parsers(commands) -> None:
         p.add_argument("--n", type=int, help=n_help)
         p.add_argument("--seed", type=int, default=0, help="seed of the attacks' random starts (default 0)")
         p.add_argument("--device", help="cpu or cuda (default cpu)")
+        add_trust_flag(p, "load --ckpt")
 
     p = commands.add_parser(
         "attack", help="robust accuracy of a classifier checkpoint, and a PNG of adversarial examples",
