@@ -144,19 +144,19 @@ class FAB(Attack):
             (grad,) = torch.autograd.grad(diff.sum(), x)
         finally:
             x.requires_grad_(False)
-        return diff.detach(), grad
+        return diff.detach().to(x.dtype), grad  # the logits may be the model's dtype; the iterate is x's
 
     def _nearest_boundary(self, x: Tensor, logits: Tensor, goal: Tensor) -> tuple[Tensor, Tensor]:
         """Untargeted FAB's choice: over the classes j != y, the linearized boundary nearest to x."""
         rows = torch.arange(x.shape[0], device=x.device)
         (grad_y,) = torch.autograd.grad(logits[rows, goal].sum(), x, retain_graph=True)
         best = torch.full((x.shape[0],), torch.inf, device=x.device)
-        diff, grad = torch.zeros_like(best, dtype=logits.dtype), torch.zeros_like(x)
+        diff, grad = torch.zeros_like(best, dtype=x.dtype), torch.zeros_like(x)
         per_sample = (-1, *(1,) * (x.dim() - 1))
         for j in range(logits.shape[1]):
             (g,) = torch.autograd.grad(logits[:, j].sum(), x, retain_graph=j + 1 < logits.shape[1])
             g = g - grad_y
-            d = (logits[:, j] - logits[rows, goal]).detach()
+            d = (logits[:, j] - logits[rows, goal]).detach().to(x.dtype)
             dual = g.flatten(1).abs().sum(dim=1) if self.norm == "inf" else torch.linalg.vector_norm(g.flatten(1), dim=1)
             dist = torch.where(goal == j, torch.inf, d.abs() / (dual + 1e-12))
             nearer = dist < best
