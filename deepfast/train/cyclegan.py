@@ -26,21 +26,26 @@ class CycleGANTrainer(Trainer):
     "cycle", "idt", "d_a", "d_b". Samples: rows a, G_A(a), G_B(G_A(a)), b, G_B(b), G_A(G_B(b)) of fixed
     held-out (else training) pairs. decay_epochs defaults to half the epochs.
 
-    saliency > 0 adds the content-preserving saliency constraint (Li et al. 2021, deepfast.losses.SaliencyLoss:
-    k=saliency_k, tau=saliency_tau) on (a, G_A(a)) and (b, G_B(b)) to the generator loss, its weight falling
-    linearly from ``saliency`` to 0 over the run (loss "saliency")."""
+    saliency > 0 adds the content-preserving saliency constraint (Li et al. 2021, deepfast.losses.SaliencyLoss,
+    slope saliency_k) on (a, G_A(a)) and (b, G_B(b)) to the generator loss, its weight falling linearly from
+    ``saliency`` to 0 over the run (loss "saliency"). ``saliency_tau`` is the mask threshold of both
+    domains, or a pair (tau_a, tau_b): domain A's masks (of a and of G_B(b)) use tau_a, B's tau_b.
+
+    ``upsample``: the generators' upsampling, "transposed" (the reference code's) or "resize"
+    (resize-convolution, no checkerboard artifacts; see deepfast.models.ResnetGenerator)."""
 
     name = "cyclegan"
     value_range = (-1.0, 1.0)
     defaults = {"data": "stain", "epochs": 10, "batch_size": 1, "lr": 2e-4, "image_size": 64,
                 "options": {"ngf": 32, "ndf": 64, "n_blocks": 6, "lambda_a": 10.0, "lambda_b": 10.0,
                             "lambda_identity": 0.5, "pool_size": 50, "loss": "lsgan", "decay_epochs": None,
-                            "saliency": 0.0, "saliency_k": 100.0, "saliency_tau": 0.5}}
+                            "saliency": 0.0, "saliency_k": 100.0, "saliency_tau": 0.5,
+                            "upsample": "transposed", "skip": False}}
 
     def build(self, channels: int) -> None:
         o, impl = self.options, self.config.impl
-        self.g_a = self.add_model("g_a", ResnetGenerator(channels, channels, o["ngf"], o["n_blocks"], impl=impl))
-        self.g_b = self.add_model("g_b", ResnetGenerator(channels, channels, o["ngf"], o["n_blocks"], impl=impl))
+        self.g_a, self.g_b = (self.add_model(k, ResnetGenerator(channels, channels, o["ngf"], o["n_blocks"], impl=impl,
+                                                                upsample=o["upsample"], skip=o["skip"])) for k in ("g_a", "g_b"))
         self.d_a = self.add_model("d_a", PatchDiscriminator(channels, o["ndf"], impl=impl))
         self.d_b = self.add_model("d_b", PatchDiscriminator(channels, o["ndf"], impl=impl))
         self.optimizers["g"] = self.adam(self.g_a, self.g_b, betas=GAN_BETAS)
@@ -56,7 +61,11 @@ class CycleGANTrainer(Trainer):
         self.pool_a, self.pool_b = ImagePool(o["pool_size"]), ImagePool(o["pool_size"])
         self.saliency = None
         if o["saliency"] > 0:
-            self.saliency = SaliencyLoss(o["saliency_k"], o["saliency_tau"], o["saliency"], epochs, self.value_range)
+            tau = o["saliency_tau"]
+            tau_a, tau_b = tau if isinstance(tau, (tuple, list)) and len(tau) == 2 else (tau, tau)
+            # (A -> B on (a, G_A(a)), B -> A on (b, G_B(b)))
+            self.saliency = [SaliencyLoss(o["saliency_k"], taus, o["saliency"], epochs, self.value_range)
+                             for taus in ((tau_a, tau_b), (tau_b, tau_a))]
 
     def train_step(self, batch: object) -> dict[str, Tensor]:
         if not isinstance(batch, (tuple, list)) or len(batch) != 2:
@@ -74,8 +83,9 @@ class CycleGANTrainer(Trainer):
             cycle = self.cycle(real_a, real_b, rec_a, rec_b, idt_a, idt_b)
             g_loss = g_gan + cycle
             if self.saliency is not None:
-                self.saliency.set_epoch(self.epoch)
-                saliency = self.saliency(real_a, fake_b) + self.saliency(real_b, fake_a)
+                for loss in self.saliency:
+                    loss.set_epoch(self.epoch)
+                saliency = self.saliency[0](real_a, fake_b) + self.saliency[1](real_b, fake_a)
                 g_loss = g_loss + saliency
         self.backward(g_loss, self.optimizers["g"])
         with self.autocast():
