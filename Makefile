@@ -32,7 +32,7 @@ $(STAMPS)/deps: pyproject.toml | $(if $(filter 1,$(SYSTEM_PYTHON)),,$(VENV)/bin/
 	mkdir -p $(STAMPS)
 ifneq ($(SYSTEM_PYTHON),1)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
-	$(PY) -m pip install -q "$(TORCH_SPEC)" "$(TRITON_SPEC)" numpy tqdm scikit-learn scikit-image pillow pytest pytest-benchmark pybind11 ninja
+	$(PY) -m pip install -q "$(TORCH_SPEC)" "$(TRITON_SPEC)" numpy tqdm scikit-learn scikit-image pillow matplotlib pytest pytest-benchmark pybind11 ninja
 endif
 	touch $@
 
