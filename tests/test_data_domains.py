@@ -18,7 +18,7 @@ def digits_m_train():
 def test_stain_train_is_unpaired_from_disjoint_regions():
     train = data.stain_domains("train", patch_size=64)
     assert isinstance(train, data.Unpaired)
-    assert (len(train.a), len(train.b), len(train)) == (24, 20, 24)
+    assert (len(train.a), len(train.b), len(train)) == (150, 125, 150)  # 5 x 5 patches (stride 16) a block
     a, b = train[0]
     for x in (a, b):
         assert x.dtype == torch.float32 and x.shape == (3, 64, 64) and 0 <= x.min() and x.max() <= 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.nn import functional as F
 
 from deepfast.losses import CycleConsistencyLoss, GANLoss, ImagePool, SaliencyLoss
 from deepfast.models import PatchDiscriminator, ResnetGenerator
@@ -31,6 +32,12 @@ class CycleGANTrainer(Trainer):
     ``saliency`` to 0 over the run (loss "saliency"). ``saliency_tau`` is the mask threshold of both
     domains, or a pair (tau_a, tau_b): domain A's masks (of a and of G_B(b)) use tau_a, B's tau_b.
 
+    semantic > 0 adds CyCADA's semantic consistency (Hoffman et al. 2018) on the A -> B direction:
+    semantic * CE(f(G_A(a)), argmax f(a)), f the frozen classifier of checkpoint ``semantic_classifier``
+    (a classifier run on domain A, images in [0, 1]), so that translations keep what f sees in a, e.g. a
+    digit's class (loss "semantic"). The B -> A term of CyCADA is left out: it needs f's labels of B
+    images, which are what is unreliable in domain adaptation.
+
     ``upsample``: the generators' upsampling, "transposed" (the reference code's) or "resize"
     (resize-convolution, no checkerboard artifacts; see deepfast.models.ResnetGenerator)."""
 
@@ -40,7 +47,7 @@ class CycleGANTrainer(Trainer):
                 "options": {"ngf": 32, "ndf": 64, "n_blocks": 6, "lambda_a": 10.0, "lambda_b": 10.0,
                             "lambda_identity": 0.5, "pool_size": 50, "loss": "lsgan", "decay_epochs": None,
                             "saliency": 0.0, "saliency_k": 100.0, "saliency_tau": 0.5,
-                            "upsample": "transposed", "skip": False}}
+                            "upsample": "transposed", "skip": False, "semantic": 0.0, "semantic_classifier": None}}
 
     def build(self, channels: int) -> None:
         o, impl = self.options, self.config.impl
@@ -66,6 +73,14 @@ class CycleGANTrainer(Trainer):
             # (A -> B on (a, G_A(a)), B -> A on (b, G_B(b)))
             self.saliency = [SaliencyLoss(o["saliency_k"], taus, o["saliency"], epochs, self.value_range)
                              for taus in ((tau_a, tau_b), (tau_b, tau_a))]
+        self.semantic = None
+        if o["semantic"] > 0:
+            if not o["semantic_classifier"]:
+                raise ValueError("option semantic needs option semantic_classifier: the checkpoint of a classifier "
+                                 "trained on domain A")
+            from deepfast.train.registry import load_trainer
+
+            self.semantic = load_trainer(o["semantic_classifier"], device=str(self.device)).model.requires_grad_(False)
 
     def train_step(self, batch: object) -> dict[str, Tensor]:
         if not isinstance(batch, (tuple, list)) or len(batch) != 2:
@@ -87,6 +102,9 @@ class CycleGANTrainer(Trainer):
                     loss.set_epoch(self.epoch)
                 saliency = self.saliency[0](real_a, fake_b) + self.saliency[1](real_b, fake_a)
                 g_loss = g_loss + saliency
+            if self.semantic is not None:
+                semantic = self.semantic_loss(real_a, fake_b)
+                g_loss = g_loss + semantic
         self.backward(g_loss, self.optimizers["g"])
         with self.autocast():
             d_a = 0.5 * self.gan.discriminator(self.nets["d_a"](real_b), self.nets["d_a"](self.pool_b.query(fake_b)))
@@ -98,7 +116,17 @@ class CycleGANTrainer(Trainer):
                   "d_a": d_a, "d_b": d_b}
         if self.saliency is not None:
             losses["saliency"] = saliency
+        if self.semantic is not None:
+            losses["semantic"] = semantic
         return losses
+
+    def semantic_loss(self, real_a: Tensor, fake_b: Tensor) -> Tensor:
+        """semantic * CE(f(G_A(a)), argmax f(a)), f the frozen classifier (eval mode) on [0, 1] images."""
+        lo, hi = self.value_range
+        to01 = lambda t: (t - lo) / (hi - lo)  # noqa: E731
+        with torch.no_grad():
+            labels = self.semantic(to01(real_a)).argmax(1)
+        return self.options["semantic"] * F.cross_entropy(self.semantic(to01(fake_b)).float(), labels)
 
     def rank_state(self) -> dict:
         return {"pool_a": self.pool_a.state_dict(), "pool_b": self.pool_b.state_dict()}
