@@ -230,3 +230,15 @@ def test_conditional_gan_uses_the_labels_and_checks_them():
             g(z, bad)
         with pytest.raises(ValueError, match="labels"):
             d(x, bad)
+
+
+def test_resnet_generator_skip_adds_the_input_before_tanh():
+    torch.manual_seed(0)
+    g = ResnetGenerator(3, 3, ngf=4, n_blocks=1, skip=True)
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(g(x), torch.tanh(g.model(x) + x))
+        g.model[-1].weight.zero_(), g.model[-1].bias.zero_()
+        torch.testing.assert_close(g(x), torch.tanh(x))
+        plain = ResnetGenerator(3, 3, ngf=4, n_blocks=1)
+        torch.testing.assert_close(plain(x), torch.tanh(plain.model(x)))

@@ -298,6 +298,33 @@ def test_cdcgan_samples_one_class_per_row_and_needs_labels(tmp_path):
         trainer.train_step(torch.rand(8, 1, 32, 32))
 
 
+def test_cyclegan_saliency_thresholds_per_domain_and_semantic_consistency(tmp_path):
+    opts = {**SMALL["cyclegan"], "saliency": 1.0, "saliency_tau": [0.3, 0.6], "upsample": "resize", "skip": True}
+    trainer = make_trainer(config("cyclegan", tmp_path / "s", options=opts))
+    trainer.setup(1)
+    a_to_b, b_to_a = trainer.saliency
+    assert (a_to_b.tau_real, a_to_b.tau_translated, b_to_a.tau_real, b_to_a.tau_translated) == (0.3, 0.6, 0.6, 0.3)
+    x = tiny_pairs()[0][0][None]
+    assert "saliency" in trainer.train_step((x.repeat(2, 1, 1, 1), -x.repeat(2, 1, 1, 1)))
+    # CyCADA's term: CE of the frozen classifier on G_A(a) against its own labels of a
+    make_trainer(config("classifier", tmp_path / "clf", epochs=1)).fit()
+    with pytest.raises(ValueError, match="semantic_classifier"):
+        make_trainer(config("cyclegan", tmp_path / "c0", options={**SMALL["cyclegan"], "semantic": 1.0})).setup(1)
+    opts = {**SMALL["cyclegan"], "semantic": 2.0, "semantic_classifier": str(tmp_path / "clf" / "last.pt")}
+    result = make_trainer(config("cyclegan", tmp_path / "c", epochs=1, image_size=32, options=opts)).fit()
+    assert result.metrics[-1]["semantic"] > 0
+    trainer = load_trainer(str(tmp_path / "c" / "last.pt"))
+    clf = trainer.semantic
+    assert not any(p.requires_grad for p in clf.parameters()) and not clf.training
+    a = torch.stack([tiny_pairs()[i][0] for i in range(4)])
+    fake = trainer.g_a(a)
+    loss = trainer.semantic_loss(a, fake)
+    expected = 2.0 * torch.nn.functional.cross_entropy(clf((fake + 1) / 2), clf((a + 1) / 2).argmax(1))
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert all(p.grad is not None for p in trainer.g_a.parameters())
+
+
 def test_load_trainer_gives_the_trained_models(tmp_path):
     trainer = make_trainer(config("dcgan", tmp_path, epochs=1))
     trainer.fit()
