@@ -17,7 +17,7 @@ SMALL = {
     "unet": {"width": 4, "depth": 2},
     "vae": {"latent_dim": 4, "width": 8},
     "dcgan": {"nz": 8, "ngf": 8, "ndf": 8},
-    "cdcgan": {"nz": 8, "ngf": 8, "ndf": 8, "ema": 0.9},
+    "cdcgan": {"nz": 8, "ngf": 8, "ndf": 8, "ema": 0.9, "augment": "translation,cutout"},
     "cyclegan": {"ngf": 4, "ndf": 4, "n_blocks": 1, "pool_size": 3},
     "classifier": {},
 }

