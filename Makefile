@@ -20,7 +20,7 @@ STAMPS := $(VENV)/stamps
 endif
 SOURCES := setup.py pyproject.toml $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/*.h csrc/cpu/*.cpp csrc/cuda/*.cu csrc/cuda/*.cuh)
 
-.PHONY: setup test demo bench cuda-check gpu-check clean
+.PHONY: setup test demo bench triton-check cuda-check gpu-check clean
 .DELETE_ON_ERROR:
 
 setup: $(STAMPS)/installed
@@ -49,6 +49,11 @@ bench: setup
 
 demo: setup
 	$(PY) -m deepfast demo --out runs/demo
+
+# Compiles every Triton kernel, in every specialization the wrappers launch, for sm_80 and sm_90 (no GPU
+# needed) and inspects the generated code (.ci/triton_check.py).
+triton-check: setup
+	$(PY) .ci/triton_check.py
 
 # Builds the CUDA kernels against the CUDA build of torch 2.14.1, in a venv and a build dir of
 # their own under ~/.cache/deepfast (no GPU needed), and checks what got installed.

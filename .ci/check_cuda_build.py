@@ -17,6 +17,9 @@ import sys
 import sysconfig
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sass import local_traffic  # noqa: E402
+
 failures: list[str] = []
 summary: list[str] = []
 
@@ -60,6 +63,7 @@ def main() -> int:
         f"but torch {torch.__version__} is installed",
     )
     check_fatbinary(ext.__file__)
+    check_resources(ext.__file__)
 
     # 3. every op of the deepfast namespace has a CPU and a CUDA kernel in the dispatcher
     ops = sorted(n for n in torch._C._dispatch_get_all_op_names() if n.startswith("deepfast::"))
@@ -100,13 +104,61 @@ def main() -> int:
     return 1 if failures else 0
 
 
-def check_fatbinary(so: str) -> None:
-    """Each architecture of TORCH_CUDA_ARCH_LIST has device code (a cubin) in the extension."""
+def _cuobjdump() -> str | None:
     tool = shutil.which("cuobjdump", path=os.path.join(os.environ.get("CUDA_HOME", "/usr/local/cuda"), "bin"))
     if tool is None:
         spec = importlib.util.find_spec("triton")  # Triton ships a cuobjdump
         bundled = spec and Path(spec.origin).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
         tool = str(bundled) if bundled and bundled.is_file() else shutil.which("cuobjdump")
+    return tool
+
+
+def _demangle(names: list[str]) -> dict[str, str]:
+    """Mangled -> readable kernel names (c++filt), shortened: no namespace, no argument list."""
+    tool = shutil.which("c++filt")
+    readable = (subprocess.run([tool], input="\n".join(names), capture_output=True, text=True).stdout.splitlines()
+                if tool else names)
+    short = [r.removeprefix("void ").replace("(anonymous namespace)::", "").replace("deepfast::", "").split("(")[0]
+             for r in readable]
+    return dict(zip(names, short if len(short) == len(names) else names))
+
+
+def check_resources(so: str) -> None:
+    """Registers, stack, shared memory and local-memory traffic of every kernel of every architecture
+    (cuobjdump). Any local load / store (LDL / STL in the SASS: a spill, or an array in local memory) fails."""
+    tool = _cuobjdump()
+    if tool is None:
+        summary.append("kernel resources not checked (no cuobjdump)")
+        print(f"  [skip] {summary[-1]}")
+        return
+    usage = subprocess.run([tool, "--dump-resource-usage", so], capture_output=True, text=True).stdout
+    kernels, arch = {}, ""
+    for line in usage.splitlines():
+        if m := re.match(r"\s*arch = (sm_\d+)", line):
+            arch = m[1]
+        elif m := re.match(r"\s*Function (\S+):", line):
+            name = m[1]
+        elif m := re.search(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)", line):
+            kernels[(name, arch)] = {"reg": int(m[1]), "stack": int(m[2]), "shared": int(m[3]), "local": int(m[4]),
+                                     "ldst": 0}
+    sass = subprocess.run([tool, "-sass", so], capture_output=True, text=True).stdout
+    for key, (inside, outside) in local_traffic(sass).items():
+        if key in kernels:
+            kernels[key]["ldst"] = inside + outside
+    names = _demangle(sorted({n for n, _ in kernels}))
+    print(f"  kernel resources ({len(kernels)} kernels x architectures):")
+    print(f"    {'kernel':<78} {'arch':<6} {'regs':>4} {'stack':>5} {'smem':>5} {'local ld/st':>11}")
+    for (name, arch), r in sorted(kernels.items(), key=lambda kv: (names[kv[0][0]], kv[0][1])):
+        print(f"    {names[name][:78]:<78} {arch:<6} {r['reg']:>4} {r['stack']:>5} {r['shared']:>5} {r['ldst']:>11}")
+    spilling = sorted(f"{names[n]} ({a}: {r['ldst']} local loads/stores, stack {r['stack']} B)"
+                      for (n, a), r in kernels.items() if r["ldst"] or r["local"])
+    check(bool(kernels) and not spilling, f"{len(kernels)} kernel builds use no local memory (no spills)",
+          "; ".join(spilling) or "no kernels found")
+
+
+def check_fatbinary(so: str) -> None:
+    """Each architecture of TORCH_CUDA_ARCH_LIST has device code (a cubin) in the extension."""
+    tool = _cuobjdump()
     wanted = []
     for arch in re.split(r"[;\s]+", os.environ.get("TORCH_CUDA_ARCH_LIST", "")):
         m = re.fullmatch(r"(\d+)\.(\d+)([af]?)(\+PTX)?", arch.strip())

@@ -47,13 +47,21 @@ DF_HD T leaky_grad(T dy, T z, T slope) {
   return dy * (z > T(0) ? T(1) : slope);
 }
 
-// Mean and biased variance of M values from the sums of (x - shift) and (x - shift)^2.
+// Mean and biased variance of M values from the sums of (x - shift) and (x - shift)^2. Rounding can
+// make the variance negative: it is then 0; a NaN stays NaN (as torch's).
 template <typename T>
 DF_HD void shifted_moments(T shift, T s1, T s2, int64_t m, T& mean, T& var) {
   const T d = s1 / T(m);
   mean = shift + d;
   const T v = s2 / T(m) - d * d;
-  var = v > T(0) ? v : T(0);
+  var = v < T(0) ? T(0) : v;
+}
+
+// The weight in-place mode divides by: sign(w) * max(|w|, kInplaceMinWeight), sign(0) = +1.
+template <typename T>
+DF_HD T inplace_weight(T w) {
+  const T m = T(kInplaceMinWeight);
+  return w >= T(0) ? (w < m ? m : w) : (w > -m ? -m : w);
 }
 
 template <typename T>
@@ -92,6 +100,13 @@ DF_HD void backward_coefficients(T w, T b, T mean, T invstd, T sum_dz, T sum_dz_
     P = -a * invstd;
     Q = a * mean * invstd - c;
   }
+}
+
+// dx = K dz + u P + Q; with running statistics (not batch_stats: P = Q = 0) it is K dz alone, so that a
+// non-finite u (x, or z in in-place mode) does not turn dx into NaN (torch's eval backward never reads x).
+template <typename T>
+DF_HD T norm_dx(T K, T dz, T u, T P, T Q, bool batch_stats) {
+  return batch_stats ? K * dz + u * P + Q : K * dz;
 }
 
 }  // namespace deepfast

@@ -9,6 +9,8 @@
 #include <c10/util/Exception.h>
 #include <c10/util/Optional.h>
 
+#include <algorithm>
+
 #include "checks.h"
 #include "norm_act.h"
 
@@ -22,6 +24,27 @@ struct NormLayout {
   at::MemoryFormat format() const {
     return channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   }
+};
+
+// How the CUDA passes cut [B][R][C][S] into chunks, one block each (a function of the sizes only, so
+// the same on every device): rows [r0, r0 + rows) by values [s0, s0 + seg) of one channel when S > 1,
+// or rows [r0, r0 + rows) of `lanes` channels side by side when S == 1 (channels contiguous).
+struct NormGeometry {
+  static constexpr int64_t kChunk = 16384;  // values per block (about)
+  int64_t R, C, S, rows, seg, chunks, ctiles;
+  NormGeometry(const NormLayout& L, int64_t lanes) : R(L.R), C(L.C), S(L.S) {
+    if (S == 1) {
+      ctiles = (C + lanes - 1) / lanes;
+      seg = 1;
+      rows = std::max<int64_t>(1, kChunk / lanes);
+    } else {
+      ctiles = C;
+      seg = S <= kChunk ? S : kChunk;  // long rows are cut into segments
+      rows = std::max<int64_t>(1, kChunk / std::max<int64_t>(S, 1));
+    }
+    chunks = R * S == 0 ? 0 : ((R + rows - 1) / rows) * ((S + seg - 1) / seg);
+  }
+  int64_t blocks(const NormLayout& L) const { return L.B * ctiles * chunks; }
 };
 
 inline at::ScalarType acc_type(const at::Tensor& x) {

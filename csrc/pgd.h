@@ -5,23 +5,39 @@
 //          d      = x + step * g * ginv - x0                 (pass 2: sum of d^2 over the sample)
 //          factor = ||d|| > eps ? eps / ||d|| : 1
 //          x'     = clip(x0 + d * factor, lo, hi)            (pass 3: d recomputed, scaled, clipped)
-// Branch-free selects, so that the CPU loops vectorise.
+// Branch-free selects, so that the CPU loops vectorise. Non-finite values behave as in torch: min, max
+// and clamp propagate NaN, and sign(NaN) = 0 (torch.sign).
 #pragma once
 
 #include "common.h"
 
 namespace deepfast {
 
+// max(a, b) and min(a, b) that return NaN when either is NaN (torch.maximum / torch.minimum).
+template <typename T>
+DF_HD T max_nan(T a, T b) {
+  return (a > b || a != a) ? a : b;
+}
+
+template <typename T>
+DF_HD T min_nan(T a, T b) {
+  return (a < b || a != a) ? a : b;
+}
+
 template <typename T>
 DF_HD T clip(T v, T lo, T hi) {
-  v = v < lo ? lo : v;
-  return v > hi ? hi : v;
+  return min_nan(max_nan(v, lo), hi);
+}
+
+// torch.sign: -1, 0 or 1; 0 for NaN.
+template <typename T>
+DF_HD T sign_of(T g) {
+  return T(g > T(0)) - T(g < T(0));
 }
 
 template <typename T>
 DF_HD T pgd_linf(T x, T g, T x0, T step, T eps, T lo, T hi) {
-  const T sign = T(g > T(0)) - T(g < T(0));
-  return clip(clip(x + step * sign, x0 - eps, x0 + eps), lo, hi);
+  return clip(clip(x + step * sign_of(g), x0 - eps, x0 + eps), lo, hi);
 }
 
 // 1 / (||g|| + 1e-10) from the sum of g^2 over the sample.

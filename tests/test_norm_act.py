@@ -158,6 +158,24 @@ def test_large_input_many_chunks(backend_device, poison):
             assert_matches_reference(backend, "batch-train", x + 100.0, w, b, rm, rv)
 
 
+@pytest.mark.parametrize("mode", ["batch-train", "instance"])
+def test_triton_chunks_segments_and_column_tiles(backend_device, mode, monkeypatch, poison):
+    """Triton with 48 values per chunk: groups of many chunks, rows longer than a chunk (S = 77, cut into
+    segments), and channels_last column tiles of a few rows; what large inputs get on a GPU."""
+    backend, device = backend_device
+    if backend != "triton":
+        pytest.skip("the chunking of the Triton kernels")
+    from deepfast.kernels import norm_act as kernels
+
+    monkeypatch.setattr(kernels, "CHUNK", 48)
+    shapes = [((5, 3, 7, 11), False), ((3, 5, 6, 7), True)] + [((41, 3, 2, 2), False)] * (mode != "instance")
+    for shape, cl in shapes:
+        x, w, b, rm, rv = make_inputs(shape, torch.float64, device, channels_last=cl)
+        assert kernels.Geometry(*deepfast.ops.norm_act.layout(x, mode == "instance")[:4], x.dtype).chunks > 1
+        for inplace in (False, True):
+            assert_matches_reference(backend, mode, x, w, b, rm, rv, inplace=inplace)
+
+
 def test_statistics_are_deterministic(backend_device):
     """Same bits for any thread count (fixed partial sums added in a fixed order)."""
     backend, device = backend_device

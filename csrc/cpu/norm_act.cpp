@@ -277,13 +277,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_act_backward_cpu(
       for_each_element(L, [=](int64_t i, int64_t g) {
         const T yv = T(ps[i]);
         const T dz = leaky_grad<T>(T(pdy[i]), yv, sl);
-        pdx[i] = scalar_t(pk[g] * dz + leaky_inverse<T>(yv, inv_sl) * pp[g] + pq[g]);
+        pdx[i] = scalar_t(norm_dx<T>(pk[g], dz, leaky_inverse<T>(yv, inv_sl), pp[g], pq[g], batch_stats));
       });
     } else {
       for_each_element(L, [=](int64_t i, int64_t g) {
         const T xv = T(ps[i]);
         const T dz = leaky_grad<T>(T(pdy[i]), xv * pa[g] + pbc[g], sl);
-        pdx[i] = scalar_t(pk[g] * dz + xv * pp[g] + pq[g]);
+        pdx[i] = scalar_t(norm_dx<T>(pk[g], dz, xv, pp[g], pq[g], batch_stats));
       });
     }
   });

@@ -15,7 +15,7 @@ namespace {
 
 // One partial sum of |rec - orig| per block; finish_sum adds them in a fixed order.
 template <typename scalar_t>
-__global__ void cycle_l1_forward_kernel(const scalar_t* __restrict__ rec, const scalar_t* __restrict__ orig,
+__global__ void __launch_bounds__(kThreads) cycle_l1_forward_kernel(const scalar_t* __restrict__ rec, const scalar_t* __restrict__ orig,
                                         acc_t<scalar_t>* __restrict__ partial, int64_t n) {
   using T = acc_t<scalar_t>;
   T sum = 0;
@@ -27,7 +27,7 @@ __global__ void cycle_l1_forward_kernel(const scalar_t* __restrict__ rec, const 
 }
 
 template <typename scalar_t, bool kRec, bool kOrig>
-__global__ void cycle_l1_backward_kernel(const scalar_t* __restrict__ grad, double scale,
+__global__ void __launch_bounds__(kThreads) cycle_l1_backward_kernel(const scalar_t* __restrict__ grad, double scale,
                                          const scalar_t* __restrict__ rec, const scalar_t* __restrict__ orig,
                                          scalar_t* __restrict__ grad_rec, scalar_t* __restrict__ grad_orig, int64_t n) {
   using T = acc_t<scalar_t>;
@@ -46,9 +46,9 @@ at::Tensor cycle_l1_cuda(const at::Tensor& rec_, const at::Tensor& orig_, double
   at::Tensor loss = at::empty({}, rec.options());
   const int64_t n = rec.numel();
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  const int blocks = grid_size(n);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, rec.scalar_type(), "cycle_l1_cuda", [&] {
     using T = acc_t<scalar_t>;
+    const int blocks = grid_size<cycle_l1_forward_kernel<scalar_t>>(n);
     at::Tensor partial = at::empty({blocks}, rec.options().dtype(c10::CppTypeToScalarType<T>::value));
     cycle_l1_forward_kernel<scalar_t><<<blocks, kThreads, 0, stream>>>(
         rec.const_data_ptr<scalar_t>(), orig.const_data_ptr<scalar_t>(), partial.mutable_data_ptr<T>(), n);
@@ -74,8 +74,8 @@ CycleGrads cycle_l1_backward_cuda(const at::Tensor& grad, const at::Tensor& rec_
     const scalar_t *pg = grad.const_data_ptr<scalar_t>(), *pr = rec.const_data_ptr<scalar_t>(),
                    *po = orig.const_data_ptr<scalar_t>();
     with_grads<scalar_t>(grads, [&](auto kRec, auto kOrig, scalar_t* grad_rec, scalar_t* grad_orig) {
-      cycle_l1_backward_kernel<scalar_t, decltype(kRec)::value, decltype(kOrig)::value>
-          <<<grid_size(n), kThreads, 0, stream>>>(pg, scale, pr, po, grad_rec, grad_orig, n);
+      constexpr auto kernel = cycle_l1_backward_kernel<scalar_t, decltype(kRec)::value, decltype(kOrig)::value>;
+      kernel<<<grid_size<kernel>(n), kThreads, 0, stream>>>(pg, scale, pr, po, grad_rec, grad_orig, n);
     });
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });

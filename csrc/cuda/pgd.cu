@@ -59,7 +59,7 @@ __device__ T sample_sum(const T* __restrict__ partial, int64_t s, int64_t tiles_
 }
 
 template <typename scalar_t>
-__global__ void pgd_linf_kernel(PgdArgs<scalar_t> a) {
+__global__ void __launch_bounds__(kThreads) pgd_linf_kernel(PgdArgs<scalar_t> a) {
   using T = acc_t<scalar_t>;
   for (int64_t t = blockIdx.x; t < a.tiles; t += gridDim.x) {
     const Tile tile = tile_at(a, t);
@@ -72,7 +72,7 @@ __global__ void pgd_linf_kernel(PgdArgs<scalar_t> a) {
 
 // Pass 1: gpartial[t] = sum of g^2 over tile t.
 template <typename scalar_t>
-__global__ void pgd_grad_sumsq_kernel(PgdArgs<scalar_t> a, acc_t<scalar_t>* __restrict__ gpartial) {
+__global__ void __launch_bounds__(kThreads) pgd_grad_sumsq_kernel(PgdArgs<scalar_t> a, acc_t<scalar_t>* __restrict__ gpartial) {
   using T = acc_t<scalar_t>;
   for (int64_t t = blockIdx.x; t < a.tiles; t += gridDim.x) {
     const Tile tile = tile_at(a, t);
@@ -89,7 +89,7 @@ __global__ void pgd_grad_sumsq_kernel(PgdArgs<scalar_t> a, acc_t<scalar_t>* __re
 
 // Pass 2: dpartial[t] = sum of d^2 over tile t; pass 3 (kWrite): the output of tile t.
 template <typename scalar_t, bool kWrite>
-__global__ void pgd_l2_kernel(PgdArgs<scalar_t> a, const acc_t<scalar_t>* __restrict__ gpartial,
+__global__ void __launch_bounds__(kThreads) pgd_l2_kernel(PgdArgs<scalar_t> a, const acc_t<scalar_t>* __restrict__ gpartial,
                               acc_t<scalar_t>* __restrict__ dpartial) {
   using T = acc_t<scalar_t>;
   __shared__ T ginv_factor[2];  // of the tile's sample, computed by the first warp
@@ -129,7 +129,11 @@ void pgd_cuda(const PgdProblem& pr) {
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, pr.x.scalar_type(), "pgd_step_cuda", [&] {
     using T = acc_t<scalar_t>;
-    const int64_t resident = resident_blocks();
+    // one grid for the three L2 passes: the one with the fewest resident blocks sizes it
+    const int64_t resident =
+        pr.l2 ? std::min({resident_blocks<pgd_grad_sumsq_kernel<scalar_t>>(),
+                          resident_blocks<pgd_l2_kernel<scalar_t, false>>(), resident_blocks<pgd_l2_kernel<scalar_t, true>>()})
+              : resident_blocks<pgd_linf_kernel<scalar_t>>();
     int64_t tile = kMaxTile;
     while (tile > kMinTile && pr.samples * ((pr.per_sample + tile - 1) / tile) < 4 * resident) tile /= 2;
     const int64_t tiles_per_sample = (pr.per_sample + tile - 1) / tile;

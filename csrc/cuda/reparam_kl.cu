@@ -15,12 +15,13 @@ namespace {
 
 // One pass: writes z and either kl per element or one partial sum of kl per block.
 template <typename scalar_t, bool kReduce>
-__global__ void reparam_kl_forward_kernel(const scalar_t* __restrict__ mu, const scalar_t* __restrict__ logvar,
+__global__ void __launch_bounds__(kThreads) reparam_kl_forward_kernel(const scalar_t* __restrict__ mu, const scalar_t* __restrict__ logvar,
                                           const scalar_t* __restrict__ eps, scalar_t* __restrict__ z,
                                           scalar_t* __restrict__ kl, acc_t<scalar_t>* __restrict__ partial,
                                           int64_t n) {
   using T = acc_t<scalar_t>;
   T sum = 0;
+#pragma unroll 1  // unrolled, the double kernel spills
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     T zi, kli;
     reparam_kl_forward<T>(T(mu[i]), T(logvar[i]), T(eps[i]), zi, kli);
@@ -38,7 +39,7 @@ __global__ void reparam_kl_forward_kernel(const scalar_t* __restrict__ mu, const
 }
 
 template <typename scalar_t, bool kReduced>
-__global__ void reparam_kl_backward_kernel(const scalar_t* __restrict__ gz, const scalar_t* __restrict__ gkl,
+__global__ void __launch_bounds__(kThreads) reparam_kl_backward_kernel(const scalar_t* __restrict__ gz, const scalar_t* __restrict__ gkl,
                                            double scale, const scalar_t* __restrict__ mu,
                                            const scalar_t* __restrict__ logvar, const scalar_t* __restrict__ eps,
                                            scalar_t* __restrict__ dmu, scalar_t* __restrict__ dlogvar, int64_t n) {
@@ -60,7 +61,6 @@ std::tuple<at::Tensor, at::Tensor> reparam_kl_cuda(const at::Tensor& mu_, const 
   const at::Tensor &mu = a.mu, &logvar = a.logvar, &eps = a.eps, &z = a.z, &kl = a.kl;
   const int64_t n = mu.numel();
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  const int blocks = grid_size(n);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mu.scalar_type(), "reparam_kl_cuda", [&] {
     using T = acc_t<scalar_t>;
     const scalar_t *pm = mu.const_data_ptr<scalar_t>(), *pl = logvar.const_data_ptr<scalar_t>(),
@@ -69,10 +69,11 @@ std::tuple<at::Tensor, at::Tensor> reparam_kl_cuda(const at::Tensor& mu_, const 
     if (!reduce) {
       if (n == 0) return;
       reparam_kl_forward_kernel<scalar_t, false>
-          <<<blocks, kThreads, 0, stream>>>(pm, pl, pe, pz, kl.mutable_data_ptr<scalar_t>(), nullptr, n);
+          <<<grid_size<reparam_kl_forward_kernel<scalar_t, false>>(n), kThreads, 0, stream>>>(pm, pl, pe, pz, kl.mutable_data_ptr<scalar_t>(), nullptr, n);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       return;
     }
+    const int blocks = grid_size<reparam_kl_forward_kernel<scalar_t, true>>(n);
     at::Tensor partial = at::empty({blocks}, mu.options().dtype(c10::CppTypeToScalarType<T>::value));
     reparam_kl_forward_kernel<scalar_t, true>
         <<<blocks, kThreads, 0, stream>>>(pm, pl, pe, pz, nullptr, partial.mutable_data_ptr<T>(), n);
@@ -102,10 +103,10 @@ std::tuple<at::Tensor, at::Tensor> reparam_kl_backward_cuda(const at::Tensor& gr
     scalar_t *pdm = dmu.mutable_data_ptr<scalar_t>(), *pdl = dlogvar.mutable_data_ptr<scalar_t>();
     if (reduced) {
       reparam_kl_backward_kernel<scalar_t, true>
-          <<<grid_size(n), kThreads, 0, stream>>>(pg, pk, scale, pm, pl, pe, pdm, pdl, n);
+          <<<grid_size<reparam_kl_backward_kernel<scalar_t, true>>(n), kThreads, 0, stream>>>(pg, pk, scale, pm, pl, pe, pdm, pdl, n);
     } else {
       reparam_kl_backward_kernel<scalar_t, false>
-          <<<grid_size(n), kThreads, 0, stream>>>(pg, pk, scale, pm, pl, pe, pdm, pdl, n);
+          <<<grid_size<reparam_kl_backward_kernel<scalar_t, false>>(n), kThreads, 0, stream>>>(pg, pk, scale, pm, pl, pe, pdm, pdl, n);
     }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });

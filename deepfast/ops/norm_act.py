@@ -251,11 +251,8 @@ def _acc_dtype(x: Tensor) -> torch.dtype:
 # --- Triton backend: custom ops around the kernels of deepfast.kernels.norm_act ---------------------
 
 
-def _channel_params(x: Tensor, weight: Tensor | None, bias: Tensor | None, inplace: bool) -> tuple[Tensor, Tensor]:
-    acc = _acc_dtype(x)
-    w = weight.to(acc) if weight is not None else x.new_ones(x.shape[1], dtype=acc)
-    b = bias.to(acc) if bias is not None else x.new_zeros(x.shape[1], dtype=acc)
-    return (inplace_weight(w) if inplace else w).contiguous(), b.contiguous()
+def _dense(*tensors: Tensor | None) -> list[Tensor | None]:
+    return [None if t is None else t.contiguous() for t in tensors]
 
 
 @torch.library.custom_op("deepfast_triton::norm_act", mutates_args=())
@@ -266,10 +263,8 @@ def _triton_forward(
     from deepfast.kernels import norm_act
 
     lay = layout(x, instance)
-    w, b = _channel_params(x, weight, bias, inplace)
-    if mean is not None:
-        mean, var = (t.to(_acc_dtype(x), copy=True).contiguous() for t in (mean, var))
-    return norm_act.forward(x.contiguous(memory_format=lay.memory_format), w, b, mean, var, lay[:4], eps, slope)
+    return norm_act.forward(x.contiguous(memory_format=lay.memory_format), *_dense(weight, bias, mean, var),
+                            lay[:4], eps, slope, inplace)
 
 
 @torch.library.custom_op("deepfast_triton::norm_act_backward", mutates_args=())
@@ -280,10 +275,9 @@ def _triton_backward(
     from deepfast.kernels import norm_act
 
     lay = layout(saved, instance)
-    w, b = _channel_params(saved, weight, bias, inplace)
     fmt = lay.memory_format
-    return norm_act.backward(grad_y.contiguous(memory_format=fmt), saved.contiguous(memory_format=fmt), w, b,
-                             mean.contiguous(), var.contiguous(), lay[:4], batch_stats, eps, slope, inplace)
+    return norm_act.backward(grad_y.contiguous(memory_format=fmt), saved.contiguous(memory_format=fmt),
+                             *_dense(weight, bias, mean, var), lay[:4], batch_stats, eps, slope, inplace)
 
 
 # --- fake kernels and autograd, shared by the compiled (cpp/cuda) and Triton ops ---------------------
