@@ -20,7 +20,7 @@ STAMPS := $(VENV)/stamps
 endif
 SOURCES := setup.py pyproject.toml $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/*.h csrc/cpu/*.cpp csrc/cuda/*.cu csrc/cuda/*.cuh)
 
-.PHONY: setup test demo bench triton-check cuda-check gpu-check clean
+.PHONY: setup test fuzz demo bench triton-check cuda-check oldest-torch-check gpu-check gpu-check-dry clean
 .DELETE_ON_ERROR:
 
 setup: $(STAMPS)/installed
@@ -33,6 +33,9 @@ $(STAMPS)/deps: pyproject.toml | $(if $(filter 1,$(SYSTEM_PYTHON)),,$(VENV)/bin/
 ifneq ($(SYSTEM_PYTHON),1)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	$(PY) -m pip install -q "$(TORCH_SPEC)" "$(TRITON_SPEC)" numpy tqdm scikit-learn scikit-image pillow matplotlib pytest pytest-benchmark pybind11 ninja
+	# torchattacks: the tests' oracle. Without its declared torchvision (which does not import beside the
+	# CPU torch) and requests: it imports neither; its scipy comes with scikit-learn.
+	$(PY) -m pip install -q --no-deps "torchattacks==3.5.1"
 endif
 	touch $@
 
@@ -43,6 +46,11 @@ $(STAMPS)/installed: $(STAMPS)/deps $(SOURCES)
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The long forms of the fuzz tests (marked fuzz: random cases, SIGKILL-and-resume); `make test` runs
+# them short.
+fuzz: setup
+	DEEPFAST_FUZZ=long $(PY) -m pytest -m fuzz $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) benchmarks/run.py
@@ -60,9 +68,21 @@ triton-check: setup
 cuda-check:
 	bash .ci/cuda_check.sh
 
+# The same build and checks against the oldest torch deepfast supports, 2.11 (the GPU machine's), for
+# sm_90 only: torch 2.11 from PyPI (530 MB), its CUDA libraries borrowed from the cuda-check venv.
+OLDEST_TORCH ?= torch==2.11.0
+oldest-torch-check:
+	DEEPFAST_CUDA_VENV=$(HOME)/.cache/deepfast/oldest-torch-venv DEEPFAST_CUDA_BUILD=$(HOME)/.cache/deepfast/oldest-torch-build \
+	DEEPFAST_CUDA_PACKAGES="$(OLDEST_TORCH)" DEEPFAST_CUDA_LIBS_FROM=$(HOME)/.cache/deepfast/cuda-venv \
+	TORCH_CUDA_ARCH_LIST=9.0 bash .ci/cuda_check.sh
+
 clean:
 	rm -rf build dist *.egg-info deepfast/_C*.so $(VENV)
 
 # On a lent GPU machine (no registry): the GPU runbook, results under benchmarks/results/<gpu>/.
 gpu-check:
 	bash benchmarks/gpu_check.sh
+
+# The runbook's steps printed and what they need checked, without a GPU (also a test: tests/test_gpu_check.py).
+gpu-check-dry: setup
+	PYTHON=$(PY) bash benchmarks/gpu_check.sh --dry-run build tests sanitize bench rest

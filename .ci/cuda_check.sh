@@ -11,6 +11,9 @@
 #   DEEPFAST_CUDA_VENV      the venv (default ~/.cache/deepfast/cuda-venv; created once, ~80 s, 5.5 GB)
 #   DEEPFAST_CUDA_BUILD     the build dir (default ~/.cache/deepfast/cuda-build)
 #   DEEPFAST_CUDA_PACKAGES  what goes into the venv (default: torch==2.14.1, the runtime dependencies, build tools)
+#   DEEPFAST_CUDA_LIBS_FROM another venv whose packages this one borrows (a .pth file): PACKAGES are then
+#                           installed without their dependencies (the CUDA libraries of an older torch
+#                           would otherwise be several GB of downloads; `make oldest-torch-check`)
 #   CUDA_HOME               the CUDA toolkit with nvcc (default /usr/local/cuda-13.0)
 #   TORCH_CUDA_ARCH_LIST    default "8.0;9.0"
 #   MAX_JOBS                parallel compile jobs (default 2)
@@ -53,8 +56,17 @@ if [[ ! -f "${STAMP}" || "$(cat "${STAMP}")" != "${PACKAGES}" ]]; then
         "${PYTHON:-python3}" -m venv "${VENV}"
     fi
     say "installing ${PACKAGES} into ${VENV}"
-    # shellcheck disable=SC2086  # PACKAGES is a list of words
-    "${VENV}/bin/python" -m pip install -q ${PACKAGES}
+    if [[ -n "${DEEPFAST_CUDA_LIBS_FROM:-}" ]]; then
+        [[ -x "${DEEPFAST_CUDA_LIBS_FROM}/bin/python" ]] ||
+            die "DEEPFAST_CUDA_LIBS_FROM=${DEEPFAST_CUDA_LIBS_FROM} is not a venv (make cuda-check creates it)"
+        # shellcheck disable=SC2086
+        "${VENV}/bin/python" -m pip install -q --no-deps ${PACKAGES}
+        purelib='import sysconfig; print(sysconfig.get_paths()["purelib"])'
+        "${DEEPFAST_CUDA_LIBS_FROM}/bin/python" -c "${purelib}" >"$("${VENV}/bin/python" -c "${purelib}")/deepfast-borrowed.pth"
+    else
+        # shellcheck disable=SC2086  # PACKAGES is a list of words
+        "${VENV}/bin/python" -m pip install -q ${PACKAGES}
+    fi
     printf '%s' "${PACKAGES}" >"${STAMP}"
 fi
 PY="${VENV}/bin/python"

@@ -3,8 +3,9 @@
 Rows:
   op "bn_leaky_relu"  BatchNorm2d (training: batch statistics, running-stat update) + LeakyReLU(0.2)
   op "in_leaky_relu"  InstanceNorm2d(affine=True) + LeakyReLU(0.2), at (16, 64, 128, 128) only
-  shapes   (64, 128, 32, 32), (16, 64, 128, 128), (1, 256, 64, 64) float32, NCHW and channels_last
-           (shape label "... cl"); the last two are ``large`` (not in --quick)
+  shapes   (64, 128, 32, 32), (16, 64, 128, 128), (1, 256, 64, 64), (256, 64, 56, 56) float32, NCHW and
+           channels_last (shape label "... cl"); the last three are ``large`` (not in --quick); the last
+           (ResNet's first block at batch 256) is the GPU runbook's headline row
   modes    forward            y = f(x), x needs no grad
            forward+backward   y = f(x) with x, weight, bias requiring grad, then
                               torch.autograd.grad(y, (x, weight, bias), g) with a random g
@@ -32,7 +33,7 @@ from benchmarks.conftest import backend_impls, bench_device, measure, shape_para
 from benchmarks.memory import STACKS, conv_stack, saved_bytes
 from deepfast.nn import BatchNormLeakyReLU2d, InstanceNormLeakyReLU2d
 
-SHAPES = shape_params((64, 128, 32, 32), (16, 64, 128, 128), (1, 256, 64, 64))
+SHAPES = shape_params((64, 128, 32, 32), (16, 64, 128, 128), (1, 256, 64, 64), (256, 64, 56, 56))
 MODES = ("forward", "forward+backward")
 BACKENDS = backend_impls(bench_device())
 IMPLS = ("eager", "compile", *BACKENDS, *(f"{b} inplace" for b in BACKENDS))

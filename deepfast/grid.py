@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,6 +10,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
+
+from deepfast.files import atomic_file
 
 
 def make_grid(images: Tensor, nrow: int | None = None, value_range: tuple[float, float] = (0.0, 1.0),
@@ -42,7 +43,7 @@ def save_grid(images: Tensor, path: str | Path, nrow: int | None = None,
               value_range: tuple[float, float] = (0.0, 1.0), padding: int = 2, scale: int = 1,
               labels: Sequence[str] | None = None, colors: Sequence[str] | None = None) -> Path:
     """Writes ``make_grid(images, nrow, value_range, padding, scale)`` as a PNG to ``path`` (folders
-    created; written to a temporary file then renamed, so a reader never sees half an image). Returns the
+    created; written atomically, ``deepfast.files.atomic_file``, so a reader never sees half an image). Returns the
     path. ``labels``: one text per image ("" for none), drawn in its top-left corner (Pillow's default
     font, on a black box) in ``colors`` (one Pillow color name per image; default white); the PNG is RGB then."""
     path = Path(path)
@@ -62,8 +63,6 @@ def save_grid(images: Tensor, path: str | Path, nrow: int | None = None,
                 xy = (padding + (k % nrow) * (w + padding) + 1, padding + (k // nrow) * (h + padding) + 1)
                 draw.rectangle(draw.textbbox(xy, text), fill="black")
                 draw.text(xy, text, fill=colors[k] if colors is not None else "white")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_file(path) as f:
+        image.save(f, format="PNG")
     return path

@@ -81,6 +81,37 @@ def bf16_native() -> bool:
         return False
 
 
+def fp16_native() -> bool:
+    """Whether float16 convolutions and matmuls run natively (oneDNN's check: AVX512-FP16 or AMX-FP16);
+    where False, autocast to float16 on the CPU is emulated, slower than float32."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
+    except (AttributeError, RuntimeError):  # a torch built without oneDNN
+        return False
+
+
+# The clones of deepfast's C++ loops (DF_CPU_CLONES in csrc/common.h), best first, and the
+# /proc/cpuinfo flags each needs (GCC's x86-64-v4 and -v3 levels; "abm" is how Linux names LZCNT).
+KERNEL_CLONES = (
+    ("x86-64-v4 (AVX-512)", frozenset({"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl", "avx2", "fma"})),
+    ("x86-64-v3 (AVX2)", frozenset({"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"})),
+)
+
+
+def kernel_isa() -> str:
+    """The clone of deepfast's C++ CPU loops that runs here, as GCC's loader picks it from the CPU's
+    features: "x86-64-v4 (AVX-512)", "x86-64-v3 (AVX2)" or "baseline x86-64" (no clones off x86-64)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return f"baseline ({platform.machine() or 'unknown'}: clones are built for x86-64 only)"
+    flags = cpu_flags()
+    return next((name for name, needs in KERNEL_CLONES if needs <= flags), "baseline x86-64")
+
+
+def autocast_support() -> dict[str, bool]:
+    """{"bf16": native?, "fp16": native?}: which autocast dtypes run natively on this CPU."""
+    return {"bf16": bf16_native(), "fp16": fp16_native()}
+
+
 def describe() -> str:
     """One line naming the CPU, its ISA and what torch uses of it, e.g. for a benchmark's header."""
     isa = ", ".join(cpu_isa()) or "no AVX2"

@@ -15,6 +15,15 @@ import pytest  # noqa: E402
 import deepfast  # noqa: E402
 from deepfast import backends  # noqa: E402
 
+# `make fuzz` sets DEEPFAST_FUZZ=long: the tests marked fuzz then run their long form (more cases).
+FUZZ_LONG = os.environ.get("DEEPFAST_FUZZ") == "long"
+
+
+def fuzz_cases(short: int, long: int) -> int:
+    """How many cases a fuzz test runs: ``short`` in `make test`, ``long`` under `make fuzz`."""
+    return long if FUZZ_LONG else short
+
+
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 BACKEND_DEVICES = [
     (name, device)
@@ -116,6 +125,13 @@ def registered(**datasets):
     with pytest.MonkeyPatch.context() as mp:
         for name, fn in datasets.items():
             mp.setitem(DATASETS, name, fn)
+        yield
+
+
+@pytest.fixture
+def tiny_dataset():
+    """The first 32 bundled digits registered as the dataset "tiny" (``tiny_digits``) inside the test."""
+    with registered(tiny=tiny_digits):
         yield
 
 

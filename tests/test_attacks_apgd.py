@@ -14,10 +14,19 @@ from deepfast.cli.robustness import attack_names
 from tests.test_attacks import accuracy, correct_subset, lenet, val  # noqa: F401 (fixtures)
 
 
-def test_checkpoints_are_the_papers():
+def test_checkpoints_are_the_reference_implementations():
+    # the paper's for 100 steps; for any count, the step counter of the reference implementation
     assert checkpoints(100) == [0, 22, 41, 57, 70, 80, 87, 93, 99]
-    assert checkpoints(10) == [0, 3, 5, 6, 7, 8, 9, 10]
-    assert checkpoints(1) == [0, 1]
+    for steps in (1, 2, 5, 10, 17, 50, 100, 333):
+        period, shrink, least = max(int(0.22 * steps), 1), max(int(0.03 * steps), 1), max(int(0.06 * steps), 1)
+        expected, counter = [0], 0
+        for i in range(steps):
+            counter += 1
+            if counter == period:
+                expected.append(i + 1)
+                counter, period = 0, max(period - shrink, least)
+        assert checkpoints(steps) == expected, steps
+    assert checkpoints(10) == [0, 2, 3, 4, 5, 6, 7, 8, 9, 10]
 
 
 def test_dlr_loss_is_the_formula():

@@ -134,6 +134,36 @@ def test_adversarial_training_attacks_under_the_runs_amp(tmp_path, defense):
     assert math.isfinite(row["loss"]) and 0 <= row["val_adv_acc"] <= 1
 
 
+@pytest.mark.parametrize("defense", ["at", "madry", "alp", "alp_mixed", "trades"])
+@pytest.mark.parametrize("attack", ["pgd", "fgsm"])
+def test_training_attacks_take_every_step_and_the_held_out_one_stops_early(defense, attack):
+    # The papers' training attacks run every step for every sample (the examples of highest loss); the
+    # held-out robust accuracy counts a sample as fooled once any step fooled it (early stop), under PGD
+    # on the cross-entropy for TRADES as its paper reports.
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    at = AdversarialTraining(defense, attack, eps=0.1, steps=4)
+    train, held_out = at.make_attack(model), at.make_attack(model, evaluation=True)
+    assert not train.early_stop and held_out.early_stop
+    expected = ("TradesPGD" if defense == "trades" else "FGSM" if attack == "fgsm" else "PGD",
+                "FGSM" if attack == "fgsm" else "PGD")
+    assert (type(train).__name__, type(held_out).__name__) == expected
+    if expected[0] != "FGSM":
+        assert train.random_start  # Madry et al.'s random start (TRADES': a small random start)
+    assert held_out.eps == train.eps == 0.1
+
+
+def test_held_out_robust_accuracy_is_the_early_stopped_attacks(tmp_path, monkeypatch):
+    trainer = make_trainer(config(tmp_path, {"adversarial": "pgd", "eps": 0.3, "adv_steps": 3}, epochs=1))
+    trainer.fit()
+    attack = trainer.defense.make_attack(trainer.model, seed=trainer.config.seed, evaluation=True)
+    robust = n = 0
+    with trainer.evaluating(trainer.model):
+        for x, y in trainer.held_out_batches():
+            robust += int((trainer.model(attack(x, y)).argmax(1) == y).sum())
+            n += len(y)
+    assert trainer.evaluate()["val_adv_acc"] == robust / n
+
+
 def test_madry_at_eps_0_is_standard_training(tmp_path):
     """x_adv = x at eps 0: the adversarial step is the standard step, bit for bit (the attack runs in eval
     mode and changes neither weights nor BatchNorm statistics)."""
@@ -229,7 +259,7 @@ def test_bad_adversarial_options_name_the_option(tmp_path):
                              ({**ADV, "eps_warmup": math.nan}, "option eps_warmup must be finite and >= 0")]:
         with pytest.raises(ValueError, match=message):
             make_trainer(config(tmp_path, options)).fit()
-    with pytest.raises(TypeError, match="option eps_warmup must be a Python float, got str"):
+    with pytest.raises(ValueError, match="option eps_warmup must be a number \\(default 0.0\\), got 'ten'"):
         make_trainer(config(tmp_path, {**ADV, "eps_warmup": "ten"})).fit()
     with pytest.raises(ValueError, match="defense must be one of"):
         AdversarialTraining("nope")

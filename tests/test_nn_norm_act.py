@@ -250,3 +250,62 @@ def test_inplace_mode_saves_activation_memory():
     # in activations (rounded: BN also saves its per-channel statistics), 6 blocks: eager x and z of
     # each; fused x; in-place only the last y (the next conv saves the others anyway)
     assert part == {"eager": 12, "fused": 6, "fused inplace": 1}, part
+
+
+class BasicBlock(nn.Module):
+    """torchvision's ResNet BasicBlock: one ReLU module, called twice (after bn1, and after the sum)."""
+
+    def __init__(self, c=6):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2, self.bn2 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + x)
+
+
+class Untraceable(nn.Module):
+    """A forward with data-dependent control flow (torch.fx cannot trace it) around a Sequential."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(6, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU())
+        self.shared = nn.ReLU()
+        self.tail = nn.Sequential(nn.Conv2d(6, 6, 1), nn.BatchNorm2d(6), self.shared)
+
+    def forward(self, x):
+        y = self.body(x)
+        if y.sum() > 0:
+            y = self.shared(y)
+        return self.tail(y)
+
+
+def assert_same_model(model, converted, x, modes=(True, False)):
+    for training in modes:
+        model.train(training), converted.train(training)
+        torch.testing.assert_close(converted(x), model(x), **TOL)
+
+
+@pytest.mark.parametrize("transform", [convert, lambda m: fuse_conv_bn(m.eval())], ids=["convert", "fuse_conv_bn"])
+def test_transforms_change_only_proven_chains(transform):
+    """An activation used twice is left as it is (fusing its first use made the second an Identity);
+    conv1 -> bn1 still converts; in an untraceable model only nn.Sequential runs whose modules are used
+    nowhere else do."""
+    torch.manual_seed(0)
+    modes = (True, False) if transform is convert else (False,)  # a folded BatchNorm is for eval only
+    block = randomize(BasicBlock()).train()
+    converted = transform(copy.deepcopy(block))
+    x = torch.randn(2, 6, 5, 5)
+    assert_same_model(block, converted, x, modes)
+    if transform is convert:
+        assert isinstance(converted.relu, nn.ReLU) and type(converted.bn1) is nn.BatchNorm2d
+    else:
+        assert isinstance(converted.bn1, nn.Identity) and isinstance(converted.bn2, nn.Identity)
+    model = randomize(Untraceable()).train()
+    converted = transform(copy.deepcopy(model))
+    assert_same_model(model, converted, torch.randn(2, 6, 5, 5), modes)
+    if transform is convert:
+        assert isinstance(converted.body[1], BatchNormLeakyReLU2d) and isinstance(converted.body[2], nn.Identity)
+        assert type(converted.tail[1]) is nn.BatchNorm2d and converted.tail[2] is converted.shared

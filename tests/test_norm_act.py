@@ -285,6 +285,30 @@ def test_64bit_indexing_cuda():
         del y
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "cl"])
+def test_more_channels_than_a_grid_axis_holds_cuda(channels_last):
+    """C = 70000 > 65535 (the limit of grid axes 1 and 2): every backend matches the reference."""
+    x, w, b, rm, rv = make_inputs((2, 70000, 2, 2), torch.float32, "cuda", channels_last=channels_last)
+    for backend in ("cuda", "triton"):
+        if backends.status()[backend].available:
+            assert_matches_reference(backend, "batch-train", x, w, b, rm, rv)
+
+
+@pytest.mark.cuda
+def test_tensors_on_another_device_than_the_current_one_cuda():
+    """Tensors on cuda:1 while cuda:0 is current: the kernels run on cuda:1 (Triton launches on the current
+    device unless the wrapper moves there)."""
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs two GPUs")
+    x, w, b, rm, rv = make_inputs((4, 6, 5, 5), torch.float32, "cuda:1")
+    torch.cuda.set_device(0)
+    for backend in ("cuda", "triton"):
+        if backends.status()[backend].available:
+            assert_matches_reference(backend, "batch-train", x, w, b, rm, rv)
+            assert_matches_reference(backend, "instance", x, w, b, rm, rv)
+
+
 # --- bad input -------------------------------------------------------------------------------------
 
 C = 3

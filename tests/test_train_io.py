@@ -1,6 +1,8 @@
 """What a run writes: atomic checkpoints, metrics files, PNG grids."""
 
+import errno
 import json
+import os
 
 import numpy as np
 import pytest
@@ -9,19 +11,34 @@ from PIL import Image
 
 from deepfast.grid import make_grid, save_grid
 from deepfast.train import atomic_save, load_checkpoint
+from deepfast.train.checkpoint import KEYS
 from deepfast.train.records import MetricsLog
 
 
-def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path):
+def checkpoint(**values):
+    """The smallest dict load_checkpoint accepts (every key of KEYS, of its type), with ``values``."""
+    return {**{key: kind() for key, kind in KEYS.items()}, **values}
+
+
+def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch):
     path = tmp_path / "last.pt"
-    atomic_save({"config": {}, "models": {"a": 1}}, path)
+    atomic_save(checkpoint(models={"a": 1}), path)
 
     class Unpicklable:
-        def __reduce__(self):
-            raise RuntimeError("disk full")
+        pass
 
-    with pytest.raises(RuntimeError, match="disk full"):
-        atomic_save({"config": {}, "models": Unpicklable()}, path)
+    with pytest.raises(TypeError, match="tensors and plain values only, got a Unpicklable"):
+        atomic_save(checkpoint(models={"a": Unpicklable()}), path)
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)  # the write fails once the bytes are handed to the OS
+    with pytest.raises(OSError, match=r"cannot write checkpoint .*last.pt: No space left on device \(the previous "
+                                      r"last.pt is kept as it was\)") as err:
+        atomic_save(checkpoint(models={"a": 2}), path)
+    assert err.value.errno == errno.ENOSPC
+    monkeypatch.undo()
     assert load_checkpoint(path)["models"] == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left behind
 

@@ -10,17 +10,33 @@ Per sample, with P the projection onto the eps ball around x0 and the box [0, 1]
     x_k+1   = P(x_k + 0.75 (z_k+1 - x_k) + 0.25 (x_k - x_k-1))
     x_max, f_max: the iterate of the highest loss so far
 
-At each checkpoint w_j the step halves, and the sample restarts from x_max, if the loss rose in fewer
-than rho = 75% of the steps since w_j-1, or if neither eta nor f_max changed since w_j-1. Checkpoints:
-p_0 = 0, p_1 = 0.22, p_j+1 = p_j + max(p_j - p_j-1 - 0.03, 0.06) while <= 1, w_j = ceil(p_j * steps).
+At each checkpoint w_j the step halves, and the sample goes on from x_max (with the gradient there), if
+the loss rose in at most rho = 75% of the steps since w_j-1, or if the step did not halve at w_j-1 and
+f_max did not rise since. Checkpoints: the first after max(int(0.22 n), 1) of the n steps, then
+periods shorter by max(int(0.03 n), 1) each, down to max(int(0.06 n), 1): 22, 41, 57, 70, 80, 87, 93, 99
+for 100 steps (the paper's p_j = 0.22, 0.41, ...).
 
-Losses: "ce" (cross-entropy to the label; minus that to the target when targeted) and, untargeted
-only, "dlr": -(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3 + 1e-12), z sorted as z_pi1 >= z_pi2 >= ...
+Where the reference implementation (auto-attack's autopgd_base, ported by torchattacks) and the paper's
+text differ, this follows the implementation, which produced the published AutoAttack numbers: the
+integer checkpoint schedule above (the paper's ceil(p_j n) differs for small n: 3, 5, 6, ... for 10
+steps where the code checks at 2, 3, 4, ...); "at most" rho (the paper: fewer than); the second
+condition never at the first checkpoint; the rises counted between consecutive iterates, the first
+step's loss compared with 0 (the implementation's zero-filled loss history) and the first step after a
+restart compared with the iterate it replaced; the momentum after a restart taken from the iterate
+before. Where it still differs from the implementation: the random start (``deepfast.ops.pgd_random_start``,
+uniform in the ball; the implementation scales a uniform cube draw so that its largest element is eps,
+or a Gaussian to norm eps), the result of a fooled sample (its first fooling iterate; the implementation
+keeps its last) and of one never fooled (its iterate of the highest loss; the implementation returns the
+image), and rounding in the L2 step (``deepfast.ops.pgd_step_``'s 1e-10 where the implementation adds 1e-12).
+
+Losses: "ce" (cross-entropy to the label; minus that to the target when targeted); "dlr", untargeted
+only: -(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3 + 1e-12), z sorted as z_pi1 >= z_pi2 >= ...; and the
+targeted DLR of APGD-T (``APGDT``): -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2 + 1e-12).
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -28,6 +44,7 @@ from torch.nn import functional as F
 
 from deepfast.attacks.base import check_eps, check_positive_int
 from deepfast.attacks.pgd import PGD
+from deepfast.attacks.targets import other_classes, until_done
 from deepfast.ops import pgd_random_start, pgd_step_
 from deepfast.ops._checks import check_choice
 
@@ -36,10 +53,12 @@ LOSSES = ("ce", "dlr")
 
 def checkpoints(steps: int) -> list[int]:
     """The iterations w_j at which APGD may halve its step: [0, 22, 41, 57, 70, 80, 87, 93, 99] for 100."""
-    p = [0.0, 0.22]
-    while p[-1] + max(p[-1] - p[-2] - 0.03, 0.06) <= 1:
-        p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
-    return sorted({math.ceil(q * steps - 1e-9) for q in p})
+    period, shrink, least = max(int(0.22 * steps), 1), max(int(0.03 * steps), 1), max(int(0.06 * steps), 1)
+    w = [0]
+    while w[-1] + period <= steps:
+        w.append(w[-1] + period)
+        period = max(period - shrink, least)
+    return w
 
 
 def dlr_loss(logits: Tensor, labels: Tensor) -> Tensor:
@@ -50,6 +69,14 @@ def dlr_loss(logits: Tensor, labels: Tensor) -> Tensor:
     z_y = logits.gather(1, labels[:, None]).squeeze(1)
     other = torch.where(top[:, 0] == z_y, top[:, 1], top[:, 0])  # the largest logit of another class
     return -(z_y - other) / (top[:, 0] - top[:, 2] + 1e-12)
+
+
+def dlr_targeted_loss(logits: Tensor, labels: Tensor, targets: Tensor) -> Tensor:
+    """The targeted DLR loss of APGD-T per sample (N,): -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2 + 1e-12),
+    for logits (N, K >= 4), labels y and targets t (N,); > 0 once the target's logit passes the label's."""
+    top = logits.sort(dim=1, descending=True).values
+    z_y, z_t = logits.gather(1, labels[:, None]).squeeze(1), logits.gather(1, targets[:, None]).squeeze(1)
+    return -(z_y - z_t) / (top[:, 0] - (top[:, 2] + top[:, 3]) / 2 + 1e-12)
 
 
 class APGD(PGD):
@@ -65,7 +92,8 @@ class APGD(PGD):
             step to stay, in [0, 1].
         random_start, restarts, target, normalization, seed, amp: as ``PGD``'s.
 
-    Every sample takes every step (one forward and backward of the batch per step). Each sample's
+    Every sample takes every step (one forward and backward of the batch per step): there is no early
+    stop, since the step-size schedule of each sample depends on its whole loss history. Each sample's
     result is the first iterate that fooled the model (untargeted) or reached the target, else its
     iterate of the highest loss.
     """
@@ -74,7 +102,7 @@ class APGD(PGD):
                  loss: str = "ce", alpha: float | None = None, rho: float = 0.75, **kwargs) -> None:
         for key in ("early_stop", "momentum", "cuda_graph"):
             if key in kwargs:
-                raise TypeError(f"APGD does not take {key} (it has its own momentum and keeps every sample)")
+                raise TypeError(f"{type(self).__name__} does not take {key} (it has its own momentum and keeps every sample)")
         alpha = 2 * check_eps(eps) if alpha is None else alpha
         super().__init__(model, eps, alpha, check_positive_int(steps, "steps"), norm=norm, early_stop=False, **kwargs)
         check_choice(loss, "loss", LOSSES)
@@ -86,37 +114,48 @@ class APGD(PGD):
             raise ValueError(f"rho must be in [0, 1], got {rho}")
 
     def __repr__(self) -> str:
-        return (f"APGD(eps={self.eps:.4g}, steps={self.steps}, norm={self.norm!r}, loss={self.loss_name!r}, "
+        return (f"{self.name}(eps={self.eps:.4g}, steps={self.steps}, norm={self.norm!r}, loss={self.loss_name!r}, "
                 f"alpha={self.alpha:.4g}, rho={self.rho}, restarts={self.restarts}, target={self.target!r})")
 
-    def _evaluate(self, x: Tensor, goal: Tensor, targeted: bool) -> tuple[Tensor, Tensor, Tensor]:
+    def _losses(self, logits: Tensor, goal: Tensor, targeted: bool) -> Tensor:
+        """The per-sample losses (N,) that the steps increase."""
+        if self.loss_name == "dlr":
+            if logits.shape[1] < 3:
+                raise ValueError(f'loss="dlr" needs a model of at least 3 classes, got {logits.shape[1]}')
+            return dlr_loss(logits, goal)
+        losses = F.cross_entropy(logits, goal, reduction="none")
+        return -losses if targeted else losses
+
+    def _evaluate(self, x: Tensor, goal: Tensor, targeted: bool,
+                  losses_of: Callable[[Tensor], Tensor]) -> tuple[Tensor, Tensor, Tensor]:
         """(per-sample losses (N,) in float32/64, their gradient with respect to x, success (N,) bool) at x."""
         x.requires_grad_(True)
         try:
             logits = self.logits(x)
-            if self.loss_name == "dlr":
-                if logits.shape[1] < 3:
-                    raise ValueError(f'loss="dlr" needs a model of at least 3 classes, got {logits.shape[1]}')
-                losses = dlr_loss(logits, goal)
-            else:
-                losses = F.cross_entropy(logits, goal, reduction="none")
-                losses = -losses if targeted else losses
+            losses = losses_of(logits)
             (grad,) = torch.autograd.grad(losses.sum(), x)
         finally:
             x.requires_grad_(False)
         return losses.detach(), grad, self.succeeded(logits.detach(), goal, targeted)
 
-    def _run(self, x0: Tensor, goal: Tensor, targeted: bool, generator: torch.Generator | None) -> Tensor:
+    def _run(self, x0: Tensor, goal: Tensor, targeted: bool, generator: torch.Generator | None,
+             losses_of: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+        """One run from a (random) start; ``losses_of(logits) -> (N,)`` replaces the loss (APGD-T's)."""
+        if losses_of is None:
+            def losses_of(logits: Tensor) -> Tensor:
+                return self._losses(logits, goal, targeted)
         n, acc = x0.shape[0], torch.float64 if x0.dtype == torch.float64 else torch.float32
         per_sample = (-1, *(1,) * (x0.dim() - 1))
         x = pgd_random_start(x0, self.eps, self.norm, generator=generator) if self.random_start else x0.clone()
         eta = torch.full((n,), self.alpha, dtype=acc, device=x0.device)
-        loss, grad, fooled = self._evaluate(x, goal, targeted)
+        loss_best, grad, fooled = self._evaluate(x, goal, targeted, losses_of)
         adv = x  # the first fooling iterate (where ``fooled``)
-        x_best, grad_best, loss_best = x, grad, loss
+        x_best, grad_best = x, grad
+        loss = torch.zeros_like(loss_best)  # the loss of the last iterate, for the rises (0 before the first)
         ckpts, last = checkpoints(self.steps)[1:], 0
         rises = torch.zeros(n, dtype=torch.int64, device=x0.device)
-        eta_last, loss_best_last, x_prev = eta, loss_best, x  # (tensors are replaced below, never written)
+        halved = torch.ones(n, dtype=torch.bool, device=x0.device)  # at the last checkpoint (none: as if so)
+        loss_best_last, x_prev = loss_best, x  # (tensors are replaced below, never written)
         for k in range(1, self.steps + 1):
             # the step from x_k-1 to x_k: z = P(x + eta dir(g)), then momentum (none on the first step)
             z = x.clone()
@@ -127,7 +166,7 @@ class APGD(PGD):
                 x_new = x + 0.75 * (z - x) + 0.25 * (x - x_prev)
                 pgd_step_(x_new, grad, x0, step_size=0.0, eps=self.eps, norm=self.norm)  # step 0: P alone
             x_prev, x = x, x_new
-            loss_new, grad, now_fooled = self._evaluate(x, goal, targeted)
+            loss_new, grad, now_fooled = self._evaluate(x, goal, targeted, losses_of)
             adv = torch.where((now_fooled & ~fooled).view(per_sample), x, adv)
             fooled |= now_fooled
             rises += loss_new > loss
@@ -137,13 +176,11 @@ class APGD(PGD):
             grad_best = torch.where(better.view(per_sample), grad, grad_best)
             loss_best = torch.where(better, loss, loss_best)
             if k in ckpts:
-                halve = (rises < self.rho * (k - last)) | ((eta == eta_last) & (loss_best == loss_best_last))
-                eta_last, loss_best_last = eta, loss_best
-                eta = torch.where(halve, eta / 2, eta)
-                x = torch.where(halve.view(per_sample), x_best, x)  # restart from the best point, no momentum
-                grad = torch.where(halve.view(per_sample), grad_best, grad)
-                x_prev = torch.where(halve.view(per_sample), x, x_prev)
-                loss = torch.where(halve, loss_best, loss)
+                halved = (rises <= self.rho * (k - last)) | (~halved & (loss_best <= loss_best_last))
+                loss_best_last = loss_best
+                eta = torch.where(halved, eta / 2, eta)
+                x = torch.where(halved.view(per_sample), x_best, x)  # on from the best point
+                grad = torch.where(halved.view(per_sample), grad_best, grad)
                 rises.zero_()
                 last = k
         return torch.where(fooled.view(per_sample), adv, x_best)
@@ -154,3 +191,36 @@ class APGDDLR(APGD):
 
     def __init__(self, model: nn.Module, eps: float = 8 / 255, steps: int = 100, norm: str = "inf", **kwargs) -> None:
         super().__init__(model, eps, steps, norm, loss="dlr", **kwargs)
+
+
+class APGDT(APGD):
+    """APGD-T, AutoAttack's second attack: ``adv = APGDT(model, eps=8/255, steps=100, targets=9)(images, labels)``.
+
+    Untargeted as a whole: for each of the ``targets`` classes of highest clean logit other than the
+    label in turn (the paper: 9), APGD with the targeted DLR loss towards that class runs on the samples
+    no earlier run fooled (``restarts`` runs per class). A sample is fooled when it is misclassified (as
+    any class). Its result is its first fooling iterate, else the last run's iterate of the highest loss.
+    Needs K >= 4 classes; with K - 1 < targets, the K - 1 other classes. Other arguments as ``APGD``'s.
+    """
+
+    def __init__(self, model: nn.Module, eps: float = 8 / 255, steps: int = 100, norm: str = "inf", *,
+                 targets: int = 9, **kwargs) -> None:
+        if "loss" in kwargs or "target" in kwargs:
+            raise TypeError("APGDT takes no loss or target (its loss is the targeted DLR, towards each of `targets` classes)")
+        super().__init__(model, eps, steps, norm, **kwargs)
+        self.loss_name = "dlr-targeted"
+        self.targets = check_positive_int(targets, "targets")
+
+    def _attack(self, x: Tensor, goal: Tensor, targeted: bool, generator: torch.Generator | None) -> Tensor:
+        logits = self._clean_logits(x)
+        if logits.shape[1] < 4:
+            raise ValueError(f"APGDT (the targeted DLR loss) needs a model of at least 4 classes, got {logits.shape[1]}")
+
+        def run(idx: Tensor, aims: Tensor, restart: int) -> tuple[Tensor, Tensor]:
+            y = goal[idx]
+            adv = self._run(x[idx], y, False, generator, lambda z: dlr_targeted_loss(z, y, aims))
+            with torch.no_grad():
+                return adv, self.succeeded(self.logits(adv), y, False)
+
+        done = self.succeeded(logits, goal, False)
+        return until_done(x, done, other_classes(logits, goal, self.targets), self.restarts, run)

@@ -8,7 +8,9 @@ An attack is called as ``adv = atk(images, labels)``:
 - The model sees ``(x - mean) / std`` when ``normalization=(mean, std)`` (one value per channel, or
   one for all), so that attacks and their eps live in [0, 1] pixel space.
 - The model runs in eval mode; the mode of every submodule is restored afterwards. The attack runs on
-  the model's device, in the dtype of its parameters, and returns a tensor of the device and dtype of
+  the model's device; its iterate, steps and projections stay in the dtype of ``images`` (only the
+  model's input is cast to the dtype of its parameters), so the eps ball and the box [0, 1] hold in
+  that dtype whatever the model's dtype or ``amp``. It returns a tensor of the device and dtype of
   ``images``. It never changes the model's parameters or their ``.grad``: gradients are taken with
   ``torch.autograd.grad`` with respect to the input only, and the parameters stop requiring grad
   during the attack (their flags are restored afterwards), which saves the model's backward the
@@ -20,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator, Sequence
+from itertools import chain
 from typing import ClassVar
 
 import torch
@@ -53,14 +56,14 @@ def eval_mode(model: nn.Module, freeze: bool = False) -> Iterator[None]:
 
 def model_device(model: nn.Module) -> torch.device:
     """The device of the model's first parameter (or buffer); the CPU for a model with neither."""
-    for t in (*model.parameters(), *model.buffers()):
+    for t in chain(model.parameters(), model.buffers()):
         return t.device
     return torch.device("cpu")
 
 
 def model_dtype(model: nn.Module) -> torch.dtype | None:
     """The dtype of the model's first floating-point parameter (or buffer); None for a model with neither."""
-    for t in (*model.parameters(), *model.buffers()):
+    for t in chain(model.parameters(), model.buffers()):
         if t.dtype.is_floating_point:
             return t.dtype
     return None
@@ -109,6 +112,19 @@ def check_labels(labels: object, n: int, name: str = "labels") -> None:
         raise ValueError(f"{name} must have shape (N,) = ({n},) for {n} images, got {tuple(labels.shape)}")
 
 
+def check_classes(lo: int, hi: int, k: int, name: str = "labels") -> None:
+    """Class indices whose smallest is ``lo`` and largest ``hi`` must lie in [0, k) for a model of k classes."""
+    if lo < 0 or hi >= k:
+        raise ValueError(f"{name} must hold class indices in [0, {k}) for a model of {k} classes, "
+                         f"got values in [{lo}, {hi}]")
+
+
+def check_finite_logits(logits: Tensor) -> None:
+    """The model's logits must be finite: with NaN or inf, losses, gradients and the success test mean nothing."""
+    if not bool(torch.isfinite(logits).all()):
+        raise ValueError("model must return finite logits, got NaN or inf (check the model and its weights)")
+
+
 def _normal_tensor(t: Tensor) -> Tensor:
     """t, or a copy of it where t was made under torch.inference_mode (autograd cannot save those)."""
     return t.clone() if t.is_inference() else t
@@ -135,12 +151,13 @@ class Attack:
         seed: seeds a torch.Generator on the model's device for every call (reproducible attacks);
             None uses the global random state.
         amp: "bf16" or "fp16": the model runs under ``torch.autocast`` in that dtype (its logits are
-            cast to float32; the images, the gradients and the steps stay in the model's dtype).
+            cast to float32; the images, the gradients and the steps stay in the images' dtype).
             fp16 gradients of very confident samples can underflow to 0 (those samples do not move):
             prefer "bf16". None: the model's dtype throughout.
 
     Subclasses implement ``_attack(x, goal, targeted, generator) -> x_adv`` on the model's device, with
-    x (N, ...) in [0, 1] and goal (N,) int64: the labels (untargeted) or the targets (targeted).
+    x (N, ...) in [0, 1] in the images' dtype and goal (N,) int64: the labels (untargeted) or the
+    targets (targeted).
     """
 
     black_box: ClassVar[bool] = False  # True for attacks that only read the model's outputs
@@ -163,6 +180,7 @@ class Attack:
         self.amp = check_amp(amp)
         self.num_classes: int | None = None  # K of the model's logits, once seen
         self._goal_range: tuple[tuple[int, int], str] | None = None  # (min, max) of the call's goal, unchecked
+        self._first_forward = False  # True from a call's start to its first forward (whose logits are checked)
         self.mean = self.std = None
         self._stats: dict[tuple[torch.device, torch.dtype], tuple[Tensor, Tensor]] = {}  # (mean, std) per device
         if normalization is not None:
@@ -186,11 +204,14 @@ class Attack:
     # --- what subclasses use ---------------------------------------------------------------------
 
     def logits(self, x: Tensor) -> Tensor:
-        """The model's logits (N, K) for images x (N, ...) in [0, 1], normalization applied; float32
-        under ``amp``. Reads nothing back from the device (a CUDA graph can capture it)."""
+        """The model's logits (N, K) for images x (N, ...) in [0, 1], normalization applied (in x's
+        dtype), then cast to the dtype of the model's parameters (differentiably: the gradient comes
+        back in x's dtype); float32 under ``amp``. Reads nothing back from the device (a CUDA graph
+        can capture it)."""
         if self.mean is not None:
             mean, std = self._device_stats(x)
             x = (x - mean) / std
+        x = x.to(model_dtype(self.model) or x.dtype)
         with autocast(x.device.type, self.amp, cache=False):
             out = self.model(x)
         if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0] or out.shape[1] < 2:
@@ -200,6 +221,9 @@ class Attack:
             raise ValueError(f"model must return floating-point logits, got dtype {out.dtype}")
         self.num_classes = out.shape[1]
         self._check_goal(self.num_classes)
+        if self._first_forward:  # once per call: one read-back
+            self._first_forward = False
+            check_finite_logits(out)
         return out.float() if self.amp is not None and out.dtype in (torch.float16, torch.bfloat16) else out
 
     def _device_stats(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -235,9 +259,10 @@ class Attack:
         generator = None if self.seed is None else torch.Generator(device).manual_seed(self.seed)
         # Gradients are needed even when called under torch.no_grad() or torch.inference_mode().
         with torch.inference_mode(False), torch.enable_grad(), eval_mode(self.model, freeze=True):
-            x = _normal_tensor(images.to(device, model_dtype(self.model) or images.dtype))
+            x = _normal_tensor(images.to(device))
             if labels is not None:
                 labels = _normal_tensor(labels.to(device, torch.int64))
+            self._first_forward = True
             goal, targeted = resolve_target(self.target, x, labels, self._clean_logits, generator)
             self._goal_range = (tuple(int(v) for v in torch.aminmax(goal)), "target" if targeted else "labels")
             if self.num_classes is not None:
@@ -252,9 +277,7 @@ class Attack:
         if self._goal_range is not None:
             (lo, hi), name = self._goal_range
             self._goal_range = None
-            if lo < 0 or hi >= k:
-                raise ValueError(f"{name} must hold class indices in [0, {k}) for a model of {k} classes, "
-                                 f"got values in [{lo}, {hi}]")
+            check_classes(lo, hi, k, name)
 
     def _clean_logits(self, x: Tensor) -> Tensor:
         with torch.no_grad():

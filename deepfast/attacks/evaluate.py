@@ -3,7 +3,13 @@
 For each batch and each eps, the attacks run in turn (white-box ones first, then black-box ones), each
 only on the samples that the clean model classifies correctly and that no earlier attack fooled. A
 sample is robust at eps when no attack fooled it. A black-box attack that fools samples on which all
-white-box attacks failed is a sign of gradient masking (Athalye et al. 2018): ``evaluate`` warns.
+white-box attacks failed is a sign of gradient masking (Athalye et al. 2018): ``evaluate`` warns. ``attacks="autoattack"`` is AutoAttack's
+standard ensemble (``deepfast.attacks.ensemble``).
+
+Inside a torch.distributed process group (``torchrun``), every process calls ``evaluate`` with the same
+data: the batches are dealt out to the processes (batch b to rank b mod W), the counts gathered and
+summed in batch order, so that every process returns the table of one process, bit for bit, when the
+attacks are seeded by ``seed`` (each batch's by the index of its first sample, whichever rank runs it).
 """
 
 from __future__ import annotations
@@ -19,20 +25,15 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from deepfast.attacks.base import (
-    Attack, Normalization, check_eps, check_images, check_labels, eval_mode, model_device, model_dtype,
+    Attack, Normalization, check_classes, check_eps, check_finite_logits, check_images, check_labels, eval_mode,
+    model_device,
 )
-from deepfast.attacks.apgd import APGD, APGDDLR
-from deepfast.attacks.eot import EOTPGD
-from deepfast.attacks.fgsm import FGSM
-from deepfast.attacks.pgd import BIM, MIFGSM, PGD
-from deepfast.attacks.square import Square
+from deepfast.attacks.ensemble import in_turn
+from deepfast.attacks.registry import ATTACKS, PRESETS, factories, known
 
-ATTACKS: dict[str, Callable[..., Attack]] = {
-    "fgsm": FGSM, "pgd": PGD, "bim": BIM, "mifgsm": MIFGSM, "apgd": APGD, "apgd-dlr": APGDDLR, "eot": EOTPGD,
-    "square": Square,
-}
+AttackSpec = str | Callable[..., Attack]  # a name of ATTACKS or PRESETS, or factory(model, eps=, normalization=) -> Attack
 
-AttackSpec = str | Callable[..., Attack]  # a name of ATTACKS, or factory(model, eps=, normalization=) -> Attack
+__all__ = ["ATTACKS", "PRESETS", "Evaluation", "GradientMaskingWarning", "evaluate"]
 
 
 class GradientMaskingWarning(UserWarning):
@@ -71,48 +72,81 @@ class Evaluation:
         return "\n".join([f"{self.n} samples", *lines])
 
 
-def _batches(data: object, batch_size: int) -> tuple[Iterable, int | None]:
-    """(iterable of (images, labels) batches, number of batches if known)."""
+def _shard(data: object, batch_size: int, rank: int, size: int) -> tuple[Iterable, int | None]:
+    """(iterable of (index of the batch's first sample, batch), number of batches if known): the
+    batches b with b mod ``size`` == ``rank`` of ``data`` cut in batches of ``batch_size``."""
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
         images, labels = data
-        chunks = list(zip(images.split(batch_size), labels.split(batch_size)))
-        return chunks, len(chunks)
+        chunks = list(zip(range(0, len(images), batch_size), zip(images.split(batch_size), labels.split(batch_size))))
+        return chunks[rank::size], len(chunks[rank::size])
     if isinstance(data, Dataset) and hasattr(data, "__len__"):
-        loader = DataLoader(data, batch_size=batch_size)
-        return loader, len(loader)
+        starts = list(range(0, len(data), batch_size))[rank::size]
+        loader = DataLoader(data, batch_sampler=[list(range(i, min(i + batch_size, len(data)))) for i in starts])
+        return zip(starts, loader), len(starts)
     if isinstance(data, Iterable):
-        return data, (len(data) if hasattr(data, "__len__") else None)
+        def owned() -> Iterator[tuple[int, object]]:
+            start = 0
+            for b, batch in enumerate(data):
+                if b % size == rank:
+                    yield start, batch
+                start += len(batch[0]) if isinstance(batch, (tuple, list)) and batch else 0
+        total = len(data) if hasattr(data, "__len__") else None
+        return owned(), None if total is None else len(range(rank, total, size))
     raise TypeError(f"data must be (images, labels) tensors, a Dataset or an iterable of batches, got {type(data).__name__}")
 
 
-def _checked(batches: Iterable) -> Iterator[tuple[Tensor, Tensor]]:
-    for batch in batches:
-        if not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
-            raise ValueError(f"data must yield (images, labels) batches, got {type(batch).__name__}")
-        images, labels = batch[0], batch[1]
-        check_images(images)
-        check_labels(labels, images.shape[0])
-        yield images, labels
+def _checked(batch: object) -> tuple[Tensor, Tensor]:
+    if not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
+        raise ValueError(f"data must yield (images, labels) batches, got {type(batch).__name__}")
+    images, labels = batch[0], batch[1]
+    check_images(images)
+    check_labels(labels, images.shape[0])
+    return images, labels
 
 
-def _factory(spec: AttackSpec) -> Callable[..., Attack]:
-    if isinstance(spec, str):
-        if spec not in ATTACKS:
-            raise ValueError(f"attacks: unknown attack name {spec!r}; known: {', '.join(ATTACKS)}")
-        return ATTACKS[spec]
-    if not callable(spec):
-        raise TypeError(f"attacks must hold attack names or factories (model, eps=, normalization=) -> Attack, got {spec!r}")
-    return spec
+def _factories(attacks: str | Sequence[AttackSpec]) -> list[Callable[..., Attack]]:
+    out = []
+    for spec in [attacks] if isinstance(attacks, str) else attacks:
+        if isinstance(spec, str):
+            if spec not in ATTACKS and spec not in PRESETS:
+                raise ValueError(f"attacks: unknown attack name {spec!r}; known: {known()}")
+            out += factories([spec])
+        elif callable(spec):
+            out.append(spec)
+        else:
+            raise TypeError(f"attacks must hold attack names or factories (model, eps=, normalization=) -> Attack, got {spec!r}")
+    return out
+
+
+def _world() -> tuple[int, int]:
+    """(rank, world size) of the torch.distributed process group, (0, 1) without one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _gather(records: list, size: int) -> list:
+    """Every process's records, on every process ([records] in one process)."""
+    if size == 1:
+        return [records]
+    import torch.distributed as dist
+
+    out: list = [None] * size
+    dist.all_gather_object(out, records)
+    return out
 
 
 def evaluate(
     model: nn.Module,
     data: object,
-    attacks: Sequence[AttackSpec] = ("pgd", "square"),
+    attacks: str | Sequence[AttackSpec] = ("pgd", "square"),
     eps: Sequence[float] = (8 / 255,),
     *,
     normalization: Normalization | None = None,
     batch_size: int = 256,
+    seed: int | None = 0,
     progress: bool = True,
 ) -> Evaluation:
     """Clean accuracy, and robust accuracy per eps, worst case over ``attacks`` per sample.
@@ -120,13 +154,19 @@ def evaluate(
     Args:
         model: a classifier, images (N, ...) in [0, 1] (normalized by ``normalization``) -> logits (N, K).
         data: (images, labels) tensors, a map-style Dataset of (image, label) items, or an iterable of
-            (images, labels) batches (a DataLoader); images in [0, 1].
-        attacks: names ("fgsm", "pgd", "bim", "mifgsm", "eot", "square") or factories called as
-            ``factory(model, eps=e, normalization=normalization)`` (an Attack class,
-            ``functools.partial(PGD, steps=50)``). They run untargeted; white-box ones first.
+            (images, labels) batches (a DataLoader); images in [0, 1]. In a process group, the whole
+            data on every process (not a per-process shard).
+        attacks: names (``deepfast.attacks.registry.ATTACKS``: "fgsm", "pgd", "bim", "mifgsm", "apgd",
+            "apgd-dlr", "apgd-t", "fab", "fab-t", "eot", "square"), presets ("autoattack": APGD-CE,
+            APGD-T, FAB-T, Square with the paper's settings, Linf; ``registry.autoattack(norm="2")`` for
+            L2) or factories called as ``factory(model, eps=e, normalization=normalization)`` (an Attack
+            class, ``functools.partial(PGD, steps=50)``). They run untargeted; white-box ones first.
         eps: the budgets, each >= 0, in [0, 1] pixel space.
         batch_size: for tensors and Datasets.
-        progress: show a tqdm progress bar over the batches.
+        seed: the attacks on the batch whose first sample has index i are seeded with seed + i (their
+            own seeds are replaced), so that a sample's attack does not depend on the process that runs
+            it; None: the attacks' own seeds (the global RNG where those are None).
+        progress: show a tqdm progress bar over the batches (on rank 0).
     Returns an ``Evaluation`` (``.table()`` prints it); warns with ``GradientMaskingWarning`` when a
     black-box attack fooled samples that every white-box attack failed on.
     """
@@ -137,10 +177,12 @@ def evaluate(
     eps = [check_eps(e) for e in eps]
     if not eps:
         raise ValueError("eps must hold at least one value")
-    factories = [_factory(a) for a in attacks]
-    if not factories:
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
+    fs = _factories(attacks)
+    if not fs:
         raise ValueError("attacks must hold at least one attack")
-    grid = [[f(model, eps=e, normalization=normalization) for f in factories] for e in eps]
+    grid = [[f(model, eps=e, normalization=normalization) for f in fs] for e in eps]
     for row in grid:
         row.sort(key=lambda a: a.black_box)  # stable: white-box first, in the order given
     names: list[str] = []
@@ -151,51 +193,60 @@ def evaluate(
         names.append(name)
     has_white_box = any(not a.black_box for a in grid[0])
     classifier = Attack(model, eps=0.0, normalization=normalization)
-    device, dtype = model_device(model), model_dtype(model)
+    device = model_device(model)
+    rank, size = _world()
 
-    k = len(eps)
-    n = clean = 0
-    robust = [0] * k
-    after = {name: [0] * k for name in names}
-    fooled = [0] * k
-    linf, l2 = [0.0] * k, [0.0] * k
-    masked = [0] * k
-    batches, total = _batches(data, batch_size)
+    records = []  # per batch: (index of its first sample, counts)
+    batches, total = _shard(data, batch_size, rank, size)
     with eval_mode(model):
-        for images, labels in tqdm(_checked(batches), total=total, disable=not progress, desc="evaluate", unit="batch"):
-            x, y = images.to(device, dtype or images.dtype), labels.to(device, torch.int64)
+        for start, batch in tqdm(batches, total=total, disable=not progress or rank != 0, desc="evaluate", unit="batch"):
+            images, labels = _checked(batch)
+            x, y = images.to(device), labels.to(device, torch.int64)  # attacks keep the images' dtype
             with torch.no_grad():
-                correct = classifier.logits(x).argmax(dim=1) == y
-            n += x.shape[0]
-            clean += int(correct.sum())
-            for i, row in enumerate(grid):
-                still = correct.clone()
-                for name, attack in zip(names, row):
-                    idx = still.nonzero().squeeze(1)
-                    if idx.numel() > 0:
-                        adv = attack(x[idx], y[idx])
-                        with torch.no_grad():
-                            hit = classifier.logits(adv).argmax(dim=1) != y[idx]
-                        still[idx[hit]] = False
-                        delta = (adv[hit] - x[idx[hit]]).flatten(1)
-                        fooled[i] += int(hit.sum())
-                        linf[i] += float(delta.abs().amax(dim=1).sum())
-                        l2[i] += float(delta.norm(dim=1).sum())
-                        if attack.black_box and has_white_box:
-                            masked[i] += int(hit.sum())
-                    after[name][i] += int(still.sum())
-                robust[i] += int(still.sum())
+                logits = classifier.logits(x)
+            check_classes(*(int(v) for v in torch.aminmax(y)), logits.shape[1])
+            check_finite_logits(logits)
+            correct = logits.argmax(dim=1) == y
+            counts = {"n": x.shape[0], "clean": int(correct.sum()), "robust": [], "after": [], "fooled": [],
+                      "linf": [], "l2": [], "masked": []}
+            for row in grid:
+                if seed is not None:
+                    for attack in row:
+                        attack.seed = seed + start
+                still, after, fooled, linf, l2, masked = correct.clone(), [], 0, 0.0, 0.0, 0
+                for attack, (idx, adv, hit) in zip(row, in_turn(row, classifier, x, y, still)):
+                    delta = (adv[hit].to(x) - x[idx[hit]]).flatten(1)
+                    fooled += int(hit.sum())
+                    linf += float(delta.abs().amax(dim=1).sum()) if delta.numel() else 0.0
+                    l2 += float(delta.norm(dim=1).sum()) if delta.numel() else 0.0
+                    if attack.black_box and has_white_box:
+                        masked += int(hit.sum())
+                    after.append(int(still.sum()))
+                for key, value in zip(("robust", "after", "fooled", "linf", "l2", "masked"),
+                                      (int(still.sum()), after, fooled, linf, l2, masked)):
+                    counts[key].append(value)
+            records.append((start, counts))
+    records = sorted((r for part in _gather(records, size) for r in part), key=lambda r: r[0])
+    k = len(eps)
+    n = sum(c["n"] for _, c in records)
     if n == 0:
         raise ValueError("data must hold at least one sample")
+
+    def total_of(key: str, i: int, j: int | None = None) -> float:
+        return sum(c[key][i] if j is None else c[key][i][j] for _, c in records)
+
+    fooled = [total_of("fooled", i) for i in range(k)]
+    linf, l2, masked = ([total_of(key, i) for i in range(k)] for key in ("linf", "l2", "masked"))
     flagged = [f"eps={e:.4g}: {m}" for e, m in zip(eps, masked) if m > 0]
-    if flagged:
+    if flagged and rank == 0:
         warnings.warn(
             "a black-box attack fooled samples on which every white-box attack failed (" + ", ".join(flagged)
             + " samples): a sign of gradient masking; the white-box robust accuracy is not to be trusted",
             GradientMaskingWarning, stacklevel=2)
     return Evaluation(
-        n=n, clean_accuracy=clean / n, eps=eps, robust_accuracy=[r / n for r in robust],
-        accuracy_after={name: [c / n for c in counts] for name, counts in after.items()},
+        n=n, clean_accuracy=sum(c["clean"] for _, c in records) / n, eps=eps,
+        robust_accuracy=[total_of("robust", i) / n for i in range(k)],
+        accuracy_after={name: [total_of("after", i, j) / n for i in range(k)] for j, name in enumerate(names)},
         mean_linf=[s / f if f else math.nan for s, f in zip(linf, fooled)],
         mean_l2=[s / f if f else math.nan for s, f in zip(l2, fooled)],
         black_box_only=masked,

@@ -43,7 +43,12 @@ class PGD(Attack):
         early_stop: a sample the model already gets wrong (untargeted) or assigns to the target
             (targeted) stops moving, and the batch that runs through the model shrinks. Its result is
             the first point found that fools the model. False: every sample takes every step, as in
-            the textbook loop.
+            the textbook loop and in torchattacks (whose PGD has no early stop and returns the last
+            iterate, which can be classified correctly again after an earlier step fooled the model).
+            Use early stop (the default) to measure robust accuracy: it is never higher than without
+            (a sample fooled at any step counts as fooled) and it is faster. Use early_stop=False for
+            examples of maximal loss: adversarial training (``deepfast.defenses``), transfer attacks,
+            detector training.
         momentum: decay mu of MI-FGSM's gradient accumulation; 0: plain PGD.
         cuda_graph: run the steps as replays of a CUDA graph (``deepfast.attacks.graphed``; the model
             must be on a CUDA device, and its forward must not read values back to the host or change
@@ -121,7 +126,7 @@ class PGD(Attack):
         if self.restarts == 1:
             return self._run(x, goal, targeted, generator)
         best = x.clone()
-        best_loss = torch.full((x.shape[0],), -torch.inf, device=x.device)
+        best_loss = torch.full((x.shape[0],), -torch.inf, dtype=torch.float64, device=x.device)
         todo = torch.arange(x.shape[0], device=x.device)  # samples no restart has fooled yet
         for _ in range(self.restarts):
             adv = self._run(x[todo], goal[todo], targeted, generator)
@@ -131,7 +136,7 @@ class PGD(Attack):
             fooled = self.succeeded(logits, goal[todo], targeted)
             better = fooled | (loss > best_loss[todo])
             best[todo[better]] = adv[better]
-            best_loss[todo[better]] = loss[better]
+            best_loss[todo[better]] = loss[better].to(best_loss.dtype)
             todo = todo[~fooled]
             if todo.numel() == 0:
                 break

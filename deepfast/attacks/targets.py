@@ -71,3 +71,33 @@ def resolve_target(
     if bool((goal < 0).any()) or bool((goal >= k).any()):
         raise ValueError(f"target must hold class indices in [0, {k}), got values in [{goal.min().item()}, {goal.max().item()}]")
     return goal, True
+
+
+
+def other_classes(logits: Tensor, labels: Tensor, k: int) -> list[Tensor]:
+    """The k classes of highest logit other than the label, most likely first: k tensors (N,) of class
+    indices for logits (N, K) and labels (N,); the K - 1 other classes where K - 1 < k."""
+    ranked = logits.scatter(1, labels[:, None], -torch.inf).argsort(dim=1, descending=True)
+    return [ranked[:, r] for r in range(min(k, logits.shape[1] - 1))]
+
+
+def until_done(
+    x: Tensor,
+    done: Tensor,
+    aims: list[Tensor | None],
+    runs_per_aim: int,
+    run: Callable[[Tensor, Tensor | None, int], tuple[Tensor, Tensor]],
+) -> Tensor:
+    """The loop of multi-target attacks (APGD-T, FAB-T; Croce & Hein 2020): for each aim in turn (a
+    tensor (N,) of classes, or None), ``runs_per_aim`` times, ``run(idx, aim[idx], i) -> (adv (M, ...),
+    done (M,) bool)`` attacks the samples ``idx`` (M,) not done yet (``done`` (N,) bool, updated in
+    place), i counting the runs of this aim. Returns adv (N, ...): each sample's result from the run
+    that did it, else from the last run on it (x where none ran)."""
+    adv = x.clone()
+    for aim in aims:
+        for i in range(runs_per_aim):
+            idx = (~done).nonzero().squeeze(1)
+            if idx.numel() == 0:
+                return adv
+            adv[idx], done[idx] = run(idx, None if aim is None else aim[idx], i)
+    return adv

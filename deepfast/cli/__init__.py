@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (backends.BackendUnavailable, ValueError, FileNotFoundError) as exc:
+    except (backends.BackendUnavailable, ValueError, OSError) as exc:
         print(f"deepfast {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

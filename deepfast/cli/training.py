@@ -11,13 +11,18 @@ from deepfast import backends
 
 
 def parse_option(text: str) -> tuple[str, object]:
-    """"KEY=VALUE" -> (KEY, VALUE as a Python literal when it is one, else the string)."""
+    """"KEY=VALUE" -> (KEY, VALUE as a Python literal when it is one, a float for "inf" / "nan" (the
+    trainer then says whether the option takes it), else the string)."""
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"options are KEY=VALUE, got {text!r}")
     try:
         return key, ast.literal_eval(value)
     except (ValueError, SyntaxError):
+        pass
+    try:
+        return key, float(value)
+    except ValueError:
         return key, value
 
 
@@ -32,8 +37,10 @@ def train(args: argparse.Namespace) -> int:
     adversarial = set(given["options"]) & set(ADVERSARIAL_OPTIONS)
     if adversarial and args.model != "classifier":
         raise ValueError(f"--{sorted(adversarial)[0].replace('_', '-')} is an option of the classifier trainer only")
+    if args.resume and args.overwrite:
+        raise ValueError("--resume continues the run in --out and --overwrite replaces it: give one of them")
     if args.resume:
-        saved = load_checkpoint(out / "last.pt")["config"]
+        saved = load_checkpoint(out / "last.pt", trusted=args.trust_checkpoint)["config"]
         if saved["model"] != args.model:
             raise ValueError(f"{out / 'last.pt'} is a {saved['model']} run, not {args.model}")
         config = TrainConfig.from_dict({**saved, **given, "options": {**saved["options"], **given["options"]}})
@@ -43,7 +50,7 @@ def train(args: argparse.Namespace) -> int:
         flag = sorted(adversarial - {"adversarial"})[0].replace("_", "-")
         raise ValueError(f"--{flag} sets up adversarial training: give --adversarial pgd (or fgsm) too")
     try:
-        result = make_trainer(config).fit(resume=args.resume)
+        result = make_trainer(config).fit(resume=args.resume, overwrite=args.overwrite, trusted=args.trust_checkpoint)
     except TrainingDiverged as exc:
         print(f"deepfast train: {exc}", file=sys.stderr)
         return 1
@@ -59,7 +66,7 @@ def sample(args: argparse.Namespace) -> int:
     from deepfast.train import load_trainer
     from deepfast.train.data import load_split
 
-    trainer = load_trainer(args.ckpt, device=args.device, samples=args.n, seed=args.seed)
+    trainer = load_trainer(args.ckpt, device=args.device, trusted=args.trust_checkpoint, samples=args.n, seed=args.seed)
     cfg = trainer.config
     trainer.held_out = load_split(cfg.data, False, trainer.value_range, cfg.image_size)
     trainer.train_data = load_split(cfg.data, True, trainer.value_range, cfg.image_size)
@@ -80,6 +87,13 @@ TRAIN_FIELDS = ("data", "epochs", "batch_size", "lr", "out", "seed", "device", "
 ADVERSARIAL_OPTIONS = ("adversarial", "defense", "eps", "adv_steps", "adv_alpha", "adv_lambda", "eps_warmup")
 
 
+def add_trust_flag(p: argparse.ArgumentParser, what: str) -> None:
+    """--trust-checkpoint: allow Python's full unpickler (load_checkpoint(trusted=True))."""
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help=f"{what} that only Python's full unpickler loads (an older deepfast's), which runs any code "
+                        "the file holds: only for files from a source you trust")
+
+
 def add_parsers(commands) -> None:
     from deepfast.defenses import DEFENSES, TRAINING_ATTACKS
     from deepfast.train import TRAINERS
@@ -97,6 +111,9 @@ def add_parsers(commands) -> None:
     p.add_argument("--lr", type=float, help="learning rate (Adam)")
     p.add_argument("--out", help="run folder (default runs/MODEL)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    p.add_argument("--overwrite", action="store_true", help="replace the run --out holds (without it a new run into "
+                                                            "a folder holding one is refused)")
+    add_trust_flag(p, "--resume from a checkpoint")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when there is one)")
     p.add_argument("--amp", choices=["bf16", "fp16"], help="mixed precision")
@@ -136,4 +153,5 @@ def add_parsers(commands) -> None:
     p.add_argument("--out", help="PNG file (default: samples.png beside the checkpoint)")
     p.add_argument("--seed", type=int, default=0, help="seed of the latent codes")
     p.add_argument("--device", help="cpu or cuda (default cpu)")
+    add_trust_flag(p, "load --ckpt")
     p.set_defaults(func=sample)

@@ -15,6 +15,10 @@ from deepfast.data._common import ValueRange, check_size, check_value_range, res
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 
+# What Pillow raises for a file it cannot read: broken or truncated, not an image, too many pixels
+# (DecompressionBombError, above twice Image.MAX_IMAGE_PIXELS), an unsupported mode.
+READ_ERRORS = (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError)
+
 # Pillow mode -> (mode converted to, channels, divisor to [0, 1]); other modes convert to RGB.
 _MODES = {
     "1": ("L", 1, 255.0),
@@ -42,7 +46,7 @@ def _channels_of(path: Path) -> tuple[int, tuple[int, int]]:
     try:
         with Image.open(path) as img:
             return _target_mode(img)[1], (img.height, img.width)
-    except (OSError, UnidentifiedImageError, ValueError) as err:
+    except READ_ERRORS as err:
         raise ValueError(f"cannot read image {path}: {err}") from err
 
 
@@ -55,7 +59,7 @@ def read_image(path: str | Path) -> Tensor:
         with Image.open(path) as img:
             mode, _, scale = _target_mode(img)
             array = np.asarray(img if img.mode == mode else img.convert(mode))
-    except (OSError, UnidentifiedImageError, ValueError) as err:
+    except READ_ERRORS as err:
         raise ValueError(f"cannot read image {path}: {err}") from err
     x = torch.from_numpy(array.astype(np.float32) / np.float32(scale))
     return x.unsqueeze(0) if x.dim() == 2 else x.permute(2, 0, 1).contiguous()

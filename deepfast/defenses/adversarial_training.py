@@ -30,6 +30,12 @@ With ``eps_warmup`` = W > 0 epochs the training radius ramps up linearly (a stan
 training at the full radius from the start stalls): the step that ends t epochs of training (t
 fractional: epoch + (batch + 1) / batches per epoch) attacks with s * eps and step s * alpha,
 s = min(1, t / W). The held-out ``val_adv_acc`` always uses the full eps.
+
+The training attacks take every step for every sample (``early_stop=False``), as in the papers (Madry
+et al.'s PGD from a random start, Goodfellow et al.'s FGSM from the image, TRADES' KL ascent, Kannan et
+al.'s PGD examples): the examples of highest loss, whether or not an earlier step already fooled the
+model. The held-out ``val_adv_acc`` is a robust accuracy: it uses the attack with early stop (a sample
+counts as fooled once any step fooled it; see ``make_attack(evaluation=True)``).
 """
 
 from __future__ import annotations
@@ -106,15 +112,19 @@ class AdversarialTraining:
         return (f"AdversarialTraining(defense={self.defense!r}, attack={self.attack_name!r}, eps={self.eps:.4g}, "
                 f"steps={self.steps}, alpha={self.alpha}, lam={self.lam:.4g}, eps_warmup={self.eps_warmup:.4g})")
 
-    def make_attack(self, model: nn.Module, seed: int | None = None, amp: str | None = None) -> Attack:
-        """The attack that makes the training examples for ``model``; ``seed`` and ``amp`` as in ``Attack``."""
-        if self.defense == "trades":
+    def make_attack(self, model: nn.Module, seed: int | None = None, amp: str | None = None,
+                    evaluation: bool = False) -> Attack:
+        """The attack that makes the training examples for ``model`` (every sample every step); with
+        ``evaluation``, the one that measures held-out robust accuracy: the same attack with early stop,
+        and for "trades" PGD on the cross-entropy (TRADES' KL ascent is no misclassification test), as
+        the paper reports. ``seed`` and ``amp`` as in ``Attack``."""
+        if self.defense == "trades" and not evaluation:
             steps = 1 if self.attack_name == "fgsm" else self.steps
             alpha = self.alpha if self.alpha is not None or steps > 1 else self.eps
             return TradesPGD(model, self.eps, alpha, steps, seed=seed, amp=amp)
         if self.attack_name == "fgsm":
-            return FGSM(model, self.eps, early_stop=False, seed=seed, amp=amp)
-        return PGD(model, self.eps, self.alpha, self.steps, random_start=True, early_stop=False, seed=seed, amp=amp)
+            return FGSM(model, self.eps, early_stop=evaluation, seed=seed, amp=amp)
+        return PGD(model, self.eps, self.alpha, self.steps, random_start=True, early_stop=evaluation, seed=seed, amp=amp)
 
     def warmup_scale(self, epochs: float) -> float:
         """s = min(1, epochs / eps_warmup) (1 without warm-up): after ``epochs`` epochs of training the

@@ -21,8 +21,9 @@ class ClassifierTrainer(Trainer):
     radius ``eps`` (Linf, [0, 1] pixels), ``adv_steps`` PGD steps of size ``adv_alpha`` (None: 2.5 eps /
     steps), weight ``adv_lambda`` (None: 1, TRADES' beta 6), warm-up ``eps_warmup`` (epochs W, 0: none;
     the step that ends t = epoch + (batch + 1) / batches_per_epoch epochs attacks with s * eps and
-    s * alpha, s = min(1, t / W)). It logs "adv_acc" (training batch) and "val_adv_acc" (held-out examples
-    of the same attack at the full eps, seeded)."""
+    s * alpha, s = min(1, t / W)). It logs "adv_acc" (training batch) and "val_adv_acc" (held-out robust
+    accuracy under the same attack with early stop at the full eps, seeded; PGD on the cross-entropy for
+    "trades")."""
 
     name = "classifier"
     defaults = {"data": "digits", "epochs": 10, "batch_size": 64, "lr": 1e-3, "image_size": 32,
@@ -72,7 +73,8 @@ class ClassifierTrainer(Trainer):
 
     def evaluate(self) -> dict[str, float]:
         loss, correct, robust, n = 0.0, 0, 0, 0
-        attack = None if self.defense is None else self.defense.make_attack(self.model, seed=self.config.seed, amp=self.config.amp)
+        attack = None if self.defense is None else self.defense.make_attack(
+            self.model, seed=self.config.seed, amp=self.config.amp, evaluation=True)
         with self.evaluating(self.model):
             for x, y in self.held_out_batches():
                 logits = self.model(x).float()

@@ -63,3 +63,21 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown TrainConfig fields: {', '.join(sorted(unknown))}")
         return cls(**d)
+
+
+def check_option(name: str, value: object, default: object) -> None:
+    """A trainer option must have the type of its default: a number (an int where the default is an
+    int), a bool, a str; any value where the default is None. ValueError naming the option."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, bool):
+        ok, kind = isinstance(value, bool), "True or False"
+    elif isinstance(default, int):
+        ok, kind = number and isinstance(value, int), "an int"
+    elif isinstance(default, float):
+        ok, kind = number, "a number"
+    elif isinstance(default, str):
+        ok, kind = isinstance(value, str), "a string"
+    else:
+        ok, kind = True, ""
+    if not ok:
+        raise ValueError(f"option {name} must be {kind} (default {default!r}), got {value!r}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from deepfast.train.autoencoder import AutoencoderTrainer, UNetTrainer
-from deepfast.train.checkpoint import load_checkpoint
+from deepfast.train.checkpoint import load_checkpoint, load_state
 from deepfast.train.classifier import ClassifierTrainer
 from deepfast.train.config import TrainConfig
 from deepfast.train.cyclegan import CycleGANTrainer
@@ -27,22 +27,24 @@ def make_trainer(config: TrainConfig) -> Trainer:
     return TRAINERS[config.model](config)
 
 
-def train(config: TrainConfig | None = None, resume: bool = False, **fields) -> RunResult:
-    """Runs a training: ``train(model="vae", epochs=5, out="runs/vae")`` or with a TrainConfig."""
+def train(config: TrainConfig | None = None, resume: bool = False, overwrite: bool = False, **fields) -> RunResult:
+    """Runs a training: ``train(model="vae", epochs=5, out="runs/vae")`` or with a TrainConfig
+    (``Trainer.fit``: resume, overwrite)."""
     config = config or TrainConfig(**fields)
-    return make_trainer(config).fit(resume)
+    return make_trainer(config).fit(resume, overwrite)
 
 
-def load_trainer(path: str, device: str | None = None, **overrides) -> Trainer:
+def load_trainer(path: str, device: str | None = None, trusted: bool = False, **overrides) -> Trainer:
     """The trainer of checkpoint ``path``, its models built, weights loaded, in eval mode, on ``device``
-    (default: the CPU); ``overrides`` replace config fields (e.g. samples=16)."""
-    ckpt = load_checkpoint(path)
+    (default: the CPU); ``overrides`` replace config fields (e.g. samples=16). The file is loaded
+    without running code from it (``load_checkpoint``; ``trusted``: see there)."""
+    ckpt = load_checkpoint(path, trusted=trusted)
     config = TrainConfig.from_dict({**ckpt["config"], "compile": False, "sync_bn": False, "device": device,
                                     **overrides})
     trainer = make_trainer(config)
     trainer.device = torch.device(device or "cpu")
     trainer.setup(ckpt["channels"])
     for key, model in trainer.models.items():
-        model.load_state_dict(ckpt["models"][key])
+        load_state(model, ckpt["models"].get(key), f"model {key!r}", path)
         model.eval()
     return trainer

@@ -24,15 +24,21 @@ import deepfast
 from deepfast.amp import autocast
 from deepfast.grid import save_grid
 from deepfast.nn import convert_sync_batchnorm
-from deepfast.train.checkpoint import atomic_save, load_checkpoint, rng_state, set_rng_state
-from deepfast.train.config import TrainConfig
+from deepfast.files import remove_temp_files
+from deepfast.train.checkpoint import FORMAT, atomic_save, load_checkpoint, load_state, rng_state, set_rng_state
+from deepfast.train.config import TrainConfig, check_option
 from deepfast.train.data import ShardSampler, load_split, make_loader, to_device
 from deepfast.train.distributed import World, all_sum, barrier, close_world, gather_objects, init_world
+from deepfast.train.lock import RunFolderError, run_lock
 from deepfast.train.records import MetricsLog
 
 CHECKPOINT = "last.pt"
-# Settings that must match between a checkpoint and the run resuming it.
-RESUME_KEYS = ("model", "data", "batch_size", "seed", "image_size", "options")
+# Settings that must match between a checkpoint and the run resuming it (a run with another learning
+# rate is another run: its optimizer and schedule states were built for the saved one).
+RESUME_KEYS = ("model", "data", "batch_size", "lr", "seed", "image_size", "options")
+# What a run writes into its folder (deleted before a new run), and the files that mean it holds one.
+RUN_FILES = (CHECKPOINT, "metrics.jsonl", "metrics.csv", "config.json", "samples/epoch_*.png")
+HOLDS_A_RUN = (CHECKPOINT, "metrics.jsonl")
 
 
 class TrainingDiverged(RuntimeError):
@@ -78,6 +84,8 @@ class Trainer:
         if unknown:
             known = ", ".join(self.defaults.get("options", {})) or "none"
             raise ValueError(f"unknown option(s) for {self.name}: {', '.join(sorted(unknown))} (known: {known})")
+        for key, value in config.options.items():
+            check_option(key, value, self.defaults["options"][key])
         resolved = {k: (defaults[k] if v is None and k in defaults else v) for k, v in config.to_dict().items()}
         resolved.update(model=self.name, options=options, out=resolved["out"] or f"runs/{self.name}")
         self.config = TrainConfig.from_dict(resolved)
@@ -204,10 +212,15 @@ class Trainer:
         return torch.randn(*shape, generator=g).to(self.device)
 
     # ----------------------------------------------------------------- the loop
-    def fit(self, resume: bool = False) -> RunResult:
+    def fit(self, resume: bool = False, overwrite: bool = False, trusted: bool = False) -> RunResult:
         """Trains ``config.epochs`` epochs (from the checkpoint in ``out`` with resume=True). Writes
         out/last.pt every epoch and on Ctrl-C, out/metrics.{csv,jsonl}, out/samples/epoch_NNN.png.
-        Raises TrainingDiverged on a NaN/inf loss (last.pt stays the last good one)."""
+        Raises TrainingDiverged on a NaN/inf loss (last.pt stays the last good one).
+
+        The folder is locked meanwhile (``deepfast.train.lock``: a second training into it is refused);
+        a new run (resume=False) into a folder that holds one is refused unless ``overwrite``, which
+        deletes the old run's files first. ``trusted``: resume from a checkpoint that needs the full
+        unpickler (``load_checkpoint``)."""
         cfg = self.config
         device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.world = init_world(device.type)
@@ -216,12 +229,43 @@ class Trainer:
                 device = torch.device("cuda", self.world.local_rank)
                 torch.cuda.set_device(device)
             self.device = device
-            with deepfast.use_backend(cfg.backend) if cfg.backend else contextlib.nullcontext():
-                return self._fit(resume)
+            with deepfast.use_backend(cfg.backend) if cfg.backend else contextlib.nullcontext(), self._locked():
+                return self._fit(resume, overwrite, trusted)
         finally:
             close_world(self.world)
 
-    def _fit(self, resume: bool) -> RunResult:
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The run folder's lock, held by rank 0 (every process raises when it cannot be had)."""
+        error: RunFolderError | None = None
+        with contextlib.ExitStack() as stack:
+            if self.world.main:
+                try:
+                    stack.enter_context(run_lock(self.out))
+                except RunFolderError as err:
+                    error = err
+            failed = all_sum(torch.tensor([float(error is not None)], device=self.device), self.world)
+            if failed[0] > 0:
+                raise error or RunFolderError(f"run folder {self.out} is in use by another training")
+            yield
+
+    def _prepare_folder(self, resume: bool, overwrite: bool) -> None:
+        """Rank 0, holding the lock: removes the temporary files a killed save left, and refuses (or with
+        ``overwrite`` deletes) an old run in the folder when starting a new one."""
+        if not self.world.main:
+            return
+        remove_temp_files(self.out, CHECKPOINT)
+        remove_temp_files(self.out / "samples", "*.png")
+        if resume:
+            return
+        held = [name for name in HOLDS_A_RUN if (self.out / name).exists()]
+        if held and not overwrite:
+            raise RunFolderError(f"run folder {self.out} holds a run already ({', '.join(held)}): continue it with "
+                                 "--resume, replace it with --overwrite, or choose another --out")
+        for p in sorted({p for pattern in RUN_FILES for p in self.out.glob(pattern)}):
+            p.unlink()
+
+    def _fit(self, resume: bool, overwrite: bool, trusted: bool) -> RunResult:
         cfg, world = self.config, self.world
         if cfg.batch_size % world.size:
             raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world.size} processes")
@@ -234,10 +278,16 @@ class Trainer:
             raise ValueError(f"data {cfg.data!r} has {len(train_data)} items, fewer than batch_size {cfg.batch_size}")
         loader = make_loader(train_data, sampler)
         n_batches = self.batches_per_epoch = min(sampler.batches(), cfg.max_batches or sampler.batches())
+        self._prepare_folder(resume, overwrite)  # after the settings and the data proved good, before any write
         log = MetricsLog(self.out) if world.main else None
         start_epoch, skip, sums = 0, 0, {}
         if resume:
-            start_epoch, skip, sums = self._resume(log)
+            start_epoch, skip, sums = self._resume(log, trusted)
+            if start_epoch == cfg.epochs and skip == 0:
+                if world.main:  # said even without progress: the command did nothing
+                    tqdm.write(f"{self.out / CHECKPOINT} has trained all {cfg.epochs} epochs already: nothing to do "
+                               "(give --epochs with a larger total to train more)")
+                return RunResult(cfg.epochs, False, self.out / CHECKPOINT, log.rows if log else [], world.main)
         else:
             seed_everything(cfg.seed + world.rank)  # noise differs between processes
             if log is not None:
@@ -343,7 +393,7 @@ class Trainer:
         ranks = gather_objects({"rng": rng_state(), **self.rank_state()}, self.world)
         if self.world.main:
             atomic_save({
-                "format": 1,
+                "format": FORMAT,
                 "trainer": self.name,
                 "config": self.config.to_dict(),
                 "channels": self.channels,
@@ -359,19 +409,25 @@ class Trainer:
             }, self.out / CHECKPOINT)
         barrier(self.world)
 
-    def _resume(self, log: MetricsLog | None) -> tuple[int, int, dict]:
+    def _resume(self, log: MetricsLog | None, trusted: bool) -> tuple[int, int, dict]:
         path = self.out / CHECKPOINT
-        ckpt = load_checkpoint(path, map_location=self.device)
+        ckpt = load_checkpoint(path, map_location=self.device, trusted=trusted)
         saved = ckpt["config"]
         mismatch = [f"{k}: {saved.get(k)!r} there, {getattr(self.config, k)!r} here" for k in RESUME_KEYS
                     if saved.get(k) != getattr(self.config, k)]
         if mismatch:
-            raise ValueError(f"cannot resume from {path}: settings differ ({'; '.join(mismatch)})")
+            raise ValueError(f"cannot resume from {path}: settings differ ({'; '.join(mismatch)}); these are fixed "
+                             "for a run: start a new one (another --out, or --overwrite) to change them")
+        begun = ckpt["epoch"] + (ckpt["batch"] > 0)  # epochs trained, the unfinished one counted
+        if self.config.epochs < begun:
+            partial = f" and {ckpt['batch']} batches of epoch {begun}" if ckpt["batch"] else ""
+            raise ValueError(f"cannot resume from {path} with epochs={self.config.epochs}: the run has trained "
+                             f"{ckpt['epoch']} epochs{partial} already; give --epochs {begun} or more")
         for kind, objects in (("models", self.models), ("optimizers", self.optimizers),
                               ("schedulers", self.schedulers)):
             for k, obj in objects.items():
-                obj.load_state_dict(ckpt[kind][k])
-        self.scaler.load_state_dict(ckpt["scaler"])
+                load_state(obj, ckpt[kind].get(k), f"{kind[:-1]} {k!r}", path)
+        load_state(self.scaler, ckpt["scaler"], "the AMP scaler", path)
         if ckpt["world_size"] == self.world.size:
             state = ckpt["ranks"][self.world.rank]
         else:  # another process count: the run continues, not bit for bit

@@ -1,6 +1,11 @@
 """Call every CUDA and Triton kernel once per dtype and variant, for compute-sanitizer (memcheck, racecheck).
 
-    compute-sanitizer --tool memcheck python tests/gpu/sanitize_kernels.py
+    PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck python tests/gpu/sanitize_kernels.py
+
+The largest shapes wrap the grid-stride loops: more than the ~1056 resident blocks of 256 threads of
+an H100/H200 (132 SMs x 8) for the elementwise kernels (>= 270k elements) and for PGD's tiles (300
+samples of 4 tiles), and norm_act groups of several chunks (rows beyond 16384 values, long rows cut
+into segments, channels_last columns over several row chunks and two channel tiles).
 """
 
 import torch
@@ -23,7 +28,7 @@ def reparam_kl(device: str) -> None:
 
 def cycle_l1(device: str) -> None:
     for dtype in DTYPES:
-        for shape in [(1,), (37, 53), (2, 3, 67, 129)]:
+        for shape in [(1,), (37, 53), (2, 3, 67, 129), (16, 3, 128, 129)]:
             rec, orig = (torch.randn(shape, device=device, dtype=dtype) for _ in range(2))
             pairs = [(rec, orig), (rec[..., ::2], orig[..., ::2])]  # dense; strided (copied)
             if len(shape) == 4:
@@ -38,7 +43,7 @@ def cycle_l1(device: str) -> None:
 
 def norm_act(device: str) -> None:
     for dtype in DTYPES:
-        for shape in [(2, 3, 1, 2), (3, 5, 7, 9), (4, 67, 33, 17)]:
+        for shape in [(2, 3, 1, 2), (3, 5, 7, 9), (4, 67, 33, 17), (64, 40, 16, 17), (2, 3, 130, 130)]:
             for channels_last in (False, True):
                 x = torch.randn(shape, device=device, dtype=dtype)
                 if channels_last:
@@ -56,7 +61,7 @@ def norm_act(device: str) -> None:
 
 def pgd_step(device: str) -> None:
     for dtype in DTYPES:
-        for shape in [(1, 1), (5, 1, 13, 11), (3, 3, 67, 129)]:  # the last: several tiles per sample
+        for shape in [(1, 1), (5, 1, 13, 11), (3, 3, 67, 129), (300, 3, 33, 33)]:  # several tiles per sample
             x_orig = torch.rand(shape, device=device, dtype=dtype)
             x_adv, grad = deepfast.ops.pgd_random_start(x_orig, 0.1), torch.randn_like(x_orig)
             step = torch.full((shape[0],), 0.02, device=device)
