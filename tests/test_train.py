@@ -299,7 +299,7 @@ def test_cdcgan_samples_one_class_per_row_and_needs_labels(tmp_path):
 
 
 def test_cyclegan_saliency_thresholds_per_domain_and_semantic_consistency(tmp_path):
-    opts = {**SMALL["cyclegan"], "saliency": 1.0, "saliency_tau": [0.3, 0.6], "upsample": "resize", "skip": True}
+    opts = {**SMALL["cyclegan"], "saliency": 1.0, "saliency_tau": 0.3, "saliency_tau_b": 0.6, "upsample": "resize", "skip": True}
     trainer = make_trainer(config("cyclegan", tmp_path / "s", options=opts))
     trainer.setup(1)
     a_to_b, b_to_a = trainer.saliency

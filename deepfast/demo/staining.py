@@ -73,7 +73,7 @@ def staining_section(demo: Demo, section: Section) -> None:
         rows += [row("none (input A)", a), row("ground truth", truth)]
         grid = [a[:8]]
         for name, saliency in (("CycleGAN", 0.0), ("CycleGAN + saliency", 1.0)):
-            options = {**CYCLEGAN, "saliency": saliency, "saliency_tau": [round(tau_a, 4), round(tau_b, 4)]}
+            options = {**CYCLEGAN, "saliency": saliency, "saliency_tau": round(tau_a, 4), "saliency_tau_b": round(tau_b, 4)}
             trainer = demo.train(f"{data}{'_saliency' if saliency else ''}", model="cyclegan", data=data,
                                  epochs=epochs, image_size=size, batch_size=4, options=options)
             with torch.no_grad():

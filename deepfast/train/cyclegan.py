@@ -29,8 +29,8 @@ class CycleGANTrainer(Trainer):
 
     saliency > 0 adds the content-preserving saliency constraint (Li et al. 2021, deepfast.losses.SaliencyLoss,
     slope saliency_k) on (a, G_A(a)) and (b, G_B(b)) to the generator loss, its weight falling linearly from
-    ``saliency`` to 0 over the run (loss "saliency"). ``saliency_tau`` is the mask threshold of both
-    domains, or a pair (tau_a, tau_b): domain A's masks (of a and of G_B(b)) use tau_a, B's tau_b.
+    ``saliency`` to 0 over the run (loss "saliency"). ``saliency_tau`` is the mask threshold of domain A
+    (the masks of a and of G_B(b)) and ``saliency_tau_b`` that of domain B (of b and G_A(a); None: the same).
 
     semantic > 0 adds CyCADA's semantic consistency (Hoffman et al. 2018) on the A -> B direction:
     semantic * CE(f(G_A(a)), argmax f(a)), f the frozen classifier of checkpoint ``semantic_classifier``
@@ -46,7 +46,7 @@ class CycleGANTrainer(Trainer):
     defaults = {"data": "stain", "epochs": 10, "batch_size": 1, "lr": 2e-4, "image_size": 64,
                 "options": {"ngf": 32, "ndf": 64, "n_blocks": 6, "lambda_a": 10.0, "lambda_b": 10.0,
                             "lambda_identity": 0.5, "pool_size": 50, "loss": "lsgan", "decay_epochs": None,
-                            "saliency": 0.0, "saliency_k": 100.0, "saliency_tau": 0.5,
+                            "saliency": 0.0, "saliency_k": 100.0, "saliency_tau": 0.5, "saliency_tau_b": None,
                             "upsample": "transposed", "skip": False, "semantic": 0.0, "semantic_classifier": None}}
 
     def build(self, channels: int) -> None:
@@ -68,8 +68,8 @@ class CycleGANTrainer(Trainer):
         self.pool_a, self.pool_b = ImagePool(o["pool_size"]), ImagePool(o["pool_size"])
         self.saliency = None
         if o["saliency"] > 0:
-            tau = o["saliency_tau"]
-            tau_a, tau_b = tau if isinstance(tau, (tuple, list)) and len(tau) == 2 else (tau, tau)
+            tau_a = o["saliency_tau"]
+            tau_b = tau_a if o["saliency_tau_b"] is None else o["saliency_tau_b"]
             # (A -> B on (a, G_A(a)), B -> A on (b, G_B(b)))
             self.saliency = [SaliencyLoss(o["saliency_k"], taus, o["saliency"], epochs, self.value_range)
                              for taus in ((tau_a, tau_b), (tau_b, tau_a))]
