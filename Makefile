@@ -32,7 +32,7 @@ $(STAMPS)/deps: pyproject.toml | $(if $(filter 1,$(SYSTEM_PYTHON)),,$(VENV)/bin/
 	mkdir -p $(STAMPS)
 ifneq ($(SYSTEM_PYTHON),1)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
-	$(PY) -m pip install -q "$(TORCH_SPEC)" "$(TRITON_SPEC)" numpy tqdm scikit-learn scikit-image pillow pytest pytest-benchmark pybind11 ninja
+	$(PY) -m pip install -q "$(TORCH_SPEC)" "$(TRITON_SPEC)" numpy tqdm scikit-learn scikit-image pillow matplotlib pytest pytest-benchmark pybind11 ninja
 	# torchattacks: the tests' oracle. Without its declared torchvision (which does not import beside the
 	# CPU torch) and requests: it imports neither; its scipy comes with scikit-learn.
 	$(PY) -m pip install -q --no-deps "torchattacks==3.5.1"

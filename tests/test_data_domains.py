@@ -18,7 +18,7 @@ def digits_m_train():
 def test_stain_train_is_unpaired_from_disjoint_regions():
     train = data.stain_domains("train", patch_size=64)
     assert isinstance(train, data.Unpaired)
-    assert (len(train.a), len(train.b), len(train)) == (24, 20, 24)
+    assert (len(train.a), len(train.b), len(train)) == (150, 125, 150)  # 5 x 5 patches (stride 16) a block
     a, b = train[0]
     for x in (a, b):
         assert x.dtype == torch.float32 and x.shape == (3, 64, 64) and 0 <= x.min() and x.max() <= 1
@@ -37,7 +37,7 @@ def test_stain_train_is_unpaired_from_disjoint_regions():
 
 
 def test_stain_domains_look_different_and_a_is_the_ihc_image():
-    train = data.stain_domains("train", patch_size=32)
+    train = data.stain_domains("train", patch_size=32, stride=32)
     ihc = data.ihc(patch_size=32)  # the same image on a 16x16 grid of patches
     top, left = train.a.positions[5]
     torch.testing.assert_close(train.a[5], ihc[(top // 32) * 16 + left // 32])
@@ -82,6 +82,29 @@ def test_stain_bad_arguments():
     with pytest.raises(ValueError, match="region"):
         stain.region_positions("val", 32, 32)
 
+
+
+def test_tissue_fraction_and_skewed_domains():
+    x = torch.ones(2, 3, 4, 4)
+    x[0, :, :2] = 0.2  # half dark
+    torch.testing.assert_close(data.tissue_fraction(x), torch.tensor([0.5, 0.0]))
+    train = data.stain_domains_skewed("train", patch_size=32)
+    fa = data.tissue_fraction(torch.stack([train.a[i] for i in range(len(train.a))]))
+    lo_a, hi_a = stain.SKEWED_TISSUE_A
+    assert len(train.a) > 50 and (fa >= lo_a).all()
+    # B patches are chosen on the IHC image at the same places (the re-staining changes the darkness)
+    ihc = train.a.image
+    fb = torch.stack([data.tissue_fraction(ihc[:, t : t + 32, l : l + 32]) for t, l in train.b.positions])
+    assert len(train.b) > 20 and (fb <= stain.SKEWED_TISSUE_B[1]).all()
+    test = data.stain_domains_skewed("test", patch_size=32)
+    assert (data.tissue_fraction(torch.stack([test[i][0] for i in range(len(test))])) >= lo_a).all()
+    full = data.stain_domains("test", patch_size=32)
+    assert 0 < len(test) < len(full)
+    assert data.DATASETS["stain_skewed"] is data.stain_domains_skewed
+    with pytest.raises(ValueError, match="tissue"):
+        data.stain_domains("train", patch_size=32, tissue_a=(0.6, 0.4))
+    with pytest.raises(ValueError, match="no 32x32 patch"):
+        data.stain_domains("train", patch_size=32, tissue_b=(0.3, 0.3001))
 
 # --- digits_m -----------------------------------------------------------------------------------
 

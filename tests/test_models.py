@@ -4,12 +4,26 @@ import pytest
 import torch
 from torch import nn
 
-from deepfast.models import (VAE, Autoencoder, Discriminator, Generator, LeNet, PatchDiscriminator, ResNet18,
-                             ResnetGenerator, UNet)
+from deepfast.models import (VAE, Autoencoder, ConditionalDiscriminator, ConditionalGenerator, Discriminator,
+                             Generator, LeNet, PatchDiscriminator, ResNet18, ResnetGenerator, UNet)
+from deepfast.models._blocks import upsample_block
 from deepfast.nn import BatchNormLeakyReLU2d, InstanceNormLeakyReLU2d
 
 TOL = dict(rtol=1e-4, atol=1e-4)
 GRAD_TOL = 1e-4
+
+class WithLabels(nn.Module):
+    """A conditional model called with fixed labels: model(x, labels) as model(x)."""
+
+    def __init__(self, model, labels):
+        super().__init__()
+        self.model, self.labels = model, labels
+
+    def forward(self, x):
+        return self.model(x, self.labels)
+
+
+LABELS = torch.tensor([3, 0, 9])
 
 # (name, constructor kwargs -> model, input shape, output shape); small widths to stay fast.
 CASES = [
@@ -17,10 +31,18 @@ CASES = [
     ("vae64", lambda impl: VAE(3, 64, latent_dim=8, width=8, impl=impl), (2, 3, 64, 64), (2, 3, 64, 64)),
     ("gen32", lambda impl: Generator(nz=16, ngf=8, image_size=32, impl=impl), (3, 16), (3, 3, 32, 32)),
     ("gen64", lambda impl: Generator(nz=16, ngf=8, image_size=64, impl=impl), (3, 16, 1, 1), (3, 3, 64, 64)),
+    ("gen32resize", lambda impl: Generator(nz=16, ngf=8, image_size=32, impl=impl, upsample="resize"), (3, 16),
+     (3, 3, 32, 32)),
+    ("cgen32", lambda impl: WithLabels(ConditionalGenerator(10, nz=16, ngf=8, nc=1, image_size=32, impl=impl), LABELS),
+     (3, 16), (3, 1, 32, 32)),
+    ("cdisc64", lambda impl: WithLabels(ConditionalDiscriminator(10, ndf=8, image_size=64, impl=impl), LABELS),
+     (3, 3, 64, 64), (3,)),
     ("disc32", lambda impl: Discriminator(ndf=8, image_size=32, impl=impl), (3, 3, 32, 32), (3,)),
     ("disc64", lambda impl: Discriminator(ndf=8, image_size=64, impl=impl), (3, 3, 64, 64), (3,)),
     ("resgen6", lambda impl: ResnetGenerator(ngf=8, n_blocks=6, impl=impl), (2, 3, 32, 32), (2, 3, 32, 32)),
     ("resgen9", lambda impl: ResnetGenerator(ngf=4, n_blocks=9, impl=impl), (1, 3, 24, 24), (1, 3, 24, 24)),
+    ("resgen_resize", lambda impl: ResnetGenerator(ngf=8, n_blocks=2, impl=impl, upsample="resize"), (2, 3, 20, 28),
+     (2, 3, 20, 28)),
     ("patch", lambda impl: PatchDiscriminator(ndf=8, impl=impl), (2, 3, 64, 64), (2, 1, 6, 6)),
     ("ae", lambda impl: Autoencoder(1, 32, latent_dim=8, width=8, impl=impl), (2, 1, 32, 32), (2, 1, 32, 32)),
     ("unet", lambda impl: UNet(1, 2, width=4, depth=3, impl=impl), (2, 1, 32, 32), (2, 2, 32, 32)),
@@ -118,6 +140,7 @@ def test_cyclegan_parameter_counts():
     for n_blocks, expected in ((9, 11_378_179), (6, 7_837_699)):
         assert reference_count(*head, *tail) + n_blocks * reference_count(*block) == expected
         assert count(ResnetGenerator(n_blocks=n_blocks)) == expected
+        assert count(ResnetGenerator(n_blocks=n_blocks, upsample="resize")) == expected  # 3x3 kernels either way
     d_ref = reference_count(nn.Conv2d(3, 64, 4, 2, 1), nn.Conv2d(64, 128, 4, 2, 1), nn.Conv2d(128, 256, 4, 2, 1),
                             nn.Conv2d(256, 512, 4, 1, 1), nn.Conv2d(512, 1, 4, 1, 1))
     assert d_ref == 2_764_737 == count(PatchDiscriminator())
@@ -163,3 +186,59 @@ def test_bad_arguments(bad):
         VAE(**bad)
     with pytest.raises(ValueError):
         Generator(**bad)
+
+
+@pytest.mark.parametrize("impl", ["fused", "reference"])
+def test_resize_upsampling_has_no_checkerboard(impl):
+    """Odena et al. 2016: from a constant input, a stride-2 transposed conv whose kernel does not divide
+    evenly by the stride gives a periodic pattern; resize-convolution gives a constant interior, for
+    any weights."""
+    torch.manual_seed(0)
+    x = torch.full((1, 4, 6, 6), 0.7)
+    for mode, kernel, periodic in (("transposed", 3, True), ("resize", 3, False)):
+        block = upsample_block(impl, 4, 5, mode, kernel_size=kernel, norm=None, negative_slope=0.1).eval()
+        with torch.no_grad():
+            y = block.conv(x) if mode == "transposed" else block[1].conv(block[0](x))
+        assert y.shape == (1, 5, 12, 12)
+        inner = y[..., 2:-2, 2:-2]
+        spread = (inner - inner.mean((-2, -1), keepdim=True)).abs().max().item()
+        assert (spread > 1e-3) == periodic, f"{mode}: interior spread {spread}"
+    with pytest.raises(ValueError, match="upsample"):
+        upsample_block(impl, 4, 5, "bilinear")
+
+
+def test_conditional_gan_uses_the_labels_and_checks_them():
+    torch.manual_seed(0)
+    g = ConditionalGenerator(10, nz=8, ngf=8, nc=1, image_size=32).eval()
+    d = ConditionalDiscriminator(10, ndf=8, nc=1, image_size=32)
+    z = torch.randn(4, 8)
+    with torch.no_grad():
+        a, b = g(z, torch.tensor([1, 1, 1, 1])), g(z, torch.tensor([2, 2, 2, 2]))
+    assert a.shape == (4, 1, 32, 32) and (a - b).abs().max() > 1e-4
+    x = torch.randn(4, 1, 32, 32)
+    out = d(x, torch.tensor([0, 1, 2, 3]))
+    out.sum().backward()
+    assert out.shape == (4,) and d.embed.weight.grad[:4].abs().sum() > 0 and d.embed.weight.grad[4:].abs().sum() == 0
+    # the projection term: D(x, y) - D(x, y') = <E(y) - E(y'), sum_hw phi(x)>
+    with torch.no_grad():
+        phi = d.main[:-2](x).sum((2, 3))
+        diff = d(x, torch.zeros(4, dtype=torch.int64)) - d(x, torch.ones(4, dtype=torch.int64))
+    torch.testing.assert_close(diff, phi @ (d.embed.weight[0] - d.embed.weight[1]), rtol=1e-4, atol=1e-5)
+    for bad in (torch.tensor([0, 1, 2, 10]), torch.tensor([-1, 0, 0, 0]), torch.zeros(3, dtype=torch.int64),
+                torch.zeros(4)):
+        with pytest.raises(ValueError, match="labels"):
+            g(z, bad)
+        with pytest.raises(ValueError, match="labels"):
+            d(x, bad)
+
+
+def test_resnet_generator_skip_adds_the_input_before_tanh():
+    torch.manual_seed(0)
+    g = ResnetGenerator(3, 3, ngf=4, n_blocks=1, skip=True)
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(g(x), torch.tanh(g.model(x) + x))
+        g.model[-1].weight.zero_(), g.model[-1].bias.zero_()
+        torch.testing.assert_close(g(x), torch.tanh(x))
+        plain = ResnetGenerator(3, 3, ngf=4, n_blocks=1)
+        torch.testing.assert_close(plain(x), torch.tanh(plain.model(x)))

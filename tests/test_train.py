@@ -17,6 +17,7 @@ SMALL = {
     "unet": {"width": 4, "depth": 2},
     "vae": {"latent_dim": 4, "width": 8},
     "dcgan": {"nz": 8, "ngf": 8, "ndf": 8},
+    "cdcgan": {"nz": 8, "ngf": 8, "ndf": 8, "ema": 0.9, "augment": "translation,cutout"},
     "cyclegan": {"ngf": 4, "ndf": 4, "n_blocks": 1, "pool_size": 3},
     "classifier": {},
 }
@@ -100,7 +101,7 @@ def test_dcgan_learns_the_data_mean(tmp_path):
     assert distance() < 0.7 * data_mean.abs().mean().item()  # the untrained G gives ~0 everywhere
 
 
-@pytest.mark.parametrize("model", ["vae", "dcgan", "cyclegan", "classifier"])
+@pytest.mark.parametrize("model", ["vae", "dcgan", "cdcgan", "cyclegan", "classifier"])
 def test_resume_after_a_crash_equals_the_uninterrupted_run(tmp_path, model, crash_and_resume):
     straight, resumed = crash_and_resume(lambda out: config(model, out, epochs=3), tmp_path)
     assert_same_state(states(straight), states(resumed))
@@ -265,6 +266,63 @@ def test_every_trainer_has_a_cli_choice_and_documented_defaults():
         args = parser.parse_args(["train", name])
         assert args.model == name and cls.__doc__
         assert {"data", "epochs", "batch_size", "lr", "image_size"} <= set(cls.defaults)
+
+
+def test_dcgan_ema_generator_is_the_running_average(tmp_path):
+    """With ema = d, after each step g_ema = d g_ema + (1 - d) g (buffers copied); it is what samples."""
+    trainer = make_trainer(config("dcgan", tmp_path, options={**SMALL["dcgan"], "ema": 0.9}))
+    trainer.setup(1)
+    batch = torch.rand(8, 1, 32, 32) * 2 - 1
+    before = [p.clone() for p in trainer.g_ema.parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.g.parameters()))
+    trainer.train_step(batch)
+    for old, ema, new in zip(before, trainer.g_ema.parameters(), trainer.g.parameters()):
+        torch.testing.assert_close(ema, 0.9 * old + 0.1 * new)
+    assert not any(p.requires_grad for p in trainer.g_ema.parameters())
+    assert trainer.generator is trainer.g_ema
+    for b_ema, b in zip(trainer.g_ema.buffers(), trainer.g.buffers()):
+        assert torch.equal(b_ema, b)
+    with pytest.raises(ValueError, match="ema"):
+        make_trainer(config("dcgan", tmp_path, options={"ema": 1.0})).setup(1)
+
+
+def test_cdcgan_samples_one_class_per_row_and_needs_labels(tmp_path):
+    trainer = make_trainer(config("cdcgan", tmp_path, epochs=1))
+    trainer.fit()
+    assert trainer.samples().shape == (100, 1, 32, 32)
+    assert trainer.sample_labels.tolist() == [k for k in range(10) for _ in range(10)]
+    loaded = load_trainer(str(tmp_path / "last.pt"))
+    assert_same_state(states(trainer), states(loaded))
+    torch.testing.assert_close(loaded.samples(), trainer.samples())
+    with pytest.raises(ValueError, match="labelled"):
+        trainer.train_step(torch.rand(8, 1, 32, 32))
+
+
+def test_cyclegan_saliency_thresholds_per_domain_and_semantic_consistency(tmp_path):
+    opts = {**SMALL["cyclegan"], "saliency": 1.0, "saliency_tau": 0.3, "saliency_tau_b": 0.6, "upsample": "resize", "skip": True}
+    trainer = make_trainer(config("cyclegan", tmp_path / "s", options=opts))
+    trainer.setup(1)
+    a_to_b, b_to_a = trainer.saliency
+    assert (a_to_b.tau_real, a_to_b.tau_translated, b_to_a.tau_real, b_to_a.tau_translated) == (0.3, 0.6, 0.6, 0.3)
+    x = tiny_pairs()[0][0][None]
+    assert "saliency" in trainer.train_step((x.repeat(2, 1, 1, 1), -x.repeat(2, 1, 1, 1)))
+    # CyCADA's term: CE of the frozen classifier on G_A(a) against its own labels of a
+    make_trainer(config("classifier", tmp_path / "clf", epochs=1)).fit()
+    with pytest.raises(ValueError, match="semantic_classifier"):
+        make_trainer(config("cyclegan", tmp_path / "c0", options={**SMALL["cyclegan"], "semantic": 1.0})).setup(1)
+    opts = {**SMALL["cyclegan"], "semantic": 2.0, "semantic_classifier": str(tmp_path / "clf" / "last.pt")}
+    result = make_trainer(config("cyclegan", tmp_path / "c", epochs=1, image_size=32, options=opts)).fit()
+    assert result.metrics[-1]["semantic"] > 0
+    trainer = load_trainer(str(tmp_path / "c" / "last.pt"))
+    clf = trainer.semantic
+    assert not any(p.requires_grad for p in clf.parameters()) and not clf.training
+    a = torch.stack([tiny_pairs()[i][0] for i in range(4)])
+    fake = trainer.g_a(a)
+    loss = trainer.semantic_loss(a, fake)
+    expected = 2.0 * torch.nn.functional.cross_entropy(clf((fake + 1) / 2), clf((a + 1) / 2).argmax(1))
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert all(p.grad is not None for p in trainer.g_a.parameters())
 
 
 def test_load_trainer_gives_the_trained_models(tmp_path):

@@ -19,10 +19,12 @@ def add_parsers(commands) -> None:
     p = commands.add_parser(
         "demo", help="train every model on bundled data and write an HTML report",
         description="The main job on bundled data: a digits classifier, a VAE and a DCGAN with their latent "
-                    "spaces, CycleGAN virtual staining (with and without the saliency constraint), domain "
-                    "adaptation, attacks and defenses, and fused vs reference step times, in OUT/report.html "
-                    "(about 10 minutes on a 2-core CPU; --full for longer, better runs). Finished runs in OUT/runs "
-                    "are reused and interrupted ones resumed, so a second call only redoes what is missing.")
+                    "spaces, a class-conditional DCGAN as augmentation, CycleGAN virtual staining (with and "
+                    "without the saliency constraint), domain adaptation over 3 seeds, attacks and defenses with "
+                    "the physical-world plot, and fused vs reference step times, in OUT/report.html with every "
+                    "number and its target in OUT/results.json (--full for longer, better runs). Finished runs "
+                    "in OUT/runs are reused and interrupted ones resumed, so a second call only redoes what is "
+                    "missing.")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--full", action="store_true", help="longer training, larger images")
     p.add_argument("--only", help="comma-separated words: run only the sections whose titles contain one")

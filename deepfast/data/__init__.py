@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from deepfast.data._common import ImageTensors, ValueRange
 from deepfast.data.bundled import Patches, digits, ihc
 from deepfast.data.folders import ImageFiles, Unpaired, image_folder, read_image, unpaired
-from deepfast.data.stain import Crops, Paired, ihc_to_he, stain_domains
+from deepfast.data.stain import Crops, Paired, ihc_to_he, stain_domains, stain_domains_skewed, tissue_fraction
 from deepfast.data.textured import digits_m
 from deepfast.data.torchvision_sets import cifar10, mnist
 
@@ -29,6 +29,7 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "digits_m": digits_m,
     "ihc": ihc,
     "stain": stain_domains,
+    "stain_skewed": stain_domains_skewed,
     "mnist": mnist,
     "cifar10": cifar10,
 }
@@ -50,7 +51,8 @@ def dataset_function(name: str) -> tuple[Callable[..., Dataset], tuple[str, ...]
 
 
 def get_dataset(name: str, **kw) -> Dataset:
-    """Builds a dataset by name: "digits", "digits_m", "ihc", "stain" (``stain_domains``), "mnist",
+    """Builds a dataset by name: "digits", "digits_m", "ihc", "stain" (``stain_domains``), "stain_skewed"
+    (``stain_domains_skewed``), "mnist",
     "cifar10" (these two need ``root=``), "folder:PATH" (``image_folder(PATH)``) or "unpaired:PATH"
     (``unpaired(PATH)``); ``kw`` go to that function. Raises ValueError for an unknown name."""
     fn, args = dataset_function(name)
@@ -78,5 +80,7 @@ __all__ = [
     "mnist",
     "read_image",
     "stain_domains",
+    "stain_domains_skewed",
+    "tissue_fraction",
     "unpaired",
 ]

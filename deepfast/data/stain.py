@@ -21,6 +21,10 @@ EOSIN_FROM_H = 0.5
 BLOCK = 128
 REGIONS = ("train_a", "train_b", "test")
 
+# Tissue: pixels of the IHC image whose mean over R, G, B (in [0, 1]) is below TISSUE_LEVEL (stained
+# glands and nuclei; the pale stroma and the empty background are above it).
+TISSUE_LEVEL = 0.6
+
 
 def ihc_to_he(rgb: Tensor) -> Tensor:
     """Re-stains IHC images to an H&E-like look, pixel by pixel: rgb (..., 3, H, W) in [0, 1] ->
@@ -66,6 +70,28 @@ def region_positions(region: str, patch_size: int, stride: int) -> list[tuple[in
     ]
 
 
+def tissue_fraction(rgb: Tensor) -> Tensor:
+    """Share of tissue pixels (mean over channels < TISSUE_LEVEL) of images rgb (..., 3, H, W) in [0, 1]:
+    a tensor of shape (...)."""
+    return (rgb.mean(-3) < TISSUE_LEVEL).float().mean((-2, -1))
+
+
+def select_tissue(image: Tensor, positions: list[tuple[int, int]], patch_size: int,
+                  tissue: tuple[float, float] | None) -> list[tuple[int, int]]:
+    """The positions whose patch of ``image`` (3, H, W) in [0, 1] has a tissue fraction in
+    [lo, hi] = ``tissue`` (all of them for None); ValueError when none is left."""
+    if tissue is None:
+        return positions
+    if not (isinstance(tissue, (tuple, list)) and len(tissue) == 2 and 0.0 <= tissue[0] <= tissue[1] <= 1.0):
+        raise ValueError(f"a tissue range must be a pair (lo, hi) with 0 <= lo <= hi <= 1, got {tissue!r}")
+    p = patch_size
+    kept = [(t, l) for t, l in positions
+            if tissue[0] <= float(tissue_fraction(image[:, t : t + p, l : l + p])) <= tissue[1]]
+    if not kept:
+        raise ValueError(f"no {p}x{p} patch has a tissue fraction in {tuple(tissue)}")
+    return kept
+
+
 class Crops(Dataset):
     """Patches of one image (C, H, W) in [0, 1] at the given (top, left) positions; each item is
     float32 (C, patch_size, patch_size) in ``value_range``."""
@@ -108,6 +134,8 @@ def stain_domains(
     patch_size: int = 64,
     stride: int | None = None,
     value_range: ValueRange = (0.0, 1.0),
+    tissue_a: tuple[float, float] | None = None,
+    tissue_b: tuple[float, float] | None = None,
 ) -> Unpaired | Paired:
     """IHC -> H&E virtual staining data from scikit-image's immunohistochemistry image (512x512).
 
@@ -121,20 +149,45 @@ def stain_domains(
       blocks, b_truth = ihc_to_he(a) exactly.
 
     Items are float32 (3, patch_size, patch_size) in ``value_range`` (use (-1, 1) for CycleGAN).
-    ``patch_size`` <= 128; ``stride`` defaults to patch_size: then each block holds
-    (128 // patch_size) ** 2 patches, 24 / 20 / 20 for A-train / B-train / test at 64.
+    ``patch_size`` <= 128; ``stride`` defaults to patch_size // 4 for "train" (overlapping patches: a
+    discriminator that sees only a few dozen distinct patches learns them by heart, and its generator
+    then paints noise) and to patch_size for "test": 150 / 125 training A / B patches and 20 test
+    patches at 64.
+
+    ``tissue_a`` / ``tissue_b`` = (lo, hi) keep only the A (and test) / B patches whose tissue fraction
+    (``tissue_fraction`` of the IHC patch) is in [lo, hi]: domains whose tissue / background
+    proportions differ, where an unconstrained translation is pushed to add or remove tissue (the
+    setting of UTOM's saliency constraint, Li et al. 2021). ``stain_domains_skewed`` is one.
     """
     from skimage.data import immunohistochemistry
 
     if split not in ("train", "test"):
         raise ValueError(f'split must be "train" or "test", got {split!r}')
-    stride = patch_size if stride is None else stride
+    if stride is None:
+        stride = max(1, patch_size // 4) if split == "train" and isinstance(patch_size, int) else patch_size
     value_range = check_value_range(value_range)
     ihc = torch.as_tensor(immunohistochemistry()).permute(2, 0, 1).float().div_(255.0).contiguous()
     he = ihc_to_he(ihc)
     if split == "train":
-        a = Crops(ihc, region_positions("train_a", patch_size, stride), patch_size, value_range)
-        b = Crops(he, region_positions("train_b", patch_size, stride), patch_size, value_range)
-        return Unpaired(a, b)
-    positions = region_positions("test", patch_size, stride)
+        a_at = select_tissue(ihc, region_positions("train_a", patch_size, stride), patch_size, tissue_a)
+        b_at = select_tissue(ihc, region_positions("train_b", patch_size, stride), patch_size, tissue_b)
+        return Unpaired(Crops(ihc, a_at, patch_size, value_range), Crops(he, b_at, patch_size, value_range))
+    positions = select_tissue(ihc, region_positions("test", patch_size, stride), patch_size, tissue_a)
     return Paired(Crops(ihc, positions, patch_size, value_range), Crops(he, positions, patch_size, value_range))
+
+
+# The skewed domains: A (and test) patches mostly tissue, B patches mostly background.
+SKEWED_TISSUE_A = (0.5, 1.0)
+SKEWED_TISSUE_B = (0.0, 0.25)
+
+
+def stain_domains_skewed(
+    split: str = "train",
+    patch_size: int = 64,
+    stride: int | None = None,
+    value_range: ValueRange = (0.0, 1.0),
+) -> Unpaired | Paired:
+    """``stain_domains`` whose domains differ in tissue proportion: A and the test patches with a tissue
+    fraction >= 0.5, B patches with <= 0.25 (SKEWED_TISSUE_A / _B). An unconstrained CycleGAN learns
+    to turn tissue into background here; the saliency constraint keeps it (UTOM's point)."""
+    return stain_domains(split, patch_size, stride, value_range, SKEWED_TISSUE_A, SKEWED_TISSUE_B)

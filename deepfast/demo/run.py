@@ -1,7 +1,9 @@
-"""`deepfast demo`: every model of the library trained on bundled data, one report."""
+"""`deepfast demo`: every model of the library trained on bundled data, one report and its results.json."""
 
 from __future__ import annotations
 
+import json
+import os
 import platform
 import time
 import traceback
@@ -11,19 +13,22 @@ from pathlib import Path
 import torch
 
 import deepfast
-from deepfast import backends
+from deepfast import backends, hardware
 from deepfast.demo.adaptation import adaptation_section
+from deepfast.demo.conditional import conditional_section
 from deepfast.demo.context import Demo
 from deepfast.demo.generative import classifier_section, dcgan_section, vae_section
 from deepfast.demo.report import Section, write_report
 from deepfast.demo.robustness import robustness_section
 from deepfast.demo.speed import speed_section
 from deepfast.demo.staining import staining_section
+from deepfast.train.records import MetricsLog
 
 SECTIONS: list[tuple[str, Callable[[Demo, Section], None]]] = [
     ("Digits classifier (the judge)", classifier_section),
     ("VAE: samples, interpolation, latent sweep, attribute arithmetic", vae_section),
     ("DCGAN: samples and z arithmetic", dcgan_section),
+    ("Class-conditional DCGAN: generated labelled digits as augmentation", conditional_section),
     ("Virtual staining with CycleGAN", staining_section),
     ("Domain adaptation with CycleGAN", adaptation_section),
     ("Attacks and defenses", robustness_section),
@@ -31,15 +36,56 @@ SECTIONS: list[tuple[str, Callable[[Demo, Section], None]]] = [
 ]
 
 
+def add_curves(demo: Demo, section: Section) -> None:
+    """The training curves (deepfast.plots.training_curves) of the runs the section trained."""
+    from deepfast.plots import training_curves
+
+    for name in demo.runs:
+        rows = MetricsLog(demo.out / "runs" / name).rows
+        if rows:
+            training_curves(rows, demo.out / "images" / f"curves_{name}.png", title=f"run {name}: per epoch")
+            section.image(f"images/curves_{name}.png", f"training curves of run {name} (runs/{name}/metrics.csv)")
+    demo.runs.clear()
+
+
+# What was tried for the targets this demo misses (measured in the runs named; see the README's Demo section).
+TRIED = {
+    "VAE": "batch 32 instead of 128 (45 steps an epoch instead of 11) and 8 latents instead of 16: 41% -> 55% "
+           "confident, Frechet 93 -> 53; 60 epochs: 57%, Frechet 54; 4 latents: 69% confident but Frechet 92 and "
+           "one class at 2.3x its share",
+    "DCGAN": "after 15 epochs: an EMA generator (decay 0.99) 41%, resize-convolution upsampling 45%, DiffAugment 46% "
+             "(D no longer wins), the paper's setting 48%; DiffAugment for 30 epochs, used here: 52%, Frechet 30",
+    "staining": "resize-convolution (no checkerboard), an input skip in the generator (structure kept: SSIM 0.25 -> "
+                "0.73 on the balanced domains after 760 steps) and overlapping training patches (the discriminator "
+                "no longer learns 80 patches by heart); 3 epochs do not learn the full colour change",
+    "adaptation": "a smaller CycleGAN (ngf 16, 3 blocks, batch 8, 3 epochs) to fit 3 seeds; CyCADA's semantic "
+                  "consistency lowered seed 0's gain from +5.3 to -3.3 points (+1.1 with ngf 32, 4 epochs); the "
+                  "previous ngf 32, 6 blocks, 6 epochs gained +10 to +14.5 points in 3-4x the time",
+}
+
+
+def targets_section(demo: Demo) -> Section:
+    section = Section("Targets")
+    rows = [{"result": name, "value": t.value, "target": t.to_dict()["target"], "met": "yes" if t.met else "NO",
+             "tried": "" if t.met else next((v for k, v in TRIED.items() if name.lower().startswith(k.lower())), "")}
+            for name, t in demo.targets.items()]
+    missed = [name for name, t in demo.targets.items() if not t.met]
+    section.text(f"{len(rows) - len(missed)} of {len(rows)} targets met" + (f"; missed: {', '.join(missed)}." if missed
+                                                                              else "."))
+    section.table(rows)
+    return section
+
+
 def run_demo(out: str | Path = "runs/demo", full: bool = False, device: str | None = None,
              progress: bool = True, only: list[str] | None = None, smoke: bool = False) -> tuple[Path, list[str]]:
     """Runs the sections (those whose title contains one of ``only``, default all) into ``out`` and
-    writes out/report.html. Finished training runs in out/runs are reused, interrupted ones resumed.
-    A section that fails shows its error in the report and the others still run. Returns the
-    report's path and the titles of the failed sections."""
+    writes out/report.html and out/results.json (every number, the targets, section times, the CPU).
+    Finished training runs in out/runs are reused, interrupted ones resumed. A section that fails
+    shows its error in the report and the others still run. Returns the report's path and the titles
+    of the failed sections."""
     demo = Demo(Path(out), full=full, smoke=smoke, device=device, progress=progress)
     start = time.time()
-    sections, failed = [], []
+    sections, failed, seconds = [], [], {}
     for title, fn in SECTIONS:
         if only and not any(word.lower() in title.lower() for word in only) and fn is not classifier_section:
             continue
@@ -48,16 +94,31 @@ def run_demo(out: str | Path = "runs/demo", full: bool = False, device: str | No
         t0 = time.time()
         try:
             fn(demo, section)
+            add_curves(demo, section)
         except Exception as exc:  # noqa: BLE001 - the report shows what failed; the other sections run
             failed.append(title)
             section.error(f"this section failed: {exc!r}\n\n{traceback.format_exc()}")
             print(f"   failed: {exc!r}", flush=True)
-        section.seconds = time.time() - t0
+        section.seconds = seconds[title] = time.time() - t0
         sections.append(section)
-    meta = [f"deepfast {deepfast.__version__}, torch {torch.__version__}, python {platform.python_version()}, "
+    wall = time.time() - start
+    cpu = hardware.describe()
+    settings = "smoke-test" if smoke else "full" if full else "quick"
+    meta = [f"CPU: {cpu}",
+            f"deepfast {deepfast.__version__}, torch {torch.__version__}, python {platform.python_version()}, "
             f"{platform.machine()} {torch.get_num_threads()} threads, backends "
             f"{', '.join(name for name, s in backends.status().items() if s.available)}",
-            f"{'smoke-test' if smoke else 'full' if full else 'quick'} settings, {time.time() - start:.0f} s in all, "
+            f"{settings} settings, {wall:.0f} s in all ("
+            + ", ".join(f"{title.split(':')[0]} {s:.0f} s" for title, s in seconds.items()) + "), "
             f"{time.strftime('%Y-%m-%d %H:%M')}"]
+    if demo.targets:
+        sections.insert(0, targets_section(demo))
     path = write_report(demo.out / "report.html", "deepfast demo", meta, sections)
+    results = {"cpu": cpu, "torch": torch.__version__, "threads": torch.get_num_threads(), "settings": settings,
+               "wall_seconds": wall, "section_seconds": seconds, "failed": failed,
+               "targets": {name: t.to_dict() for name, t in demo.targets.items()}, "results": demo.results,
+               "date": time.strftime("%Y-%m-%d %H:%M")}
+    tmp = demo.out / ".results.json.tmp"
+    tmp.write_text(json.dumps(results, indent=1, default=float) + "\n")
+    os.replace(tmp, demo.out / "results.json")
     return path, failed

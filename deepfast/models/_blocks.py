@@ -14,6 +14,7 @@ from deepfast.ops._checks import check_choice
 from deepfast.ops.reparam_kl import reparameterize_kl_reference
 
 IMPLS = ("fused", "reference")
+UPSAMPLINGS = ("resize", "transposed")
 
 
 class BatchNormAct2d(nn.BatchNorm2d):
@@ -74,6 +75,23 @@ def conv_norm_act(impl: str, in_ch: int, out_ch: int, kernel_size: int, stride: 
     check_impl(impl)
     cls = ConvNormAct if impl == "fused" else ReferenceConvNormAct
     return cls(in_ch, out_ch, kernel_size, stride, padding, **kwargs)
+
+
+def upsample_block(impl: str, in_ch: int, out_ch: int, mode: str, kernel_size: int = 4, padding_mode: str = "zeros",
+                   **kwargs) -> nn.Module:
+    """2x upsampling by a conv -> norm -> activation block (kwargs as ``conv_norm_act``):
+    (N, in_ch, H, W) -> (N, out_ch, 2H, 2W).
+
+    mode "transposed": a stride-2 transposed conv of ``kernel_size`` (4 in DCGAN, 3 + output padding
+    in CycleGAN's reference code); its kernel overlaps unevenly between output pixels, which draws
+    checkerboard patterns. "resize": nearest-neighbour 2x resize, then a 3x3 conv (padding_mode) -- the
+    resize-convolution of Odena et al. 2016, which has no such pattern."""
+    check_choice(mode, "upsample", UPSAMPLINGS)
+    if mode == "transposed":
+        return conv_norm_act(impl, in_ch, out_ch, kernel_size, 2, 1, transposed=True, output_padding=4 - kernel_size,
+                             **kwargs)
+    return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
+                         conv_norm_act(impl, in_ch, out_ch, 3, 1, 1, padding_mode=padding_mode, **kwargs))
 
 
 def norm_act(impl: str, num_features: int, negative_slope: float, norm: str = "batch") -> nn.Module:

@@ -4,9 +4,10 @@ with bias (instance norm has no affine parameters), reflection padding, N(0, 0.0
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
-from deepfast.models._blocks import check_impl, conv_norm_act, init_normal_
+from deepfast.models._blocks import check_impl, conv_norm_act, init_normal_, upsample_block
 
 
 class ResnetBlock(nn.Module):
@@ -28,26 +29,31 @@ class ResnetGenerator(nn.Module):
     """image (N, input_nc, H, W) -> image (N, output_nc, H, W) in (-1, 1); H, W multiples of 4.
 
     7x7 conv, two stride-2 downsamplings, n_blocks (6 for 128x128, 9 for 256x256) residual blocks at
-    4 * ngf channels, two stride-2 transposed-conv upsamplings, 7x7 conv and tanh; instance norm + ReLU
-    after every conv but the last. ngf=64, 3 -> 3 channels: 7,837,699 (6 blocks) / 11,378,179 (9) parameters.
+    4 * ngf channels, two 2x upsamplings, 7x7 conv and tanh; instance norm + ReLU after every conv but
+    the last. ``upsample``: "transposed" (3x3 stride-2 transposed convs, the reference code) or
+    "resize" (nearest 2x resize + 3x3 reflection-padded conv, Odena et al. 2016: no checkerboard
+    artifacts; see ``upsample_block``); the same parameters either way. ngf=64, 3 -> 3 channels:
+    7,837,699 (6 blocks) / 11,378,179 (9) parameters.
     """
 
     def __init__(self, input_nc: int = 3, output_nc: int = 3, ngf: int = 64, n_blocks: int = 9,
-                 impl: str = "fused") -> None:
+                 impl: str = "fused", upsample: str = "transposed", skip: bool = False) -> None:
         super().__init__()
         check_impl(impl)
         kw = dict(norm="instance", negative_slope=0.0, bias=True)
         layers: list[nn.Module] = [conv_norm_act(impl, input_nc, ngf, 7, 1, 3, padding_mode="reflect", **kw)]
         layers += [conv_norm_act(impl, ngf * 2**i, ngf * 2 ** (i + 1), 3, 2, 1, **kw) for i in range(2)]
         layers += [ResnetBlock(ngf * 4, impl) for _ in range(n_blocks)]
-        layers += [conv_norm_act(impl, ngf * 2 ** (2 - i), ngf * 2 ** (1 - i), 3, 2, 1, transposed=True,
-                                 output_padding=1, **kw) for i in range(2)]
-        layers += [nn.Conv2d(ngf, output_nc, 7, 1, 3, padding_mode="reflect"), nn.Tanh()]
+        layers += [upsample_block(impl, ngf * 2 ** (2 - i), ngf * 2 ** (1 - i), upsample, kernel_size=3,
+                                  padding_mode="reflect", **kw) for i in range(2)]
+        layers.append(nn.Conv2d(ngf, output_nc, 7, 1, 3, padding_mode="reflect"))
         self.model = nn.Sequential(*layers)
+        self.skip = skip and input_nc == output_nc
         init_normal_(self)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.model(x)
+        h = self.model(x)
+        return torch.tanh(h + x if self.skip else h)
 
 
 class PatchDiscriminator(nn.Module):

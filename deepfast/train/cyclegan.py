@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.nn import functional as F
 
 from deepfast.losses import CycleConsistencyLoss, GANLoss, ImagePool, SaliencyLoss
 from deepfast.models import PatchDiscriminator, ResnetGenerator
@@ -26,21 +27,32 @@ class CycleGANTrainer(Trainer):
     "cycle", "idt", "d_a", "d_b". Samples: rows a, G_A(a), G_B(G_A(a)), b, G_B(b), G_A(G_B(b)) of fixed
     held-out (else training) pairs. decay_epochs defaults to half the epochs.
 
-    saliency > 0 adds the content-preserving saliency constraint (Li et al. 2021, deepfast.losses.SaliencyLoss:
-    k=saliency_k, tau=saliency_tau) on (a, G_A(a)) and (b, G_B(b)) to the generator loss, its weight falling
-    linearly from ``saliency`` to 0 over the run (loss "saliency")."""
+    saliency > 0 adds the content-preserving saliency constraint (Li et al. 2021, deepfast.losses.SaliencyLoss,
+    slope saliency_k) on (a, G_A(a)) and (b, G_B(b)) to the generator loss, its weight falling linearly from
+    ``saliency`` to 0 over the run (loss "saliency"). ``saliency_tau`` is the mask threshold of domain A
+    (the masks of a and of G_B(b)) and ``saliency_tau_b`` that of domain B (of b and G_A(a); None: the same).
+
+    semantic > 0 adds CyCADA's semantic consistency (Hoffman et al. 2018) on the A -> B direction:
+    semantic * CE(f(G_A(a)), argmax f(a)), f the frozen classifier of checkpoint ``semantic_classifier``
+    (a classifier run on domain A, images in [0, 1]), so that translations keep what f sees in a, e.g. a
+    digit's class (loss "semantic"). The B -> A term of CyCADA is left out: it needs f's labels of B
+    images, which are what is unreliable in domain adaptation.
+
+    ``upsample``: the generators' upsampling, "transposed" (the reference code's) or "resize"
+    (resize-convolution, no checkerboard artifacts; see deepfast.models.ResnetGenerator)."""
 
     name = "cyclegan"
     value_range = (-1.0, 1.0)
     defaults = {"data": "stain", "epochs": 10, "batch_size": 1, "lr": 2e-4, "image_size": 64,
                 "options": {"ngf": 32, "ndf": 64, "n_blocks": 6, "lambda_a": 10.0, "lambda_b": 10.0,
                             "lambda_identity": 0.5, "pool_size": 50, "loss": "lsgan", "decay_epochs": None,
-                            "saliency": 0.0, "saliency_k": 100.0, "saliency_tau": 0.5}}
+                            "saliency": 0.0, "saliency_k": 100.0, "saliency_tau": 0.5, "saliency_tau_b": None,
+                            "upsample": "transposed", "skip": False, "semantic": 0.0, "semantic_classifier": None}}
 
     def build(self, channels: int) -> None:
         o, impl = self.options, self.config.impl
-        self.g_a = self.add_model("g_a", ResnetGenerator(channels, channels, o["ngf"], o["n_blocks"], impl=impl))
-        self.g_b = self.add_model("g_b", ResnetGenerator(channels, channels, o["ngf"], o["n_blocks"], impl=impl))
+        self.g_a, self.g_b = (self.add_model(k, ResnetGenerator(channels, channels, o["ngf"], o["n_blocks"], impl=impl,
+                                                                upsample=o["upsample"], skip=o["skip"])) for k in ("g_a", "g_b"))
         self.d_a = self.add_model("d_a", PatchDiscriminator(channels, o["ndf"], impl=impl))
         self.d_b = self.add_model("d_b", PatchDiscriminator(channels, o["ndf"], impl=impl))
         self.optimizers["g"] = self.adam(self.g_a, self.g_b, betas=GAN_BETAS)
@@ -56,7 +68,19 @@ class CycleGANTrainer(Trainer):
         self.pool_a, self.pool_b = ImagePool(o["pool_size"]), ImagePool(o["pool_size"])
         self.saliency = None
         if o["saliency"] > 0:
-            self.saliency = SaliencyLoss(o["saliency_k"], o["saliency_tau"], o["saliency"], epochs, self.value_range)
+            tau_a = o["saliency_tau"]
+            tau_b = tau_a if o["saliency_tau_b"] is None else o["saliency_tau_b"]
+            # (A -> B on (a, G_A(a)), B -> A on (b, G_B(b)))
+            self.saliency = [SaliencyLoss(o["saliency_k"], taus, o["saliency"], epochs, self.value_range)
+                             for taus in ((tau_a, tau_b), (tau_b, tau_a))]
+        self.semantic = None
+        if o["semantic"] > 0:
+            if not o["semantic_classifier"]:
+                raise ValueError("option semantic needs option semantic_classifier: the checkpoint of a classifier "
+                                 "trained on domain A")
+            from deepfast.train.registry import load_trainer
+
+            self.semantic = load_trainer(o["semantic_classifier"], device=str(self.device)).model.requires_grad_(False)
 
     def train_step(self, batch: object) -> dict[str, Tensor]:
         if not isinstance(batch, (tuple, list)) or len(batch) != 2:
@@ -74,9 +98,13 @@ class CycleGANTrainer(Trainer):
             cycle = self.cycle(real_a, real_b, rec_a, rec_b, idt_a, idt_b)
             g_loss = g_gan + cycle
             if self.saliency is not None:
-                self.saliency.set_epoch(self.epoch)
-                saliency = self.saliency(real_a, fake_b) + self.saliency(real_b, fake_a)
+                for loss in self.saliency:
+                    loss.set_epoch(self.epoch)
+                saliency = self.saliency[0](real_a, fake_b) + self.saliency[1](real_b, fake_a)
                 g_loss = g_loss + saliency
+            if self.semantic is not None:
+                semantic = self.semantic_loss(real_a, fake_b)
+                g_loss = g_loss + semantic
         self.backward(g_loss, self.optimizers["g"])
         with self.autocast():
             d_a = 0.5 * self.gan.discriminator(self.nets["d_a"](real_b), self.nets["d_a"](self.pool_b.query(fake_b)))
@@ -88,7 +116,17 @@ class CycleGANTrainer(Trainer):
                   "d_a": d_a, "d_b": d_b}
         if self.saliency is not None:
             losses["saliency"] = saliency
+        if self.semantic is not None:
+            losses["semantic"] = semantic
         return losses
+
+    def semantic_loss(self, real_a: Tensor, fake_b: Tensor) -> Tensor:
+        """semantic * CE(f(G_A(a)), argmax f(a)), f the frozen classifier (eval mode) on [0, 1] images."""
+        lo, hi = self.value_range
+        to01 = lambda t: (t - lo) / (hi - lo)  # noqa: E731
+        with torch.no_grad():
+            labels = self.semantic(to01(real_a)).argmax(1)
+        return self.options["semantic"] * F.cross_entropy(self.semantic(to01(fake_b)).float(), labels)
 
     def rank_state(self) -> dict:
         return {"pool_a": self.pool_a.state_dict(), "pool_b": self.pool_b.state_dict()}

@@ -1,13 +1,16 @@
 """DCGAN trainer (Radford et al. 2015): alternating discriminator and generator steps, Adam 2e-4,
-betas (0.5, 0.999), images in [-1, 1]."""
+betas (0.5, 0.999), images in [-1, 1]; and its class-conditional variant (cdcgan)."""
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+import copy
 
+import torch
+from torch import Tensor, nn
+
+from deepfast.augment import check_policy, diff_augment
 from deepfast.losses import GANLoss
-from deepfast.models import Discriminator, Generator
+from deepfast.models import ConditionalDiscriminator, ConditionalGenerator, Discriminator, Generator
 from deepfast.train.trainer import Trainer
 from deepfast.train.vae import images_of
 
@@ -17,36 +20,105 @@ GAN_BETAS = (0.5, 0.999)
 class DCGANTrainer(Trainer):
     """Per batch: D step on J_D(D(x), D(G(z)).detach()), then G step on J_G(D(G(z))) with D frozen
     (GANLoss, non-saturating by default). Losses "d_loss", "g_loss", and "d_real", "d_fake": the mean
-    D(x) and D(G(z)) (probabilities; "lsgan": raw scores). Samples: G(z) for 64 fixed z."""
+    D(x) and D(G(z)) (probabilities; "lsgan": raw scores). Samples: G(z) for 64 fixed z.
+
+    Options: ``upsample`` ("transposed", the paper's, or "resize"; see deepfast.models.Generator);
+    ``ema`` (decay d in [0, 1), 0: off): a copy of G whose weights follow w_ema <- d w_ema + (1 - d) w
+    after every G step (BatchNorm statistics copied), the generator averaged over the last ~1 / (1 - d)
+    steps (Yazici et al. 2019); ``generator`` (and the samples) is that copy then, model "g_ema";
+    ``augment``: a DiffAugment policy (Zhao et al. 2020, deepfast.augment: "translation,cutout", "" off)
+    applied to every image D sees, real and generated, in both steps."""
 
     name = "dcgan"
     value_range = (-1.0, 1.0)
     defaults = {"data": "digits", "epochs": 25, "batch_size": 64, "lr": 2e-4, "image_size": 32,
-                "options": {"nz": 100, "ngf": 64, "ndf": 64, "loss": "non-saturating"}}
+                "options": {"nz": 100, "ngf": 64, "ndf": 64, "loss": "non-saturating", "upsample": "transposed",
+                            "ema": 0.0, "augment": ""}}
+    sample_count = 64
+
+    def networks(self, channels: int) -> tuple[nn.Module, nn.Module]:
+        """The generator and the discriminator for images of ``channels``."""
+        o, size, impl = self.options, self.config.image_size, self.config.impl
+        return (Generator(o["nz"], o["ngf"], channels, size, impl=impl, upsample=o["upsample"]),
+                Discriminator(o["ndf"], channels, size, impl=impl))
+
+    def conditions(self, batch: object) -> tuple[Tensor, ...]:
+        """What G and D take besides z and images: nothing here, the labels in the conditional trainer."""
+        return ()
 
     def build(self, channels: int) -> None:
-        o, size, impl = self.options, self.config.image_size, self.config.impl
-        self.g = self.add_model("g", Generator(o["nz"], o["ngf"], channels, size, impl=impl))
-        self.d = self.add_model("d", Discriminator(o["ndf"], channels, size, impl=impl))
+        o = self.options
+        if not (isinstance(o["ema"], (int, float)) and 0.0 <= o["ema"] < 1.0):
+            raise ValueError(f"option ema must be a decay in [0, 1), got {o['ema']!r}")
+        check_policy(o["augment"])
+        g, d = self.networks(channels)
+        self.g = self.add_model("g", g)
+        self.d = self.add_model("d", d)
+        self.generator = self.g
+        if o["ema"] > 0:
+            self.generator = self.g_ema = self.add_model("g_ema", copy.deepcopy(g).requires_grad_(False))
         self.optimizers["g"] = self.adam(self.g, betas=GAN_BETAS)
         self.optimizers["d"] = self.adam(self.d, betas=GAN_BETAS)
         self.gan = GANLoss(o["loss"])
-        self.z = self.fixed_noise(self.num_samples(64), o["nz"])
+        self.z = self.fixed_noise(self.num_samples(self.sample_count), o["nz"])
 
     def train_step(self, batch: object) -> dict[str, Tensor]:
-        real = images_of(batch)
+        real, cond = images_of(batch), self.conditions(batch)
         z = torch.randn(real.shape[0], self.options["nz"], device=self.device)
+        policy = self.options["augment"]
+        aug = (lambda t: diff_augment(t, policy)) if policy else (lambda t: t)
         with self.autocast():
-            fake = self.nets["g"](z)
-            d_real, d_fake = self.nets["d"](real), self.nets["d"](fake.detach())
+            fake = self.nets["g"](z, *cond)
+            d_real, d_fake = self.nets["d"](aug(real), *cond), self.nets["d"](aug(fake.detach()), *cond)
             d_loss = self.gan.discriminator(d_real, d_fake)
         self.backward(d_loss, self.optimizers["d"])
         with self.frozen(self.d), self.autocast():
-            g_loss = self.gan.generator(self.frozen_net("d")(fake))
+            g_loss = self.gan.generator(self.frozen_net("d")(aug(fake), *cond))
         self.backward(g_loss, self.optimizers["g"])
+        if self.generator is not self.g:
+            self.update_ema()
         prob = (lambda t: t.float()) if self.gan.mode == "lsgan" else (lambda t: torch.sigmoid(t.float()))
         return {"d_loss": d_loss, "g_loss": g_loss, "d_real": prob(d_real).mean(), "d_fake": prob(d_fake).mean()}
 
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """w_ema <- ema * w_ema + (1 - ema) * w for G's parameters; its buffers copied."""
+        torch._foreach_lerp_(list(self.g_ema.parameters()), list(self.g.parameters()), 1.0 - self.options["ema"])
+        for b_ema, b in zip(self.g_ema.buffers(), self.g.buffers()):
+            b_ema.copy_(b)
+
     def samples(self) -> Tensor:
-        with self.evaluating(self.g):
-            return self.g(self.z)
+        with self.evaluating(self.generator):
+            return self.generator(self.z)
+
+
+class CDCGANTrainer(DCGANTrainer):
+    """Class-conditional DCGAN (Mirza & Osindero 2014): deepfast.models.ConditionalGenerator G(z, y)
+    and the projection discriminator ConditionalDiscriminator D(x, y) (Miyato & Koyama 2018), on
+    labelled images; each step generates the batch's own labels, so fakes follow the data's class
+    frequencies. Steps, losses and options as ``dcgan``'s, plus ``num_classes``. Samples: 100 fixed z,
+    the labels in rows of one class (10 per class)."""
+
+    name = "cdcgan"
+    defaults = {**DCGANTrainer.defaults, "options": {**DCGANTrainer.defaults["options"], "num_classes": 10}}
+    sample_count = 100
+
+    def networks(self, channels: int) -> tuple[nn.Module, nn.Module]:
+        o, size, impl = self.options, self.config.image_size, self.config.impl
+        return (ConditionalGenerator(o["num_classes"], o["nz"], o["ngf"], channels, size, impl=impl,
+                                     upsample=o["upsample"]),
+                ConditionalDiscriminator(o["num_classes"], o["ndf"], channels, size, impl=impl))
+
+    def conditions(self, batch: object) -> tuple[Tensor, ...]:
+        if not isinstance(batch, (tuple, list)):
+            raise ValueError(f"cdcgan needs labelled data; {self.config.data!r} gives images without labels")
+        return (batch[1],)
+
+    def build(self, channels: int) -> None:
+        super().build(channels)
+        n, k = self.z.shape[0], self.options["num_classes"]
+        self.sample_labels = (torch.arange(n) * k // n).to(self.device)  # rows of one class each
+
+    def samples(self) -> Tensor:
+        with self.evaluating(self.generator):
+            return self.generator(self.z, self.sample_labels)

@@ -9,13 +9,14 @@ from deepfast.train.checkpoint import load_checkpoint, load_state
 from deepfast.train.classifier import ClassifierTrainer
 from deepfast.train.config import TrainConfig
 from deepfast.train.cyclegan import CycleGANTrainer
-from deepfast.train.dcgan import DCGANTrainer
+from deepfast.train.dcgan import CDCGANTrainer, DCGANTrainer
 from deepfast.train.trainer import RunResult, Trainer
 from deepfast.train.vae import VAETrainer
 
 TRAINERS: dict[str, type[Trainer]] = {
     cls.name: cls
-    for cls in (AutoencoderTrainer, UNetTrainer, VAETrainer, DCGANTrainer, CycleGANTrainer, ClassifierTrainer)
+    for cls in (AutoencoderTrainer, UNetTrainer, VAETrainer, DCGANTrainer, CDCGANTrainer, CycleGANTrainer,
+                ClassifierTrainer)
 }
 
 
