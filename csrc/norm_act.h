@@ -11,13 +11,16 @@
 //
 // Forward:   xhat = (x - mean) * invstd,  invstd = 1 / sqrt(var + eps)   (biased var)
 //            z = xhat * w + b,            y = z > 0 ? z : slope * z
-//            computed as z = x * A + B with A = w * invstd, B = b - mean * A.
+//            computed as z = (x - mean) * A + b with A = w * invstd (norm_z): x - mean is exact where
+//            they are close, so a constant channel gives z = b exactly, and an infinite weight the
+//            infinities torch gives.
 // Backward:  dz = y > 0 ? dy : slope * dy            (z and y have the same sign)
 //            sums per group: Sdz = sum dz, Sdzx = sum dz * xhat
 //            dweight[c] = sum_b Sdzx,  dbias[c] = sum_b Sdz
 //            dx = w * invstd * (dz - Sdz / M - xhat * Sdzx / M)     (batch statistics)
 //            dx = w * invstd * dz                                    (running statistics)
-//            computed as dx = K * dz + u * P + Q, u = x (from x) or u = z (in-place mode, from y).
+//            computed as dx = K * dz + (u - u0) * P + Q (norm_dx): u - u0 = x - mean (from x) or
+//            z - b (in-place mode, from y), K = A.
 // In-place mode keeps only y: z = y > 0 ? y : y / slope (slope > 0) and xhat = (z - b) / w, with
 // w replaced by sign(w) * max(|w|, 1e-5) (sign(0) = +1) in forward and backward.
 #pragma once
@@ -47,6 +50,13 @@ DF_HD T leaky_grad(T dy, T z, T slope) {
   return dy * (z > T(0) ? T(1) : slope);
 }
 
+// The shift of the shifted sums: the group's first value, or 0 where that is not finite (an infinite
+// shift would turn every difference into NaN: the mean of a group holding +inf must be +inf, as torch's).
+template <typename T>
+DF_HD T stats_shift(T first) {
+  return first - first == T(0) ? first : T(0);
+}
+
 // Mean and biased variance of M values from the sums of (x - shift) and (x - shift)^2. Rounding can
 // make the variance negative: it is then 0; a NaN stays NaN (as torch's).
 template <typename T>
@@ -73,40 +83,34 @@ DF_HD T invstd_of(T var, double eps) {
 #endif
 }
 
-// z = x * A + B.
+// z = (x - mean) * A + b, A = w * invstd.
 template <typename T>
-DF_HD void forward_coefficients(T w, T b, T mean, T invstd, T& A, T& B) {
-  A = w * invstd;
-  B = b - mean * A;
+DF_HD T norm_z(T x, T mean, T A, T b) {
+  return (x - mean) * A + b;
 }
 
-// dx = K * dz + u * P + Q; u = x (from_y false) or z (from_y true). batch_stats: the statistics
-// were computed from this batch (training), so they depend on x.
+// P and Q of dx = K * dz + (u - u0) * P + Q, K = w * invstd; u - u0 = x - mean (from_y false) or
+// z - b (from_y true). batch_stats: the statistics were computed from this batch (training), so they
+// depend on x; else P = Q = 0.
 template <typename T>
-DF_HD void backward_coefficients(T w, T b, T mean, T invstd, T sum_dz, T sum_dz_xhat, int64_t m, bool batch_stats,
-                                 bool from_y, T& K, T& P, T& Q) {
-  K = w * invstd;
+DF_HD void backward_coefficients(T w, T invstd, T sum_dz, T sum_dz_xhat, int64_t m, bool batch_stats, bool from_y,
+                                 T& P, T& Q) {
   if (!batch_stats) {
     P = T(0);
     Q = T(0);
     return;
   }
+  const T K = w * invstd;
   const T a = K * sum_dz_xhat / T(m);  // dx = K dz - a * xhat - K Sdz / M
-  const T c = K * sum_dz / T(m);
-  if (from_y) {  // xhat = (z - b) / w
-    P = -a / w;
-    Q = a * b / w - c;
-  } else {  // xhat = (x - mean) * invstd
-    P = -a * invstd;
-    Q = a * mean * invstd - c;
-  }
+  P = from_y ? -a / w : -a * invstd;   // xhat = (z - b) / w, or (x - mean) * invstd
+  Q = -K * sum_dz / T(m);
 }
 
-// dx = K dz + u P + Q; with running statistics (not batch_stats: P = Q = 0) it is K dz alone, so that a
-// non-finite u (x, or z in in-place mode) does not turn dx into NaN (torch's eval backward never reads x).
+// dx = K dz + du P + Q, du = u - u0; with running statistics (not batch_stats: P = Q = 0) it is K dz
+// alone, so that a non-finite x does not turn dx into NaN (torch's eval backward never reads x).
 template <typename T>
-DF_HD T norm_dx(T K, T dz, T u, T P, T Q, bool batch_stats) {
-  return batch_stats ? K * dz + u * P + Q : K * dz;
+DF_HD T norm_dx(T K, T dz, T du, T P, T Q, bool batch_stats) {
+  return batch_stats ? K * dz + du * P + Q : K * dz;
 }
 
 }  // namespace deepfast

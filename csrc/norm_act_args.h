@@ -39,7 +39,7 @@ struct NormGeometry {
       rows = std::max<int64_t>(1, kChunk / lanes);
     } else {
       ctiles = C;
-      seg = S <= kChunk ? S : kChunk;  // long rows are cut into segments
+      seg = std::max<int64_t>(1, std::min(S, kChunk));  // long rows are cut into segments
       rows = std::max<int64_t>(1, kChunk / std::max<int64_t>(S, 1));
     }
     chunks = R * S == 0 ? 0 : ((R + rows - 1) / rows) * ((S + seg - 1) / seg);

@@ -2,6 +2,7 @@
 // (host code only): checks, memory layout, the output, and the in-place write-back.
 #pragma once
 
+#include <ATen/MemoryOverlap.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty_like.h>
 #include <c10/util/Exception.h>
@@ -47,6 +48,11 @@ inline at::Tensor pgd_run(const at::Tensor& x_adv, const at::Tensor& grad, const
   check_per_sample(eps, "eps", x_adv);
   TORCH_CHECK(norm == "inf" || norm == "2", "deepfast: norm must be 'inf' or '2', got '", norm, "'");
   TORCH_CHECK(lo <= hi, "deepfast: clamp must have lo <= hi, got lo = ", lo, ", hi = ", hi);
+  if (inplace) {  // as torch's in-place ops: x_adv is written while grad and x_orig are read
+    at::assert_no_internal_overlap(x_adv);
+    at::assert_no_partial_overlap(x_adv, grad);
+    at::assert_no_partial_overlap(x_adv, x_orig);
+  }
   const at::MemoryFormat format = x_adv.suggest_memory_format();
   const at::ScalarType acc = x_adv.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   PgdProblem p;

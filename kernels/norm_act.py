@@ -9,11 +9,11 @@ chunk go to a slot of their own and ``_finish_kernel`` adds them in chunk order:
 deterministic. Per-group coefficients are computed once, in ``_finish_kernel``:
 
     forward   _sums_kernel(STATS)            shifted sums of x per chunk (batch statistics only)
-              _finish_kernel(STATS | GIVEN)   mean, var; A, B of z = A x + B
-              _apply_kernel(STATS)           y = leaky(A x + B)
+              _finish_kernel(STATS | GIVEN)   mean, var; mean, A, b of z = (x - mean) A + b (csrc/norm_act.h)
+              _apply_kernel(STATS)           y = leaky((x - mean) A + b)
     backward  _sums_kernel(FROM_X | FROM_Y)  sums of dz and dz * xhat per chunk
-              _finish_kernel(FROM_X | FROM_Y) the sums per group; A, B, P, Q of dx = A dz + P u + Q
-              _apply_kernel(FROM_X | FROM_Y) dx (u = x, or z = leaky^-1(y) in in-place mode)
+              _finish_kernel(FROM_X | FROM_Y) the sums per group; mean, A, b, P, Q of dx = A dz + du P + Q
+              _apply_kernel(FROM_X | FROM_Y) dx (du = x - mean, or z - b with z = leaky^-1(y) in-place)
 
 Math in float32 (float64 for float64 tensors); eps and slope arrive as float64; every size is an int64
 argument and program ids are cast, so offsets are 64-bit; a NaN in the data propagates as in torch.
@@ -29,10 +29,11 @@ from deepfast.kernels._device import on_device
 
 # What _sums_kernel reduces, _finish_kernel computes and _apply_kernel writes. GIVEN: running statistics.
 STATS, FROM_X, FROM_Y, GIVEN = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2), tl.constexpr(3)
-FWD_COEFS, BWD_COEFS = tl.constexpr(2), tl.constexpr(4)  # coefficients per group: (A, B), (A, B, P, Q)
+FWD_COEFS, BWD_COEFS = tl.constexpr(3), tl.constexpr(5)  # per group: (mean, A, b), (mean, A, b, P, Q)
 MIN_WEIGHT = tl.constexpr(1e-5)  # in-place mode: w -> sign(w) max(|w|, 1e-5), as deepfast.ops.norm_act
 
-BLOCK = 1024  # values per tile (half that for float64, which would spill registers)
+BLOCK = 1024  # values per tile (half that for float64, which would spill registers), over NUM_WARPS warps
+NUM_WARPS = 8  # 4 values a thread: with 4 warps, Triton 3.6's ptxas spills some tiles inside their loops
 CHUNK = 16384  # values per program and pass (about)
 BLOCK_G = 128  # groups per program of _finish_kernel
 
@@ -52,6 +53,12 @@ def _leaky_grad(dy, z, slope):
 def _scalar(v, ACC: tl.constexpr):
     """A float64 argument in the accumulation dtype (tl.cast would round it through float32 in the interpreter)."""
     return tl.full([], v, ACC)
+
+
+@triton.jit
+def _shift(first):
+    """The shift of the shifted sums: the group's first value, 0 where that is not finite (as csrc/norm_act.h)."""
+    return tl.where(first - first == 0, first, 0.0)
 
 
 @triton.jit
@@ -117,20 +124,20 @@ def _tiles(a_ptr, dy_ptr, out_ptr, w_ptr, b_ptr, mean_ptr, var_ptr, coef_ptr, pa
         inv_sl = 1.0 / sl  # in-place mode needs slope > 0
     if APPLY:
         ncoef: tl.constexpr = FWD_COEFS if MODE == STATS else BWD_COEFS
-        A = tl.load(coef_ptr + g * ncoef, mask=cmask, other=0.0)[None, :]
-        Bc = tl.load(coef_ptr + g * ncoef + 1, mask=cmask, other=0.0)[None, :]
+        mean = tl.load(coef_ptr + g * ncoef, mask=cmask, other=0.0)[None, :]
+        A = tl.load(coef_ptr + g * ncoef + 1, mask=cmask, other=0.0)[None, :]
+        bias = tl.load(coef_ptr + g * ncoef + 2, mask=cmask, other=0.0)[None, :]
         if MODE != STATS:
-            P = tl.load(coef_ptr + g * ncoef + 2, mask=cmask, other=0.0)[None, :]
-            Q = tl.load(coef_ptr + g * ncoef + 3, mask=cmask, other=0.0)[None, :]
+            P = tl.load(coef_ptr + g * ncoef + 3, mask=cmask, other=0.0)[None, :]
+            Q = tl.load(coef_ptr + g * ncoef + 4, mask=cmask, other=0.0)[None, :]
     else:
         if MODE == STATS:  # shifted sums, shift = the group's first value
-            shift = tl.load(a_ptr + ((b * R) * C + c) * S, mask=cmask & (R * S > 0), other=0.0).to(ACC)[None, :]
+            shift = _shift(tl.load(a_ptr + ((b * R) * C + c) * S, mask=cmask & (R * S > 0), other=0.0).to(ACC))[None, :]
         else:
             w, bias = _weight_bias(w_ptr, b_ptr, c, cmask, HAS_W, HAS_B, INPLACE, ACC)
             mean = tl.load(mean_ptr + g, mask=cmask, other=0.0).to(ACC)
             inv = _invstd(tl.load(var_ptr + g, mask=cmask, other=1.0).to(ACC), eps, ACC)
             A = (w * inv)[None, :]
-            Bc = (bias - mean * w * inv)[None, :]
             mean, inv, bias, winv = mean[None, :], inv[None, :], bias[None, :], (1.0 / w)[None, :]
         acc1 = tl.zeros([BLOCK_R, BLOCK_W], dtype=ACC)
         acc2 = tl.zeros([BLOCK_R, BLOCK_W], dtype=ACC)
@@ -144,17 +151,17 @@ def _tiles(a_ptr, dy_ptr, out_ptr, w_ptr, b_ptr, mean_ptr, var_ptr, coef_ptr, pa
             if MODE != STATS:
                 dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(ACC)
                 if MODE == FROM_X:
-                    dz = _leaky_grad(dy, a * A + Bc, sl)
-                    u = a
+                    dz = _leaky_grad(dy, (a - mean) * A + bias, sl)
+                    du = a - mean
                 else:
                     dz = _leaky_grad(dy, a, sl)
-                    u = tl.where(a > 0, a, a * inv_sl)  # z
+                    du = tl.where(a > 0, a, a * inv_sl) - bias  # z - b
             if APPLY:
                 if MODE == STATS:
-                    v = _leaky(a * A + Bc, sl)
+                    v = _leaky((a - mean) * A + bias, sl)
                 elif BATCH_STATS:
-                    v = A * dz + u * P + Q
-                else:  # running statistics: P = Q = 0, and a non-finite u must not make dx NaN (as torch)
+                    v = A * dz + du * P + Q
+                else:  # running statistics: P = Q = 0, and a non-finite x must not make dx NaN (as torch)
                     v = A * dz
                 tl.store(out_ptr + offs, v.to(out_ptr.dtype.element_ty), mask=mask)
             else:
@@ -164,9 +171,9 @@ def _tiles(a_ptr, dy_ptr, out_ptr, w_ptr, b_ptr, mean_ptr, var_ptr, coef_ptr, pa
                     acc2 += d * d
                 else:
                     if MODE == FROM_X:
-                        xhat = (u - mean) * inv
+                        xhat = du * inv
                     else:
-                        xhat = (u - bias) * winv
+                        xhat = du * winv
                     acc1 += dz
                     acc2 += tl.where(mask, dz * xhat, 0.0)
     if not APPLY:
@@ -221,7 +228,7 @@ def _finish_kernel(a_ptr, w_ptr, b_ptr, stat1_ptr, stat2_ptr, part1_ptr, part2_p
             s1 += tl.load(part1_ptr + g * chunks + j, mask=gmask, other=0.0)
             s2 += tl.load(part2_ptr + g * chunks + j, mask=gmask, other=0.0)
     if MODE == STATS:
-        shift = tl.load(a_ptr + ((g // C) * R * C + c) * S, mask=gmask & (m > 0), other=0.0).to(ACC)
+        shift = _shift(tl.load(a_ptr + ((g // C) * R * C + c) * S, mask=gmask & (m > 0), other=0.0).to(ACC))
         d = s1 / m
         mean = shift + d
         var = s2 / m - d * d
@@ -240,22 +247,21 @@ def _finish_kernel(a_ptr, w_ptr, b_ptr, stat1_ptr, stat2_ptr, part1_ptr, part2_p
     inv = _invstd(var, eps, ACC)
     A = w * inv
     ncoef: tl.constexpr = FWD_COEFS if MODE == STATS or MODE == GIVEN else BWD_COEFS
-    tl.store(coef_ptr + g * ncoef, A, mask=gmask)
-    tl.store(coef_ptr + g * ncoef + 1, bias - mean * A, mask=gmask)
+    tl.store(coef_ptr + g * ncoef, mean, mask=gmask)
+    tl.store(coef_ptr + g * ncoef + 1, A, mask=gmask)
+    tl.store(coef_ptr + g * ncoef + 2, bias, mask=gmask)
     if MODE == FROM_X or MODE == FROM_Y:  # dx = A dz - A (s2 / m) xhat - A s1 / m (batch statistics)
-        alpha = A * s2 / m
-        beta = A * s1 / m
-        if not BATCH_STATS:
+        if BATCH_STATS:
+            if MODE == FROM_X:  # xhat = (x - mean) inv
+                P = -(A * s2 / m) * inv
+            else:  # xhat = (z - b) / w
+                P = -(A * s2 / m) / w
+            Q = -A * s1 / m
+        else:
             P = tl.zeros([BLOCK_G], dtype=ACC)
             Q = tl.zeros([BLOCK_G], dtype=ACC)
-        elif MODE == FROM_X:  # xhat = (x - mean) inv
-            P = -alpha * inv
-            Q = alpha * mean * inv - beta
-        else:  # xhat = (z - bias) / w
-            P = -alpha / w
-            Q = alpha * bias / w - beta
-        tl.store(coef_ptr + g * ncoef + 2, P, mask=gmask)
-        tl.store(coef_ptr + g * ncoef + 3, Q, mask=gmask)
+        tl.store(coef_ptr + g * ncoef + 3, P, mask=gmask)
+        tl.store(coef_ptr + g * ncoef + 4, Q, mask=gmask)
 
 
 # --- launches --------------------------------------------------------------------------------------------
@@ -286,7 +292,7 @@ class Geometry:
         return self.R, self.C, self.S, self.rows, self.seg, self.spr, self.chunks, self.ctiles
 
     def blocks(self) -> dict:
-        return dict(COLUMNS=self.columns, BLOCK_R=self.block_r, BLOCK_W=self.block_w)
+        return dict(COLUMNS=self.columns, BLOCK_R=self.block_r, BLOCK_W=self.block_w, num_warps=NUM_WARPS)
 
 
 def _acc(dtype: torch.dtype):

@@ -15,45 +15,18 @@ from __future__ import annotations
 
 import math
 import random
-import zlib
 
 import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from conftest import fuzz_cases
+from fuzzing import cases, close, named, sprinkle
 from deepfast.attacks import APGD, APGDDLR, BIM, EOTPGD, FGSM, MIFGSM, PGD, Square
 from deepfast.losses import CycleConsistencyLoss, GANLoss, VAELoss
 from deepfast.nn import BatchNormLeakyReLU2d, InstanceNormLeakyReLU2d
 
 pytestmark = [pytest.mark.fuzz, pytest.mark.usefixtures("one_thread")]
-
-
-def cases(name: str, short: int, long: int):
-    """(index, random.Random, torch.Generator) for each case of test ``name``."""
-    for i in range(fuzz_cases(short, long)):
-        seed = zlib.crc32(name.encode()) + i
-        yield i, random.Random(seed), torch.Generator().manual_seed(seed)
-
-
-def close(got: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype, what: str) -> None:
-    """got (in dtype) against the float64 ref: |got - ref| <= tol * (1 + max|ref|), NaN where ref is."""
-    tol = 1e-9 if dtype == torch.float64 else 2e-4
-    assert got.shape == ref.shape, what
-    ref = ref.to(torch.float64)
-    got = got.to(torch.float64)
-    assert torch.equal(got.isnan(), ref.isnan()), f"{what}: NaN where the reference has none (or not where it has)"
-    finite = ref.isfinite()
-    assert torch.equal(got[~finite & ~ref.isnan()], ref[~finite & ~ref.isnan()]), f"{what}: infinities differ"
-    err = (got[finite] - ref[finite]).abs().max().item() if finite.any() else 0.0
-    scale = ref[finite].abs().max().item() if finite.any() else 0.0
-    assert err <= tol * (1 + scale), f"{what}: max |diff| {err:.3g} against max |ref| {scale:.3g}"
-
-
-def named(err: Exception, *names: str) -> None:
-    assert isinstance(err, (ValueError, TypeError)), f"{type(err).__name__}: {err}"
-    assert any(n in str(err) for n in names), f"the message names none of {names}: {err}"
 
 
 # ------------------------------------------------------------------------------------------------ layers
@@ -134,19 +107,6 @@ def test_layers_refuse_bad_input_naming_it():
 
 
 # ------------------------------------------------------------------------------------------------ losses
-SPECIALS = (math.nan, math.inf, -math.inf, 0.0, -0.0, 1e30, -1e30, 1e-40)
-
-
-def sprinkle(rng: random.Random, g: torch.Generator, shape, dtype, specials=SPECIALS) -> torch.Tensor:
-    """Normal values at a random scale, with some entries set to special values (NaN, +-inf, huge, subnormal)."""
-    x = torch.randn(*shape, generator=g, dtype=torch.float64) * 10 ** rng.uniform(-2, 3)
-    if specials and rng.random() < 0.4:
-        flat = x.view(-1)
-        for _ in range(rng.randint(1, 3)):
-            flat[rng.randrange(flat.numel())] = rng.choice(specials)
-    return x.to(dtype)
-
-
 def test_gan_loss_matches_its_formula():
     for i, rng, g in cases("gan", 120, 3000):
         mode = rng.choice(["non-saturating", "saturating", "lsgan"])

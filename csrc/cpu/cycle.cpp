@@ -13,9 +13,9 @@ namespace deepfast {
 namespace {
 
 template <typename scalar_t>
-DF_CPU_CLONES acc_t<scalar_t> abs_diff_sum(const scalar_t* rec, const scalar_t* orig, int64_t begin, int64_t end) {
+DF_CPU_CLONES sum_t abs_diff_sum(const scalar_t* rec, const scalar_t* orig, int64_t begin, int64_t end) {
   using T = acc_t<scalar_t>;
-  T sum = 0;
+  sum_t sum = 0;
 #pragma omp simd reduction(+ : sum)
   for (int64_t i = begin; i < end; ++i) sum += cycle_l1_abs_diff<T>(T(rec[i]), T(orig[i]));
   return sum;
@@ -38,10 +38,9 @@ at::Tensor cycle_l1_cpu(const at::Tensor& rec_, const at::Tensor& orig_, double 
   std::tie(rec, orig) = cycle_l1_inputs(rec_, orig_);
   at::Tensor loss = at::empty({}, rec.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, rec.scalar_type(), "cycle_l1_cpu", [&] {
-    using T = acc_t<scalar_t>;
     const scalar_t *pr = rec.const_data_ptr<scalar_t>(), *po = orig.const_data_ptr<scalar_t>();
-    const T sum = deterministic_sum<T>(rec.numel(), [&](int64_t b, int64_t e) { return abs_diff_sum(pr, po, b, e); });
-    loss.fill_(static_cast<double>(sum) * scale);
+    const sum_t sum = deterministic_sum<sum_t>(rec.numel(), [&](int64_t b, int64_t e) { return abs_diff_sum(pr, po, b, e); });
+    *loss.mutable_data_ptr<scalar_t>() = scalar_t(sum * scale);  // rounded as IEEE does (inf beyond the range)
   });
   return loss;
 }

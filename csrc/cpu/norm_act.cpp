@@ -1,8 +1,9 @@
 // CPU kernels of deepfast::norm_act and deepfast::norm_act_backward (batch / instance norm +
 // LeakyReLU). Two passes over the data each way: per-group sums, then one elementwise pass.
 // NCHW data is reduced along contiguous rows of S values; channels_last data (S == 1) along
-// columns, vectorised across C. Partial sums have a fixed size and are added in a fixed order,
-// so results do not depend on the thread count.
+// columns, vectorised across C (S == 0, an empty input, has nothing to reduce). Partial sums, in
+// float64 (sum_t), have a fixed size and are added in a fixed order, so results do not depend on the
+// thread count; the per-group coefficients are computed in float64 too, then rounded once.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "../norm_act_args.h"
+#include "reduce.h"
 
 namespace deepfast {
 namespace {
@@ -39,7 +41,7 @@ inline void flush_lanes(T* l1, T* l2, T& a1, T& a2) {
   }
 }
 
-// Groups [g0, g1) of a layout with rows of S > 1 contiguous values.
+// Groups [g0, g1) of a layout with rows of S != 1 contiguous values.
 template <typename T, typename F>
 DF_CPU_CLONES void row_sums(const NormLayout& L, const F f, int64_t g0, int64_t g1, T* s1, T* s2) {
   const int64_t R = L.R, C = L.C, S = L.S;
@@ -105,7 +107,7 @@ DF_CPU_CLONES void column_sums(const NormLayout& L, const F f, int64_t b, int64_
 template <typename T, typename F>
 void group_sums(const NormLayout& L, const F& f, T* s1, T* s2) {
   const int64_t B = L.B, R = L.R, C = L.C;
-  if (L.S > 1) {
+  if (L.S != 1) {
     at::parallel_for(0, L.groups(), 1, [&](int64_t g0, int64_t g1) { row_sums<T>(L, f, g0, g1, s1, s2); });
     return;
   }
@@ -129,11 +131,11 @@ void group_sums(const NormLayout& L, const F& f, T* s1, T* s2) {
   }
 }
 
-// f(i, g) for the elements of rows [r0, r1): rows of S values (S > 1), or of C values (S == 1).
+// f(i, g) for the elements of rows [r0, r1): rows of S values (S != 1), or of C values (S == 1).
 template <typename F>
 DF_CPU_CLONES void apply_rows(const NormLayout& L, const F f, int64_t r0, int64_t r1) {
   const int64_t R = L.R, C = L.C, S = L.S;
-  if (S > 1) {
+  if (S != 1) {
     // row = (b * R + r) * C + c, group b * C + c: c and b followed from row to row (no divisions)
     int64_t c = r0 % C, r = (r0 / C) % R, b = r0 / (R * C);
     for (int64_t row = r0; row < r1; ++row) {
@@ -160,7 +162,7 @@ DF_CPU_CLONES void apply_rows(const NormLayout& L, const F f, int64_t r0, int64_
 // f(i, g) for every element i, g its group.
 template <typename F>
 void for_each_element(const NormLayout& L, const F& f) {
-  const int64_t len = L.S > 1 ? L.S : L.C, rows = L.S > 1 ? L.B * L.R * L.C : L.B * L.R;
+  const int64_t len = L.S != 1 ? L.S : L.C, rows = L.S != 1 ? L.B * L.R * L.C : L.B * L.R;
   at::parallel_for(0, rows, std::max<int64_t>(1, kChunk / std::max<int64_t>(len, 1)),
                    [&](int64_t r0, int64_t r1) { apply_rows(L, f, r0, r1); });
 }
@@ -185,30 +187,43 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_act_cpu(const at::Tensor& x_
     const int64_t G = L.groups(), M = L.count();
     T* pm = mean.mutable_data_ptr<T>();
     T* pv = var.mutable_data_ptr<T>();
+    std::vector<sum_t> mean64(G), var64(G);
     if (batch_stats) {
       // shifted sums, shift = the first value of the group: stable while it is within a few
       // standard deviations of the mean
-      std::vector<T> shift(G), s1(G), s2(G);
-      for (int64_t g = 0; g < G; ++g) shift[g] = M ? T(px[((g / L.C) * L.R * L.C + g % L.C) * L.S]) : T(0);
-      const T* sh = shift.data();
-      group_sums<T>(
+      std::vector<sum_t> shift(G), s1(G), s2(G);
+      for (int64_t g = 0; g < G; ++g) {
+        shift[g] = M ? stats_shift<sum_t>(sum_t(px[((g / L.C) * L.R * L.C + g % L.C) * L.S])) : 0.0;
+      }
+      const sum_t* sh = shift.data();
+      group_sums<sum_t>(
           L,
-          [=](int64_t i, int64_t g, T& u, T& v) {
-            const T d = T(px[i]) - sh[g];
+          [=](int64_t i, int64_t g, sum_t& u, sum_t& v) {
+            const sum_t d = sum_t(px[i]) - sh[g];
             u = d;
             v = d * d;
           },
           s1.data(), s2.data());
-      for (int64_t g = 0; g < G; ++g) shifted_moments<T>(shift[g], s1[g], s2[g], M, pm[g], pv[g]);
+      for (int64_t g = 0; g < G; ++g) {
+        shifted_moments<sum_t>(shift[g], s1[g], s2[g], M, mean64[g], var64[g]);
+        pm[g] = T(mean64[g]);
+        pv[g] = T(var64[g]);
+      }
+    } else {
+      std::copy(pm, pm + G, mean64.begin());
+      std::copy(pv, pv + G, var64.begin());
     }
-    std::vector<T> A(G), Bc(G);
+    std::vector<T> A(G), mg(G);
     const T *pw = wg.const_data_ptr<T>(), *pb = bg.const_data_ptr<T>();
     for (int64_t g = 0; g < G; ++g) {
-      forward_coefficients<T>(pw[g], pb[g], pm[g], invstd_of<T>(pv[g], eps), A[g], Bc[g]);
+      A[g] = T(sum_t(pw[g]) * invstd_of<sum_t>(var64[g], eps));
+      mg[g] = T(mean64[g]);
     }
-    const T *pa = A.data(), *pbc = Bc.data(), sl = T(slope);
+    const T *pa = A.data(), *pmg = mg.data(), sl = T(slope);
     scalar_t* py = y.mutable_data_ptr<scalar_t>();
-    for_each_element(L, [=](int64_t i, int64_t g) { py[i] = scalar_t(leaky<T>(T(px[i]) * pa[g] + pbc[g], sl)); });
+    for_each_element(L, [=](int64_t i, int64_t g) {
+      py[i] = scalar_t(leaky<T>(norm_z<T>(T(px[i]), pmg[g], pa[g], pb[g]), sl));
+    });
   });
   return {y, mean, var};
 }
@@ -225,65 +240,76 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_act_backward_cpu(
   const at::Tensor mean = mean_.to(acc).contiguous(), var = var_.to(acc).contiguous();
   auto [wg, bg] = group_params(weight, bias, L, acc, saved, inplace);
   at::Tensor dx = at::empty_like(saved, L.format());
-  at::Tensor dweight = at::zeros({L.C}, saved.options().dtype(acc));
-  at::Tensor dbias = at::zeros({L.C}, saved.options().dtype(acc));
+  at::Tensor dweight = at::empty({L.C}, saved.options().dtype(acc));
+  at::Tensor dbias = at::empty({L.C}, saved.options().dtype(acc));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, saved.scalar_type(), "norm_act_backward_cpu", [&] {
     using T = acc_t<scalar_t>;
     const int64_t G = L.groups(), M = L.count();
     const scalar_t *pdy = grad_y.const_data_ptr<scalar_t>(), *ps = saved.const_data_ptr<scalar_t>();
     const T *pw = wg.const_data_ptr<T>(), *pb = bg.const_data_ptr<T>();
     const T *pmean = mean.const_data_ptr<T>(), *pvar = var.const_data_ptr<T>();
-    // per group: A, B of z = x A + B (or 1/w for xhat = (z - b) / w), mean, invstd
-    std::vector<T> A(G), Bc(G), mg(G), inv(G), s1(G), s2(G);
+    // per group, computed in float64 and rounded for the elementwise passes: K = A = w invstd, mean,
+    // invstd, and 1 / w (xhat = (z - b) / w in in-place mode)
+    std::vector<T> A(G), mg(G), inv(G), winv(G);
+    std::vector<sum_t> inv64(G), s1(G), s2(G);
     for (int64_t g = 0; g < G; ++g) {
+      inv64[g] = invstd_of<sum_t>(pvar[g], eps);
+      A[g] = T(sum_t(pw[g]) * inv64[g]);
       mg[g] = pmean[g];
-      inv[g] = invstd_of<T>(pvar[g], eps);
-      forward_coefficients<T>(pw[g], pb[g], mg[g], inv[g], A[g], Bc[g]);
-      if (inplace) A[g] = T(1) / pw[g];
+      inv[g] = T(inv64[g]);
+      winv[g] = T(1.0 / sum_t(pw[g]));
     }
-    const T *pa = A.data(), *pbc = Bc.data(), *pmg = mg.data(), *pinv = inv.data();
+    const T *pa = A.data(), *pmg = mg.data(), *pinv = inv.data(), *pwinv = winv.data();
     const T sl = T(slope), inv_sl = inplace ? T(1) / T(slope) : T(0);
     if (inplace) {
-      group_sums<T>(
+      group_sums<sum_t>(
           L,
-          [=](int64_t i, int64_t g, T& u, T& v) {
+          [=](int64_t i, int64_t g, sum_t& u, sum_t& v) {
             const T yv = T(ps[i]);
             const T dz = leaky_grad<T>(T(pdy[i]), yv, sl);
             u = dz;
-            v = dz * (leaky_inverse<T>(yv, inv_sl) - pb[g]) * pa[g];
+            v = dz * (leaky_inverse<T>(yv, inv_sl) - pb[g]) * pwinv[g];
           },
           s1.data(), s2.data());
     } else {
-      group_sums<T>(
+      group_sums<sum_t>(
           L,
-          [=](int64_t i, int64_t g, T& u, T& v) {
+          [=](int64_t i, int64_t g, sum_t& u, sum_t& v) {
             const T xv = T(ps[i]);
-            const T dz = leaky_grad<T>(T(pdy[i]), xv * pa[g] + pbc[g], sl);
+            const T dz = leaky_grad<T>(T(pdy[i]), norm_z<T>(xv, pmg[g], pa[g], pb[g]), sl);
             u = dz;
             v = dz * (xv - pmg[g]) * pinv[g];
           },
           s1.data(), s2.data());
     }
     T *pdw = dweight.mutable_data_ptr<T>(), *pdb = dbias.mutable_data_ptr<T>();
-    std::vector<T> K(G), P(G), Q(G);
+    std::vector<sum_t> dw(L.C), db(L.C);
+    std::vector<T> P(G), Q(G);
     for (int64_t g = 0; g < G; ++g) {
-      pdb[g % L.C] += s1[g];
-      pdw[g % L.C] += s2[g];
-      backward_coefficients<T>(pw[g], pb[g], mg[g], inv[g], s1[g], s2[g], M, batch_stats, inplace, K[g], P[g], Q[g]);
+      db[g % L.C] += s1[g];
+      dw[g % L.C] += s2[g];
+      sum_t p, q;
+      backward_coefficients<sum_t>(pw[g], inv64[g], s1[g], s2[g], M, batch_stats, inplace, p, q);
+      P[g] = T(p);
+      Q[g] = T(q);
     }
-    const T *pk = K.data(), *pp = P.data(), *pq = Q.data();
+    for (int64_t c = 0; c < L.C; ++c) {
+      pdw[c] = T(dw[c]);
+      pdb[c] = T(db[c]);
+    }
+    const T *pp = P.data(), *pq = Q.data();
     scalar_t* pdx = dx.mutable_data_ptr<scalar_t>();
     if (inplace) {
       for_each_element(L, [=](int64_t i, int64_t g) {
         const T yv = T(ps[i]);
         const T dz = leaky_grad<T>(T(pdy[i]), yv, sl);
-        pdx[i] = scalar_t(norm_dx<T>(pk[g], dz, leaky_inverse<T>(yv, inv_sl), pp[g], pq[g], batch_stats));
+        pdx[i] = scalar_t(norm_dx<T>(pa[g], dz, leaky_inverse<T>(yv, inv_sl) - pb[g], pp[g], pq[g], batch_stats));
       });
     } else {
       for_each_element(L, [=](int64_t i, int64_t g) {
         const T xv = T(ps[i]);
-        const T dz = leaky_grad<T>(T(pdy[i]), xv * pa[g] + pbc[g], sl);
-        pdx[i] = scalar_t(norm_dx<T>(pk[g], dz, xv, pp[g], pq[g], batch_stats));
+        const T dz = leaky_grad<T>(T(pdy[i]), norm_z<T>(xv, pmg[g], pa[g], pb[g]), sl);
+        pdx[i] = scalar_t(norm_dx<T>(pa[g], dz, xv - pmg[g], pp[g], pq[g], batch_stats));
       });
     }
   });

@@ -36,21 +36,20 @@ DF_CPU_CLONES void linf_run(Ptrs<scalar_t> p, acc_t<scalar_t> step, acc_t<scalar
 }
 
 template <typename scalar_t>
-DF_CPU_CLONES acc_t<scalar_t> grad_sumsq(Ptrs<scalar_t> p, int64_t n) {
-  using T = acc_t<scalar_t>;
-  T sum = 0;
+DF_CPU_CLONES sum_t grad_sumsq(Ptrs<scalar_t> p, int64_t n) {
+  sum_t sum = 0;
 #pragma omp simd reduction(+ : sum)
-  for (int64_t i = 0; i < n; ++i) sum += T(p.g[i]) * T(p.g[i]);
+  for (int64_t i = 0; i < n; ++i) sum += sum_t(p.g[i]) * sum_t(p.g[i]);
   return sum;
 }
 
 template <typename scalar_t>
-DF_CPU_CLONES acc_t<scalar_t> delta_sumsq(Ptrs<scalar_t> p, acc_t<scalar_t> step, acc_t<scalar_t> ginv, int64_t n) {
+DF_CPU_CLONES sum_t delta_sumsq(Ptrs<scalar_t> p, acc_t<scalar_t> step, acc_t<scalar_t> ginv, int64_t n) {
   using T = acc_t<scalar_t>;
-  T sum = 0;
+  sum_t sum = 0;
 #pragma omp simd reduction(+ : sum)
   for (int64_t i = 0; i < n; ++i) {
-    const T d = pgd_l2_delta<T>(T(p.x[i]), T(p.g[i]), T(p.x0[i]), step, ginv);
+    const sum_t d = pgd_l2_delta<T>(T(p.x[i]), T(p.g[i]), T(p.x0[i]), step, ginv);
     sum += d * d;
   }
   return sum;
@@ -108,19 +107,19 @@ void pgd_l2_cpu(const Samples<acc_t<scalar_t>>& sa, Ptrs<scalar_t> p) {
   auto sample = [&](int64_t s, const auto& sum, const auto& for_chunks) {
     const Ptrs<scalar_t> q = p.at(s * m);
     const T step = sa.step[s];
-    const T ginv = pgd_l2_grad_inv<T>(sum(m, [&](int64_t b, int64_t e) { return grad_sumsq(q.at(b), e - b); }));
-    const T dsum = sum(m, [&](int64_t b, int64_t e) { return delta_sumsq(q.at(b), step, ginv, e - b); });
-    const T factor = pgd_l2_factor<T>(dsum, sa.eps[s]);
+    const T ginv = T(pgd_l2_grad_inv<sum_t>(sum(m, [&](int64_t b, int64_t e) { return grad_sumsq(q.at(b), e - b); })));
+    const sum_t dsum = sum(m, [&](int64_t b, int64_t e) { return delta_sumsq(q.at(b), step, ginv, e - b); });
+    const T factor = T(pgd_l2_factor<sum_t>(dsum, sa.eps[s]));
     for_chunks(m, [&](int64_t b, int64_t e) { l2_write(q.at(b), step, ginv, factor, sa.lo, sa.hi, e - b); });
   };
-  auto serial = [](int64_t n, const auto& f) { return serial_sum<T>(n, f); };
+  auto serial = [](int64_t n, const auto& f) { return serial_sum<sum_t>(n, f); };
   if (sa.n >= at::get_num_threads()) {
     auto serial_chunks = [](int64_t n, const auto& f) { f(int64_t(0), n); };
     at::parallel_for(0, sa.n, std::max<int64_t>(1, kBlock / m), [&](int64_t s0, int64_t s1) {
       for (int64_t s = s0; s < s1; ++s) sample(s, serial, serial_chunks);
     });
   } else {
-    auto parallel = [](int64_t n, const auto& f) { return deterministic_sum<T>(n, f); };
+    auto parallel = [](int64_t n, const auto& f) { return deterministic_sum<sum_t>(n, f); };
     auto parallel_chunks = [](int64_t n, const auto& f) { at::parallel_for(0, n, kBlock, f); };
     for (int64_t s = 0; s < sa.n; ++s) sample(s, parallel, parallel_chunks);
   }

@@ -9,6 +9,10 @@
 
 namespace deepfast {
 
+// The CPU kernels add their reductions up in float64, whatever the input dtype: they are memory-bound,
+// so it costs nothing measurable, and sums of squares of float32 values beyond 1.8e19 stay finite.
+using sum_t = double;
+
 // Elements per partial sum (and the grain of the elementwise loops). Fixed, so that a reduced value
 // does not depend on the thread count.
 constexpr int64_t kBlock = 1 << 14;

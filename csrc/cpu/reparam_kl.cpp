@@ -12,10 +12,10 @@ namespace deepfast {
 namespace {
 
 template <typename scalar_t, bool kReduce>
-DF_CPU_CLONES acc_t<scalar_t> forward_range(const scalar_t* mu, const scalar_t* logvar, const scalar_t* eps, scalar_t* z,
-                              scalar_t* kl, int64_t begin, int64_t end) {
+DF_CPU_CLONES sum_t forward_range(const scalar_t* mu, const scalar_t* logvar, const scalar_t* eps, scalar_t* z,
+                                  scalar_t* kl, int64_t begin, int64_t end) {
   using T = acc_t<scalar_t>;
-  T sum = 0;
+  sum_t sum = 0;
 #pragma omp simd reduction(+ : sum)
   for (int64_t i = begin; i < end; ++i) {
     T zi, kli;
@@ -60,9 +60,9 @@ std::tuple<at::Tensor, at::Tensor> reparam_kl_cpu(const at::Tensor& mu_, const a
       at::parallel_for(0, n, kBlock, [&](int64_t b, int64_t e) { forward_range<scalar_t, false>(pm, pl, pe, pz, pk, b, e); });
       return;
     }
-    const T sum = deterministic_sum<T>(
+    const sum_t sum = deterministic_sum<sum_t>(
         n, [&](int64_t b, int64_t e) { return forward_range<scalar_t, true>(pm, pl, pe, pz, nullptr, b, e); });
-    kl.fill_(static_cast<double>(sum) * scale);
+    *kl.mutable_data_ptr<scalar_t>() = scalar_t(sum * scale);  // rounded as IEEE does (inf beyond the range)
   });
   return {z, kl};
 }

@@ -4,7 +4,7 @@
 //   sums_kernel    the partial sums of one chunk, into a slot of its own
 //   finish_kernel  per group: the slots added in chunk order (deterministic), mean and var (forward) or
 //                  the sums of dz and dz * xhat (backward), and the coefficients of the elementwise pass
-//   apply_kernel   y = leaky(A x + B) forward, dx = A dz + P u + Q backward (u = x, or z in in-place mode)
+//   apply_kernel   y = leaky((x - mean) A + b) forward, dx = A dz + du P + Q backward (norm_act.h)
 // A block takes values of one channel, kThreads apart along its rows (S > 1), or kLanes channels side by
 // side, kRows rows at a time (S == 1: channels contiguous, channels_last). No element index is divided.
 #include <ATen/Dispatch.h>
@@ -23,6 +23,7 @@ namespace deepfast {
 namespace {
 
 enum Mode { kStats = 0, kFromX = 1, kFromY = 2, kGiven = 3 };
+constexpr int kForwardCoefs = 3, kBackwardCoefs = 5;  // per group: (mean, A, b), (mean, A, b, P, Q)
 constexpr int kLanes = 32, kRows = kThreads / kLanes;  // a column block: kRows rows of kLanes channels
 
 // The chunk of a block, and the channel of its thread.
@@ -96,23 +97,22 @@ __global__ void __launch_bounds__(kThreads)
   T p1 = 0, p2 = 0;
   if (ch.valid) {
     if constexpr (kMode == kStats) {
-      const T shift = T(a[(ch.b * q.R * q.C + ch.c) * q.S]);
+      const T shift = stats_shift<T>(T(a[(ch.b * q.R * q.C + ch.c) * q.S]));
       for_chunk<kColumns>(q, ch, [&](int64_t i) {
         const T d = T(a[i]) - shift;
         p1 += d;
         p2 += d * d;
       });
     } else {
-      T w, b, A, B;
+      T w, b;
       weight_bias<T>(p.w, p.bias, ch.c, p.inplace, w, b);
-      const T mean = p.mean[g], inv = invstd_of<T>(p.var[g], p.eps), sl = T(p.slope);
-      forward_coefficients<T>(w, b, mean, inv, A, B);
+      const T mean = p.mean[g], inv = invstd_of<T>(p.var[g], p.eps), sl = T(p.slope), A = w * inv;
       const T inv_w = T(1) / w, inv_sl = kMode == kFromY ? T(1) / sl : T(0);
       for_chunk<kColumns>(q, ch, [&](int64_t i) {
         const T av = T(a[i]);
         T dz, xhat;
         if constexpr (kMode == kFromX) {
-          dz = leaky_grad<T>(T(dy[i]), av * A + B, sl);
+          dz = leaky_grad<T>(T(dy[i]), norm_z<T>(av, mean, A, b), sl);
           xhat = (av - mean) * inv;
         } else {
           dz = leaky_grad<T>(T(dy[i]), av, sl);
@@ -149,7 +149,7 @@ __global__ void __launch_bounds__(kThreads)
 
 // One thread per group g: the chunk sums added in order; out1, out2 = mean, var (kStats; kGiven: the
 // running statistics, stat1/stat2 of channel c) or the sums of dz and dz * xhat (backward); coef[g] =
-// (A, B) forward, (A, B, P, Q) backward. The backward reads the forward's mean, var of g in p.
+// (mean, A, b) forward, (mean, A, b, P, Q) backward. The backward reads the forward's mean, var of g in p.
 template <typename scalar_t, int kMode>
 __global__ void __launch_bounds__(kThreads)
     finish_kernel(const scalar_t* __restrict__ a, Params<acc_t<scalar_t>> p, const acc_t<scalar_t>* __restrict__ part1,
@@ -169,7 +169,7 @@ __global__ void __launch_bounds__(kThreads)
     }
   }
   if constexpr (kMode == kStats) {
-    const T shift = m > 0 ? T(a[((g / q.C) * q.R * q.C + c) * q.S]) : T(0);
+    const T shift = m > 0 ? stats_shift<T>(T(a[((g / q.C) * q.R * q.C + c) * q.S])) : T(0);
     shifted_moments<T>(shift, s1, s2, m, mean, var);
     out1[g] = mean;
     out2[g] = var;
@@ -185,23 +185,17 @@ __global__ void __launch_bounds__(kThreads)
     out2[g] = s2;
   }
   const T inv = invstd_of<T>(var, p.eps);
-  T A, B;
-  forward_coefficients<T>(w, b, mean, inv, A, B);
-  if constexpr (kMode == kStats || kMode == kGiven) {
-    coef[2 * g] = A;
-    coef[2 * g + 1] = B;
-  } else {
-    T K, P, Q;  // K == A
-    backward_coefficients<T>(w, b, mean, inv, s1, s2, m, batch_stats, kMode == kFromY, K, P, Q);
-    coef[4 * g] = A;
-    coef[4 * g + 1] = B;
-    coef[4 * g + 2] = P;
-    coef[4 * g + 3] = Q;
+  T* cg = coef + g * (kMode == kStats || kMode == kGiven ? kForwardCoefs : kBackwardCoefs);
+  cg[0] = mean;
+  cg[1] = w * inv;
+  cg[2] = b;
+  if constexpr (kMode == kFromX || kMode == kFromY) {
+    backward_coefficients<T>(w, inv, s1, s2, m, batch_stats, kMode == kFromY, cg[3], cg[4]);
   }
 }
 
-// y = leaky(A x + B) (kStats), or dx = A dz + P u + Q (norm_dx) with u = x (kFromX) or z = leaky^-1(y)
-// (kFromY).
+// y = leaky((x - mean) A + b) (kStats), or dx = A dz + du P + Q (norm_dx) with du = x - mean (kFromX)
+// or z - b, z = leaky^-1(y) (kFromY).
 template <typename scalar_t, int kMode, bool kColumns>
 __global__ void __launch_bounds__(kThreads)
     apply_kernel(const scalar_t* __restrict__ a, const scalar_t* __restrict__ dy, scalar_t* __restrict__ out,
@@ -211,18 +205,20 @@ __global__ void __launch_bounds__(kThreads)
   if (!ch.valid) return;
   const int64_t g = ch.b * q.C + ch.c;
   const T sl = T(slope);
+  const T* cg = coef + g * (kMode == kStats ? kForwardCoefs : kBackwardCoefs);
+  const T mean = cg[0], A = cg[1], b = cg[2];
   if constexpr (kMode == kStats) {
-    const T A = coef[2 * g], B = coef[2 * g + 1];
-    for_chunk<kColumns>(q, ch, [&](int64_t i) { out[i] = scalar_t(leaky<T>(T(a[i]) * A + B, sl)); });
+    for_chunk<kColumns>(q, ch, [&](int64_t i) { out[i] = scalar_t(leaky<T>(norm_z<T>(T(a[i]), mean, A, b), sl)); });
   } else {
-    const T A = coef[4 * g], B = coef[4 * g + 1], P = coef[4 * g + 2], Q = coef[4 * g + 3];
+    const T P = cg[3], Q = cg[4];
     const T inv_sl = kMode == kFromY ? T(1) / sl : T(0);
     for_chunk<kColumns>(q, ch, [&](int64_t i) {
       const T av = T(a[i]);
       if constexpr (kMode == kFromX) {
-        out[i] = scalar_t(norm_dx<T>(A, leaky_grad<T>(T(dy[i]), av * A + B, sl), av, P, Q, batch_stats));
+        out[i] = scalar_t(norm_dx<T>(A, leaky_grad<T>(T(dy[i]), norm_z<T>(av, mean, A, b), sl), av - mean, P, Q,
+                                     batch_stats));
       } else {
-        out[i] = scalar_t(norm_dx<T>(A, leaky_grad<T>(T(dy[i]), av, sl), leaky_inverse<T>(av, inv_sl), P, Q,
+        out[i] = scalar_t(norm_dx<T>(A, leaky_grad<T>(T(dy[i]), av, sl), leaky_inverse<T>(av, inv_sl) - b, P, Q,
                                      batch_stats));
       }
     });
@@ -250,7 +246,8 @@ void run_passes(const NormLayout& L, const scalar_t* a, const scalar_t* dy, cons
   const int64_t blocks = q.blocks(L), groups = L.groups();
   TORCH_CHECK(blocks < (int64_t(1) << 31), "deepfast: norm_act: too many blocks (", blocks, ") for one launch");
   at::Tensor part = at::empty({2, groups * q.chunks}, out1.options());
-  at::Tensor coef = at::empty({groups * (kFinishMode == kStats || kFinishMode == kGiven ? 2 : 4)}, out1.options());
+  at::Tensor coef = at::empty({groups * (kFinishMode == kStats || kFinishMode == kGiven ? kForwardCoefs : kBackwardCoefs)},
+                              out1.options());
   T *part1 = part.mutable_data_ptr<T>(), *part2 = part1 + groups * q.chunks;
   if (kFinishMode != kGiven && blocks > 0) {
     sums_kernel<scalar_t, kSumsMode, kColumns><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(a, dy, p, part1, part2, q);

@@ -61,9 +61,9 @@ class SyncBatchNormAct2d(nn.BatchNorm2d):
             with torch.no_grad():
                 self.num_batches_tracked += 1
                 m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-                self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), m)
+                self.running_mean.mul_(1 - m).add_(mean.detach().to(self.running_mean.dtype), alpha=m)
                 unbiased = var.detach() * n / (n - 1).clamp_min(1.0)
-                self.running_var.lerp_(unbiased.to(self.running_var.dtype), m)
+                self.running_var.mul_(1 - m).add_(unbiased.to(self.running_var.dtype), alpha=m)
         scale = torch.rsqrt(var + self.eps)
         shift = -mean * scale
         if self.affine:

@@ -46,18 +46,23 @@ INPLACE_MIN_WEIGHT = 1e-5
 
 
 def inplace_weight(weight: Tensor) -> Tensor:
-    """sign(w) * max(|w|, 1e-5) (sign(0) = +1), with the gradient passed straight through to w."""
+    """sign(w) * max(|w|, 1e-5) (sign(0) = +1), with the gradient passed straight through to w (an infinite
+    or NaN w as it is: w + (clamped - w) would be NaN)."""
     clamped = torch.where(weight >= 0, weight.clamp_min(INPLACE_MIN_WEIGHT), weight.clamp_max(-INPLACE_MIN_WEIGHT))
-    return weight + (clamped - weight).detach()
+    return torch.where(weight.isfinite(), weight + (clamped - weight).detach(), weight)
+
+
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    """The dtype the references compute in: float32 for half types, else that of x."""
+    return torch.float32 if x.dtype in HALF_TYPES else x.dtype
 
 
 def _affine(x: Tensor, weight: Tensor | None, bias: Tensor | None, inplace: bool) -> tuple:
-    """weight and bias as the reference uses them: in-place weight, and float32 for half inputs."""
+    """weight and bias as the reference uses them: in-place weight, in the compute dtype (their own
+    may differ: gradients come back in theirs)."""
     if inplace:
         weight = inplace_weight(weight if weight is not None else x.new_ones(x.shape[1]))
-    if x.dtype in HALF_TYPES:
-        weight, bias = (None if t is None else t.float() for t in (weight, bias))
-    return weight, bias
+    return tuple(None if t is None else t.to(_compute_dtype(x)) for t in (weight, bias))
 
 
 def batch_norm_leaky_relu_reference(
@@ -73,15 +78,16 @@ def batch_norm_leaky_relu_reference(
     negative_slope: float = 0.2,
     inplace: bool = False,
 ) -> Tensor:
-    """F.batch_norm + F.leaky_relu (half types computed in float32); updates the running stats in training."""
+    """F.batch_norm + F.leaky_relu in the compute dtype (float32 for half types, else x's); updates the
+    running stats in training (in their own dtype)."""
     weight, bias = _affine(x, weight, bias, inplace)
-    half = x.dtype in HALF_TYPES
-    stats = [t.float() if half and t is not None else t for t in (running_mean, running_var)]
-    z = F.batch_norm(x.float() if half else x, *stats, weight, bias, training, momentum, eps)
-    if half and training:  # running statistics updated in float32, stored back
+    dtype = _compute_dtype(x)
+    stats = [None if t is None else t.to(dtype) for t in (running_mean, running_var)]  # copies if cast
+    z = F.batch_norm(x.to(dtype), *stats, weight, bias, training, momentum, eps)
+    if training:  # running statistics updated in the compute dtype, stored back into a cast copy's origin
         with torch.no_grad():
             for t, updated in zip((running_mean, running_var), stats):
-                if t is not None:
+                if t is not None and updated is not t:
                     t.copy_(updated)
     return F.leaky_relu(z, negative_slope).to(x.dtype)
 
@@ -95,9 +101,9 @@ def instance_norm_leaky_relu_reference(
     negative_slope: float = 0.2,
     inplace: bool = False,
 ) -> Tensor:
-    """F.instance_norm + F.leaky_relu (half types computed in float32)."""
+    """F.instance_norm + F.leaky_relu in the compute dtype (float32 for half types, else x's)."""
     weight, bias = _affine(x, weight, bias, inplace)
-    z = F.instance_norm(x.float() if x.dtype in HALF_TYPES else x, weight=weight, bias=bias, eps=eps)
+    z = F.instance_norm(x.to(_compute_dtype(x)), weight=weight, bias=bias, eps=eps)
     return F.leaky_relu(z, negative_slope).to(x.dtype)
 
 
@@ -141,8 +147,10 @@ def batch_norm_leaky_relu(
             _check_channels(t, name, x)
     if not training and (running_mean is None or running_var is None):
         raise ValueError("running_mean and running_var are needed when training=False (eval uses them)")
-    if training and x.numel() // x.shape[1] <= 1:
+    if training and x.numel() and x.numel() == x.shape[1]:
         raise ValueError(f"expected more than 1 value per channel when training, got x of shape {tuple(x.shape)}")
+    if x.numel() == 0:
+        return _empty(x, negative_slope)
     backend = backends.select(x.device)
     if backend == "torch":
         return batch_norm_leaky_relu_reference(x, weight, bias, running_mean, running_var, training=training,
@@ -152,9 +160,11 @@ def batch_norm_leaky_relu(
     y, mean, var = _op(backend)(x, weight, bias, *stats, False, eps, negative_slope, inplace)
     if training and running_mean is not None and running_var is not None:
         count = x.numel() // x.shape[1]
+        # (1 - m) r + m s in the accumulation dtype, stored back, as torch does (lerp gives NaN for an
+        # infinite s when m >= 0.5; in float16 the unbiased variance alone can overflow)
         with torch.no_grad():
-            running_mean.lerp_(mean.to(running_mean.dtype), momentum)
-            running_var.lerp_((var * (count / (count - 1))).to(running_var.dtype), momentum)
+            for running, stat in ((running_mean, mean), (running_var, var * (count / (count - 1)))):
+                running.copy_(running.to(stat.dtype) * (1 - momentum) + stat * momentum)
     return y
 
 
@@ -181,13 +191,22 @@ def instance_norm_leaky_relu(
         y of the shape, dtype and memory format of x.
     """
     _check(x, weight, bias, negative_slope, inplace)
-    if x.dim() < 3 or x[0, 0].numel() <= 1:
+    if x.dim() < 3 or (x.numel() and x[0, 0].numel() == 1):
         raise ValueError(f"expected more than 1 spatial element per (n, c) plane, got x of shape {tuple(x.shape)}")
+    if x.numel() == 0:
+        return _empty(x, negative_slope)
     backend = backends.select(x.device)
     if backend == "torch":
         return instance_norm_leaky_relu_reference(x, weight, bias, eps=eps, negative_slope=negative_slope,
                                                   inplace=inplace)
     return _op(backend)(x, weight, bias, None, None, True, eps, negative_slope, inplace)[0]
+
+
+def _empty(x: Tensor, negative_slope: float) -> Tensor:
+    """The result for an empty x (N, C or a spatial size 0): an empty y of its shape, dtype and layout,
+    differentiable in x; weight and bias get no gradient and the running statistics stay as they are
+    (torch's batch norm fails on C = 0 with weights, and returns the same otherwise)."""
+    return F.leaky_relu(x, negative_slope)
 
 
 def _op(backend: str):

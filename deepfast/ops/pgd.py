@@ -15,7 +15,8 @@ factor is 1 (and x' = x_orig).
 Backends: torch (the reference below), cpp and cuda (torch.ops.deepfast.pgd_step / pgd_step_, csrc/),
 triton (torch.ops.deepfast_triton.pgd_step / pgd_step_, kernels/pgd.py). The compiled backends make
 one pass for Linf and three for L2 (sum of grad^2; sum of d^2, d recomputed; the write, d recomputed),
-with deterministic per-sample sums and no temporary tensor.
+with deterministic per-sample sums and no temporary tensor. The L2 norms are summed in float64 on the
+CPU (cpp, and the reference), in float32 on a GPU (cuda, triton: squares overflow from 1.8e19 on).
 """
 
 from __future__ import annotations
@@ -45,9 +46,10 @@ def _per_sample(value: Amount, x: Tensor) -> Amount:
 
 
 def _norm(t: Tensor) -> Tensor:
-    """L2 norm of each sample of t, shaped (N, 1, ..., 1)."""
+    """L2 norm of each sample of t, shaped (N, 1, ..., 1), summed in float64 as the compiled backends do
+    (float32 squares overflow from 1.8e19 on) and returned in t's dtype."""
     flat = t.reshape(t.shape[0], math.prod(t.shape[1:]))
-    return torch.linalg.vector_norm(flat, dim=1).view(-1, *(1,) * (t.dim() - 1))
+    return torch.linalg.vector_norm(flat, dim=1, dtype=torch.float64).to(t.dtype).view(-1, *(1,) * (t.dim() - 1))
 
 
 def pgd_step_reference(
@@ -173,13 +175,18 @@ def _check_no_grad(t: Tensor, name: str) -> None:
 
 
 def _check_amount(value: object, name: str, x: Tensor, x_name: str) -> None:
-    """step_size or eps: a finite float >= 0, or a tensor of shape (N,) of such values on x's device."""
+    """step_size or eps: a finite float >= 0, or a tensor of shape (N,) of such values on x's device, within
+    the range of the accumulation dtype of x (float32 for all but float64)."""
+    largest = torch.finfo(_acc_dtype(x)).max
     if not isinstance(value, Tensor):
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise TypeError(f"{name} must be a Python float or a tensor of shape (N,), got {type(value).__name__}")
         check_finite_float(value, name)
         if value < 0:
             raise ValueError(f"{name} must be >= 0, got {value}")
+        if value > largest:
+            raise ValueError(f"{name} must be at most {largest:.6g} (the largest {_acc_dtype(x)}, the dtype the "
+                             f"step of {x_name} of dtype {x.dtype} is computed in), got {value:g}")
         return
     check_float(value, name)
     if tuple(value.shape) != (x.shape[0],):
@@ -195,6 +202,8 @@ def _check_amount(value: object, name: str, x: Tensor, x_name: str) -> None:
     on_cpu = value.device.type == "cpu"
     if on_cpu and not torch.compiler.is_compiling() and not bool((torch.isfinite(value) & (value >= 0)).all()):
         raise ValueError(f"{name} must be finite and >= 0 in every sample")
+    if on_cpu and not torch.compiler.is_compiling() and bool((value > largest).any()):
+        raise ValueError(f"{name} must be at most {largest:.6g} (the largest {_acc_dtype(x)}) in every sample")
 
 
 def _check_clamp(clamp: object) -> tuple[float, float] | None:
@@ -207,11 +216,36 @@ def _check_clamp(clamp: object) -> tuple[float, float] | None:
     return float(clamp[0]), float(clamp[1])
 
 
+def _check_writable(x_adv: Tensor, others: dict[str, Tensor]) -> None:
+    """pgd_step_ writes x_adv while it reads the others: as torch's in-place ops, refuse an x_adv whose
+    elements share memory (an expanded tensor) and inputs that overlap it in part (the very same
+    tensor is fine: each element is read before it is written)."""
+    if any(stride == 0 and size > 1 for stride, size in zip(x_adv.stride(), x_adv.shape)):
+        raise ValueError("x_adv has elements that share memory (an expanded tensor): pgd_step_ cannot write it in "
+                         "place; pass x_adv.clone() or use pgd_step")
+
+    def span(t: Tensor) -> tuple[int, int]:
+        extent = sum((size - 1) * abs(stride) for size, stride in zip(t.shape, t.stride())) + 1
+        return t.data_ptr(), t.data_ptr() + extent * t.element_size()
+
+    for name, t in others.items():
+        if t.numel() == 0 or x_adv.numel() == 0 or t.untyped_storage().data_ptr() != x_adv.untyped_storage().data_ptr():
+            continue
+        if t.data_ptr() == x_adv.data_ptr() and t.stride() == x_adv.stride():
+            continue  # the same elements
+        (a0, a1), (b0, b1) = span(x_adv), span(t)
+        if a0 < b1 and b0 < a1:
+            raise ValueError(f"{name} overlaps x_adv in memory: pgd_step_ writes x_adv while it reads {name}; "
+                             f"pass {name}.clone()")
+
+
 def _step(x_adv, grad, x_orig, step_size, eps, norm, clamp, inplace: bool) -> Tensor:
     check_float(x_adv, "x_adv")
     _check_batched(x_adv, "x_adv")
     check_like(grad, "grad", x_adv, "x_adv")
     check_like(x_orig, "x_orig", x_adv, "x_adv")
+    if inplace and not torch.compiler.is_compiling():  # (fake tensors under torch.compile have no memory)
+        _check_writable(x_adv, {"grad": grad, "x_orig": x_orig})
     for t, name in ((x_adv, "x_adv"), (grad, "grad"), (x_orig, "x_orig")):
         _check_no_grad(t, name)
     _check_amount(step_size, "step_size", x_adv, "x_adv")
