@@ -81,6 +81,7 @@ setup(
         "deepfast.train", "deepfast.demo", "deepfast.attacks", "deepfast.defenses", "deepfast.cli", "deepfast.kernels",
     ],
     package_dir={"deepfast.kernels": "kernels"},
+    package_data={"deepfast": ["py.typed", "_C.pyi"]},  # PEP 561: the package and its compiled module are typed
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

@@ -1,5 +1,6 @@
-"""Both install modes ship deepfast.kernels (the top-level kernels/ folder) and import cleanly."""
+"""Both install modes ship deepfast.kernels (the top-level kernels/), py.typed and _C.pyi, and import cleanly."""
 
+import ast
 import os
 import pathlib
 import site
@@ -40,6 +41,7 @@ site = pathlib.Path(sys.argv[1]).resolve()
 assert pathlib.Path(deepfast.__file__).resolve().is_relative_to(site), deepfast.__file__
 assert pathlib.Path(deepfast.kernels.__file__).resolve() == site / "deepfast" / "kernels" / "__init__.py"
 assert pathlib.Path(deepfast.data.__file__).resolve() == site / "deepfast" / "data" / "__init__.py"
+assert (site / "deepfast" / "py.typed").is_file() and (site / "deepfast" / "_C.pyi").is_file()  # typed (PEP 561)
 assert deepfast.backends.extension is None
 assert deepfast.backends.select(torch.device("cpu")) == "torch"
 z, kl = deepfast.reparameterize_kl(torch.zeros(2, 3), torch.zeros(2, 3), torch.ones(2, 3))
@@ -67,6 +69,19 @@ def test_extension_reports_its_build():
     ext = backends.extension
     assert ext.version == deepfast.__version__
     assert "cpp" in ext.backends and ext.openmp and ext.num_threads() >= 1
+
+
+@pytest.mark.skipif(backends.extension is None, reason="deepfast._C not built")
+def test_stub_declares_what_the_extension_has():
+    """deepfast/_C.pyi names exactly the public attributes of the built module, with their types."""
+    stub = ast.parse((REPO / "deepfast" / "_C.pyi").read_text())
+    declared = {n.target.id: ast.unparse(n.annotation) for n in stub.body if isinstance(n, ast.AnnAssign)}
+    declared |= {n.name: "function" for n in stub.body if isinstance(n, ast.FunctionDef)}
+    ext = backends.extension
+    assert set(declared) == {n for n in dir(ext) if not n.startswith("_")}
+    kinds = {"str": str, "bool": bool, "tuple[str, ...]": tuple, "function": type(ext.num_threads)}
+    for name, kind in declared.items():
+        assert isinstance(getattr(ext, name), kinds[kind]), name
 
 
 OPTIONAL = ["PIL", "sklearn", "skimage", "tqdm", "matplotlib", "triton", "torchattacks"]
