@@ -3,11 +3,12 @@
 import os
 import subprocess
 import sys
+import types
 import warnings
 
 import pytest
 
-from deepfast import hardware
+from deepfast import backends, hardware
 
 
 def test_isa_from_flags(monkeypatch):
@@ -38,8 +39,12 @@ def test_kernel_clone_from_flags(monkeypatch):
     v3 = {"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"}
     v4 = v3 | {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"}
     monkeypatch.setattr(hardware.platform, "machine", lambda: "x86_64")
-    for flags, clone in ((v4, "x86-64-v4 (AVX-512)"), (v3, "x86-64-v3 (AVX2)"), (v3 - {"fma"}, "baseline x86-64"),
-                         ({"avx512f"}, "baseline x86-64")):
+    full = types.SimpleNamespace(cpu_clones=("x86-64-v4", "x86-64-v3", "default"))
+    avx2 = types.SimpleNamespace(cpu_clones=("x86-64-v3", "default"))  # a DEEPFAST_CPU_ISA=avx2 build
+    for built, flags, clone in ((full, v4, "x86-64-v4 (AVX-512)"), (full, v3, "x86-64-v3 (AVX2)"),
+                                (full, v3 - {"fma"}, "baseline x86-64"), (full, {"avx512f"}, "baseline x86-64"),
+                                (avx2, v4, "x86-64-v3 (AVX2)"), (avx2, v3, "x86-64-v3 (AVX2)")):
+        monkeypatch.setattr(backends, "extension", built)
         monkeypatch.setattr(hardware, "cpu_flags", lambda flags=flags: frozenset(flags))
         assert hardware.kernel_isa() == clone
     monkeypatch.setattr(hardware.platform, "machine", lambda: "aarch64")
