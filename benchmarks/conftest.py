@@ -39,7 +39,9 @@ import pytest
 import torch
 
 import deepfast
-from deepfast import backends
+from deepfast import backends, hardware
+
+hardware.separate_compile_cache()  # before anything is compiled
 
 # Shapes with at least this many elements are "large" (run.py --quick leaves them out).
 LARGE_NUMEL = 1 << 24

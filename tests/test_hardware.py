@@ -125,3 +125,19 @@ def test_info_says_which_kernels_and_autocast_paths_are_native(capsys):
     native = hardware.autocast_support()
     for name in ("bf16", "fp16"):
         assert f"{name} {'native' if native[name] else 'emulated'}" in out
+
+
+def test_compile_cache_is_kept_apart_under_a_lower_torch_isa(monkeypatch):
+    """torch.compile's cache key leaves ATEN_CPU_CAPABILITY out (a kernel cached under avx2 crashed a later
+    run without it): under the variable, the cache goes to a folder of that capability; a folder the user
+    set is kept, and without the variable nothing changes."""
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    hardware.separate_compile_cache()
+    assert "TORCHINDUCTOR_CACHE_DIR" not in os.environ
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    hardware.separate_compile_cache()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"].endswith("-aten-avx2")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/somewhere/mine")
+    hardware.separate_compile_cache()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == "/somewhere/mine"
