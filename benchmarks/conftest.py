@@ -39,9 +39,7 @@ import pytest
 import torch
 
 import deepfast
-from deepfast import backends, hardware
-
-hardware.separate_compile_cache()  # before anything is compiled
+from deepfast import backends
 
 # Shapes with at least this many elements are "large" (run.py --quick leaves them out).
 LARGE_NUMEL = 1 << 24

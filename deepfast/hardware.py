@@ -131,7 +131,8 @@ def separate_compile_cache() -> None:
     AVX2-only CPU runs), point torch.compile's kernel cache at a folder of that capability, unless
     TORCHINDUCTOR_CACHE_DIR is set. torch's cache key leaves the variable out: a kernel cached under
     ``ATEN_CPU_CAPABILITY=avx2`` and loaded without it corrupted the heap (torch 2.13, "corrupted
-    double-linked list"). deepfast's command line, tests and benchmarks call this before compiling."""
+    double-linked list") or gave wrong results. ``import deepfast`` calls this first (importing the
+    ops sets torch's default folder)."""
     capability = os.environ.get("ATEN_CPU_CAPABILITY")
     if capability and "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
         folder = f"torchinductor-{os.getuid() if hasattr(os, 'getuid') else 'user'}-aten-{capability}"

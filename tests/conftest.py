@@ -13,9 +13,7 @@ if not torch.cuda.is_available():
 import pytest  # noqa: E402
 
 import deepfast  # noqa: E402
-from deepfast import backends, hardware  # noqa: E402
-
-hardware.separate_compile_cache()  # before anything is compiled
+from deepfast import backends  # noqa: E402
 
 # `make fuzz` sets DEEPFAST_FUZZ=long: the tests marked fuzz then run their long form (more cases).
 FUZZ_LONG = os.environ.get("DEEPFAST_FUZZ") == "long"

@@ -130,7 +130,7 @@ def test_info_says_which_kernels_and_autocast_paths_are_native(capsys):
 def test_compile_cache_is_kept_apart_under_a_lower_torch_isa(monkeypatch):
     """torch.compile's cache key leaves ATEN_CPU_CAPABILITY out (a kernel cached under avx2 crashed a later
     run without it): under the variable, the cache goes to a folder of that capability; a folder the user
-    set is kept, and without the variable nothing changes."""
+    set is kept, and without the variable nothing changes. `import deepfast` does it."""
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
     hardware.separate_compile_cache()
@@ -141,3 +141,8 @@ def test_compile_cache_is_kept_apart_under_a_lower_torch_isa(monkeypatch):
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/somewhere/mine")
     hardware.separate_compile_cache()
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == "/somewhere/mine"
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
+    code = "import os, deepfast; print(os.environ['TORCHINDUCTOR_CACHE_DIR'])"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().endswith("-aten-avx2")

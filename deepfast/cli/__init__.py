@@ -7,7 +7,7 @@ import argparse
 import sys
 
 import deepfast
-from deepfast import backends, hardware
+from deepfast import backends
 from deepfast.cli import demo, info, robustness, training
 
 
@@ -24,7 +24,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    hardware.separate_compile_cache()
     try:
         return args.func(args)
     except (backends.BackendUnavailable, ValueError, OSError) as exc:
