@@ -6,7 +6,7 @@ the self CPU time of the ops summed into categories, per step, for each impl.
     python benchmarks/profile_train_step.py cyclegan 1 --impls fused --top 20 --threads 1
 
 Categories (by op name): conv (convolution forward and backward, reflection padding of the convs),
-norm+act (batch / instance norm, LeakyReLU / ReLU, the fused deepfast::norm_act ops and their
+norm+act (batch / instance norm, LeakyReLU / ReLU, the fused deepfast::norm_leaky_relu ops and their
 autograd nodes), optimizer (Adam), other (losses, the rest of autograd, allocation, copies).
 """
 
@@ -26,7 +26,7 @@ from benchmarks.train_steps import MODELS, make_step  # noqa: E402
 
 CATEGORIES = {
     "conv": ("convolution", "reflection_pad"),
-    "norm+act": ("batch_norm", "instance_norm", "leaky_relu", "relu", "threshold", "norm_act"),
+    "norm+act": ("batch_norm", "instance_norm", "leaky_relu", "relu", "threshold", "norm_leaky_relu"),
     "optimizer": ("Optimizer", "_foreach", "addcdiv", "addcmul", "lerp", "sqrt"),
 }
 

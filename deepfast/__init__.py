@@ -8,11 +8,35 @@ from importlib.metadata import PackageNotFoundError, version
 
 from deepfast import backends, losses, nn, ops
 from deepfast.backends import BackendUnavailable, use_backend
-from deepfast.ops import reparameterize_kl
+from deepfast.ops import (
+    batch_norm_leaky_relu,
+    cycle_l1,
+    instance_norm_leaky_relu,
+    pgd_random_start,
+    pgd_step,
+    pgd_step_,
+    reparameterize_kl,
+)
 
 try:
     __version__ = version("deepfast")
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0+unknown"
 
-__all__ = ["BackendUnavailable", "backends", "losses", "nn", "ops", "reparameterize_kl", "use_backend", "__version__"]
+# Every public op is here too (deepfast.ops holds them with their float64 references).
+__all__ = [
+    "BackendUnavailable",
+    "backends",
+    "batch_norm_leaky_relu",
+    "cycle_l1",
+    "instance_norm_leaky_relu",
+    "losses",
+    "nn",
+    "ops",
+    "pgd_random_start",
+    "pgd_step",
+    "pgd_step_",
+    "reparameterize_kl",
+    "use_backend",
+    "__version__",
+]

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from deepfast.attacks.base import Attack, Normalization, check_eps, check_positive_int
 from deepfast.attacks.targets import Target, other_classes, until_done
 from deepfast.ops._checks import check_choice
-from deepfast.ops.pgd import NORMS
+from deepfast.ops.pgd_step import NORMS
 
 
 def boundary_step(p: Tensor, w: Tensor, b: Tensor, norm: str) -> Tensor:

@@ -24,7 +24,7 @@ from deepfast.attacks.graphed import StaticRun, momentum_
 from deepfast.attacks.targets import Target
 from deepfast.ops import pgd_random_start, pgd_step_
 from deepfast.ops._checks import check_choice
-from deepfast.ops.pgd import NORMS
+from deepfast.ops.pgd_step import NORMS
 
 
 class PGD(Attack):

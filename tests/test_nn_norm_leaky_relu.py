@@ -123,7 +123,7 @@ def test_torch_compile_fullgraph_layer(backend_device):
     model = nn.Sequential(nn.Conv2d(3, 6, 3, bias=False), BatchNormLeakyReLU2d(6, inplace=True)).to(device)
     reference = copy.deepcopy(model)
     x = torch.randn(2, 3, 8, 8, device=device)
-    assert_compiles_fullgraph(lambda x: model(x).square().sum(), (x,), backend, "norm_act")
+    assert_compiles_fullgraph(lambda x: model(x).square().sum(), (x,), backend, "norm_leaky_relu")
     for _ in range(3):  # as many training steps as the model took
         reference(x)
     torch.testing.assert_close(model[1].running_mean, reference[1].running_mean, **TOL)
@@ -174,7 +174,7 @@ def dcgan_like():
     )
 
 
-def test_convert_replaces_norm_act_runs_and_keeps_weights():
+def test_convert_replaces_norm_leaky_relu_runs_and_keeps_weights():
     torch.manual_seed(0)
     model = randomize(dcgan_like())
     for m in model.modules():

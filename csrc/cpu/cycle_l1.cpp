@@ -5,8 +5,8 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
-#include "../cycle.h"
-#include "../cycle_args.h"
+#include "../cycle_l1.h"
+#include "../cycle_l1_args.h"
 #include "reduce.h"
 
 namespace deepfast {

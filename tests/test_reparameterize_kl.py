@@ -6,7 +6,7 @@ from conftest import TOLERANCE, assert_compiles_fullgraph, compiled_op_pairs
 
 import deepfast
 from deepfast import backends
-from deepfast.ops.reparam_kl import REDUCTIONS, reparameterize_kl, reparameterize_kl_reference
+from deepfast.ops.reparameterize_kl import REDUCTIONS, reparameterize_kl, reparameterize_kl_reference
 
 DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 SHAPES = [(37, 53), (5,), (3, 7, 11, 13), (1, 1)]
@@ -121,7 +121,7 @@ def test_gradcheck_float64(backend_device, reduction):
         assert torch.autograd.gradcheck(lambda m, v: reparameterize_kl(m, v, eps, reduction=reduction), (mu, logvar))
 
 
-OP_PAIRS = compiled_op_pairs("reparam_kl")
+OP_PAIRS = compiled_op_pairs("reparameterize_kl")
 
 
 @pytest.mark.parametrize("name,forward,backward", OP_PAIRS, ids=[pair[0] for pair in OP_PAIRS])
@@ -143,7 +143,7 @@ def test_torch_compile_fullgraph(backend_device):
         z, kl = reparameterize_kl(mu, logvar, eps)
         return (z * z).sum() + 3.0 * kl
 
-    assert_compiles_fullgraph(loss, (mu, logvar), backend, "reparam_kl")
+    assert_compiles_fullgraph(loss, (mu, logvar), backend, "reparameterize_kl")
 
 
 def test_noise_reproducible_with_seed_and_generator(backend_device):
@@ -211,8 +211,8 @@ def test_bad_input_names_the_argument(kwargs, error, words):
 def test_compiled_op_checks_its_arguments():
     a = torch.zeros(3)
     with pytest.raises(RuntimeError, match="logvar must have the shape of mu"):
-        torch.ops.deepfast.reparam_kl(a, torch.zeros(4), a, True, 1.0)
+        torch.ops.deepfast.reparameterize_kl(a, torch.zeros(4), a, True, 1.0)
     with pytest.raises(RuntimeError, match="mu must be a floating-point"):
-        torch.ops.deepfast.reparam_kl(a.long(), a.long(), a.long(), True, 1.0)
+        torch.ops.deepfast.reparameterize_kl(a.long(), a.long(), a.long(), True, 1.0)
     with pytest.raises(RuntimeError, match="grad_kl must have the shape of mu"):
-        torch.ops.deepfast.reparam_kl_backward(a, torch.zeros(2), a, a, a, 1.0)
+        torch.ops.deepfast.reparameterize_kl_backward(a, torch.zeros(2), a, a, a, 1.0)

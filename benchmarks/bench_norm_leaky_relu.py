@@ -1,8 +1,8 @@
-"""Benchmarks of the fused norm + LeakyReLU ops (deepfast.ops.norm_act).
+"""Benchmarks of the fused norm + LeakyReLU ops (deepfast.ops.norm_leaky_relu).
 
 Rows:
-  op "bn_leaky_relu"  BatchNorm2d (training: batch statistics, running-stat update) + LeakyReLU(0.2)
-  op "in_leaky_relu"  InstanceNorm2d(affine=True) + LeakyReLU(0.2), at (16, 64, 128, 128) only
+  op "batch_norm_leaky_relu"  BatchNorm2d (training: batch statistics, running-stat update) + LeakyReLU(0.2)
+  op "instance_norm_leaky_relu"  InstanceNorm2d(affine=True) + LeakyReLU(0.2), at (16, 64, 128, 128) only
   shapes   (64, 128, 32, 32), (16, 64, 128, 128), (1, 256, 64, 64), (256, 64, 56, 56) float32, NCHW and
            channels_last (shape label "... cl"); the last three are ``large`` (not in --quick); the last
            (ResNet's first block at batch 256) is the GPU runbook's headline row
@@ -78,7 +78,7 @@ def _run(benchmark, device, copy_bandwidth, norm, shape, channels_last, mode, im
             device=device,
             copy_bandwidth=copy_bandwidth,
             bytes_moved=TENSORS_MOVED[mode] * x.numel() * x.element_size(),
-            op=f"{'bn' if norm == 'batch' else 'in'}_leaky_relu",
+            op=f"{norm}_norm_leaky_relu",
             shape="x".join(map(str, shape)) + (" cl" if channels_last else ""),
             mode=mode,
             impl=impl,
@@ -91,14 +91,14 @@ def _run(benchmark, device, copy_bandwidth, norm, shape, channels_last, mode, im
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "cl"])
 @pytest.mark.parametrize("shape", SHAPES)
-def test_bn_leaky_relu(benchmark, device, copy_bandwidth, shape, channels_last, mode, impl):
+def test_batch_norm_leaky_relu(benchmark, device, copy_bandwidth, shape, channels_last, mode, impl):
     _run(benchmark, device, copy_bandwidth, "batch", shape, channels_last, mode, impl)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("shape", shape_params((16, 64, 128, 128)))
-def test_in_leaky_relu(benchmark, device, copy_bandwidth, shape, mode, impl):
+def test_instance_norm_leaky_relu(benchmark, device, copy_bandwidth, shape, mode, impl):
     _run(benchmark, device, copy_bandwidth, "instance", shape, False, mode, impl)
 
 

@@ -1,9 +1,9 @@
-"""Triton kernels of the PGD projection step (math of deepfast/ops/pgd.py and csrc/pgd.h).
+"""Triton kernels of the PGD projection step (math of deepfast/ops/pgd_step.py and csrc/pgd_step.h).
 
 The tensors are read in the memory format x_adv suggests (NCHW or channels_last: sample-major, so
 sample s is the run of elements [s * M, (s + 1) * M), M elements per sample), other layouts copied
 into it. Each program handles one tile of TILE elements of one sample; the tile is the largest power
-of 2 in [MIN_TILE, MAX_TILE] that still gives every SM of the GPU several tiles (as csrc/cuda/pgd.cu).
+of 2 in [MIN_TILE, MAX_TILE] that still gives every SM of the GPU several tiles (as csrc/cuda/pgd_step.cu).
 Linf is one kernel; L2 is three: the sum of grad^2 per tile, the sum of d^2 per tile (d recomputed),
 then the write (d recomputed, scaled, clipped); each program adds the tile sums of its sample in a
 fixed order, so the norms are deterministic. Math runs in float32 (float64 for float64 tensors); sizes

@@ -13,7 +13,7 @@ The only deviation: where ||d|| = 0 and eps = 0, min(eps / ||d||, 1) is 0/0 = Na
 factor is 1 (and x' = x_orig).
 
 Backends: torch (the reference below), cpp and cuda (torch.ops.deepfast.pgd_step / pgd_step_, csrc/),
-triton (torch.ops.deepfast_triton.pgd_step / pgd_step_, kernels/pgd.py). The compiled backends make
+triton (torch.ops.deepfast_triton.pgd_step / pgd_step_, kernels/pgd_step.py). The compiled backends make
 one pass for Linf and three for L2 (sum of grad^2; sum of d^2, d recomputed; the write, d recomputed),
 with deterministic per-sample sums and no temporary tensor. The L2 norms are summed in float64 on the
 CPU (cpp, and the reference), in float32 on a GPU (cuda, triton: squares overflow from 1.8e19 on).
@@ -29,6 +29,7 @@ from torch._prims_common import suggest_memory_format
 
 from deepfast import backends
 from deepfast.ops._checks import check_choice, check_finite_float, check_float, check_like, in_float32
+from deepfast.ops._register import register_op_pair
 
 NORMS = ("inf", "2")
 
@@ -272,27 +273,27 @@ def _step(x_adv, grad, x_orig, step_size, eps, norm, clamp, inplace: bool) -> Te
     return ops.pgd_step(x_adv, grad, x_orig, step_size, eps, norm, lo, hi)
 
 
-# --- Triton backend: custom ops around the kernels of deepfast.kernels.pgd -------------------------
+# --- Triton backend: custom ops around the kernels of deepfast.kernels.pgd_step -------------------------
 
 _ARGS = "Tensor grad, Tensor x_orig, Tensor step_size, Tensor eps, str norm, float lo, float hi"  # after x_adv
 
 
 @torch.library.custom_op("deepfast_triton::pgd_step", mutates_args=(), schema=f"(Tensor x_adv, {_ARGS}) -> Tensor")
 def _triton_step(x_adv: Tensor, *args) -> Tensor:
-    from deepfast.kernels import pgd
+    from deepfast.kernels import pgd_step as kernels
 
-    return pgd.step(x_adv, *args, inplace=False)
+    return kernels.step(x_adv, *args, inplace=False)
 
 
 @torch.library.custom_op("deepfast_triton::pgd_step_", mutates_args=["x_adv"],
                          schema=f"(Tensor(a!) x_adv, {_ARGS}) -> ()")
 def _triton_step_(x_adv: Tensor, *args) -> None:
-    from deepfast.kernels import pgd
+    from deepfast.kernels import pgd_step as kernels
 
-    pgd.step(x_adv, *args, inplace=True)
+    kernels.step(x_adv, *args, inplace=True)
 
 
-# --- fake kernels, shared by the compiled (cpp/cuda) and Triton ops -----------------------------------
+# --- fake kernels, shared by the compiled (cpp/cuda) and Triton ops (no autograd: the step is not differentiable)
 
 
 def _fake_step(x_adv: Tensor, *args) -> Tensor:
@@ -303,10 +304,4 @@ def _fake_step_(x_adv: Tensor, *args) -> None:
     return None
 
 
-def _register_fakes() -> None:
-    for namespace in ["deepfast_triton"] + (["deepfast"] if backends.extension is not None else []):
-        torch.library.register_fake(f"{namespace}::pgd_step")(_fake_step)
-        torch.library.register_fake(f"{namespace}::pgd_step_")(_fake_step_)
-
-
-_register_fakes()
+register_op_pair("pgd_step", "pgd_step_", fakes=(_fake_step, _fake_step_))

@@ -12,7 +12,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
 
 from deepfast.ops._checks import check_choice
-from deepfast.ops.norm_act import batch_norm_leaky_relu, instance_norm_leaky_relu
+from deepfast.ops.norm_leaky_relu import batch_norm_leaky_relu, instance_norm_leaky_relu
 
 
 def _check_4d(x: Tensor) -> None:
@@ -27,7 +27,7 @@ class BatchNormLeakyReLU2d(_BatchNorm):
     Training uses the statistics of the batch and updates the running ones (momentum=None: the
     cumulative average); eval uses the running ones (the batch ones without track_running_stats).
     ``inplace=True`` keeps only the output for backward (In-Place Activated BatchNorm; needs
-    negative_slope > 0), weight clamped to |weight| >= 1e-5 (see deepfast.ops.norm_act).
+    negative_slope > 0), weight clamped to |weight| >= 1e-5 (see deepfast.ops.norm_leaky_relu).
     """
 
     def __init__(

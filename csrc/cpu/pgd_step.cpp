@@ -12,8 +12,8 @@
 
 #include <algorithm>
 
-#include "../pgd.h"
-#include "../pgd_args.h"
+#include "../pgd_step.h"
+#include "../pgd_step_args.h"
 #include "reduce.h"
 
 namespace deepfast {

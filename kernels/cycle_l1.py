@@ -1,4 +1,4 @@
-"""Triton kernels of the fused cycle-consistency L1 loss (math of deepfast/ops/cycle.py).
+"""Triton kernels of the fused cycle-consistency L1 loss (math of deepfast/ops/cycle_l1.py).
 
     loss     = scale * sum_i |rec_i - orig_i|
     grad_rec = grad * scale * sign(rec - orig),   grad_orig = -grad_rec
@@ -60,7 +60,7 @@ def _is_dense(t: torch.Tensor) -> bool:
 
 def _same_layout(rec: torch.Tensor, orig: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """rec and orig in one dense memory layout, so that flat index i is the same element of both (as
-    csrc/cycle_args.h does): rec's own when rec is non-overlapping and dense, else that of
+    csrc/cycle_l1_args.h does): rec's own when rec is non-overlapping and dense, else that of
     torch.empty_like(rec); a tensor not in it is copied (nothing is allocated when both are in it)."""
     if rec.numel() and not _is_dense(rec):
         rec = torch.empty_like(rec).copy_(rec)

@@ -6,8 +6,8 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
-#include "../cycle.h"
-#include "../cycle_args.h"
+#include "../cycle_l1.h"
+#include "../cycle_l1_args.h"
 #include "launch.cuh"
 
 namespace deepfast {

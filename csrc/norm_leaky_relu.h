@@ -29,7 +29,7 @@
 
 namespace deepfast {
 
-// In-place mode uses sign(w) * max(|w|, kInplaceMinWeight) for w (norm_act_args.h: group_params).
+// In-place mode uses sign(w) * max(|w|, kInplaceMinWeight) for w (norm_leaky_relu_args.h: group_params).
 constexpr double kInplaceMinWeight = 1e-5;
 
 // Branch-free: a product with a selected factor (the values of torch's leaky_relu and its grad).

@@ -10,8 +10,8 @@ are updated with the unbiased one, as nn.BatchNorm2d does) and the running ones 
 norm always uses those of each (n, c) plane.
 
 Backends: torch (the references below: F.batch_norm / F.instance_norm + F.leaky_relu), cpp and cuda
-(torch.ops.deepfast.norm_act, csrc/), triton (torch.ops.deepfast_triton.norm_act,
-kernels/norm_act.py). The compiled backends make two passes forward (statistics, then y) and two
+(torch.ops.deepfast.norm_leaky_relu, csrc/), triton (torch.ops.deepfast_triton.norm_leaky_relu,
+kernels/norm_leaky_relu.py). The compiled backends make two passes forward (statistics, then y) and two
 backward (per-group sums of dz and dz * xhat, then dx):
 
     dz      = dy if y > 0 else negative_slope * dy
@@ -210,7 +210,7 @@ def _empty(x: Tensor, negative_slope: float) -> Tensor:
 
 
 def _op(backend: str):
-    return torch.ops.deepfast_triton.norm_act if backend == "triton" else torch.ops.deepfast.norm_act
+    return torch.ops.deepfast_triton.norm_leaky_relu if backend == "triton" else torch.ops.deepfast.norm_leaky_relu
 
 
 def _check_channels(t: object, name: str, x: Tensor) -> None:
@@ -267,35 +267,35 @@ def _acc_dtype(x: Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-# --- Triton backend: custom ops around the kernels of deepfast.kernels.norm_act ---------------------
+# --- Triton backend: custom ops around the kernels of deepfast.kernels.norm_leaky_relu ---------------------
 
 
 def _dense(*tensors: Tensor | None) -> list[Tensor | None]:
     return [None if t is None else t.contiguous() for t in tensors]
 
 
-@torch.library.custom_op("deepfast_triton::norm_act", mutates_args=())
+@torch.library.custom_op("deepfast_triton::norm_leaky_relu", mutates_args=())
 def _triton_forward(
     x: Tensor, weight: Tensor | None, bias: Tensor | None, mean: Tensor | None, var: Tensor | None,
     instance: bool, eps: float, slope: float, inplace: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    from deepfast.kernels import norm_act
+    from deepfast.kernels import norm_leaky_relu as kernels
 
     lay = layout(x, instance)
-    return norm_act.forward(x.contiguous(memory_format=lay.memory_format), *_dense(weight, bias, mean, var),
+    return kernels.forward(x.contiguous(memory_format=lay.memory_format), *_dense(weight, bias, mean, var),
                             lay[:4], eps, slope, inplace)
 
 
-@torch.library.custom_op("deepfast_triton::norm_act_backward", mutates_args=())
+@torch.library.custom_op("deepfast_triton::norm_leaky_relu_backward", mutates_args=())
 def _triton_backward(
     grad_y: Tensor, saved: Tensor, weight: Tensor | None, bias: Tensor | None, mean: Tensor, var: Tensor,
     batch_stats: bool, instance: bool, eps: float, slope: float, inplace: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    from deepfast.kernels import norm_act
+    from deepfast.kernels import norm_leaky_relu as kernels
 
     lay = layout(saved, instance)
     fmt = lay.memory_format
-    return norm_act.backward(grad_y.contiguous(memory_format=fmt), saved.contiguous(memory_format=fmt),
+    return kernels.backward(grad_y.contiguous(memory_format=fmt), saved.contiguous(memory_format=fmt),
                              *_dense(weight, bias, mean, var), lay[:4], batch_stats, eps, slope, inplace)
 
 
@@ -330,5 +330,5 @@ def _backward(ctx, backward_op, grad_y: Tensor, _grad_mean: Tensor, _grad_var: T
     return dx, dweight, dbias, None, None, None, None, None, None
 
 
-register_op_pair("norm_act", fake=_fake_forward, fake_backward=_fake_backward, setup_context=_setup_context,
-                 backward=_backward)
+register_op_pair("norm_leaky_relu", "norm_leaky_relu_backward", fakes=(_fake_forward, _fake_backward),
+                 autograd=(_setup_context, _backward))

@@ -7,7 +7,7 @@ from conftest import TOLERANCE, assert_compiles_fullgraph, compiled_namespaces
 import deepfast
 from deepfast import backends
 from deepfast.ops import cycle_l1, cycle_l1_reference
-from deepfast.ops.cycle import REDUCTIONS
+from deepfast.ops.cycle_l1 import REDUCTIONS
 
 DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 SHAPES = [(3, 3, 7, 9), (1, 3, 5, 5), (2, 17), (5,)]

@@ -8,7 +8,7 @@ from conftest import TOLERANCE, assert_compiles_fullgraph, compiled_op_pairs
 
 import deepfast
 from deepfast import backends
-from deepfast.ops.norm_act import batch_norm_leaky_relu, instance_norm_leaky_relu
+from deepfast.ops.norm_leaky_relu import batch_norm_leaky_relu, instance_norm_leaky_relu
 
 DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 SHAPES = [(3, 5, 7, 9), (4, 17, 5, 3), (2, 3, 1, 1), (6, 4), (2, 33, 10)]
@@ -165,13 +165,13 @@ def test_triton_chunks_segments_and_column_tiles(backend_device, mode, monkeypat
     backend, device = backend_device
     if backend != "triton":
         pytest.skip("the chunking of the Triton kernels")
-    from deepfast.kernels import norm_act as kernels
+    from deepfast.kernels import norm_leaky_relu as kernels
 
     monkeypatch.setattr(kernels, "CHUNK", 48)
     shapes = [((5, 3, 7, 11), False), ((3, 5, 6, 7), True)] + [((41, 3, 2, 2), False)] * (mode != "instance")
     for shape, cl in shapes:
         x, w, b, rm, rv = make_inputs(shape, torch.float64, device, channels_last=cl)
-        assert kernels.Geometry(*deepfast.ops.norm_act.layout(x, mode == "instance")[:4], x.dtype).chunks > 1
+        assert kernels.Geometry(*deepfast.ops.norm_leaky_relu.layout(x, mode == "instance")[:4], x.dtype).chunks > 1
         for inplace in (False, True):
             assert_matches_reference(backend, mode, x, w, b, rm, rv, inplace=inplace)
 
@@ -213,7 +213,7 @@ def test_gradcheck_float64(backend_device, mode, inplace):
         assert torch.autograd.gradcheck(fn, (x, w, b), fast_mode=backend == "triton" and device == "cpu")
 
 
-OP_PAIRS = compiled_op_pairs("norm_act")
+OP_PAIRS = compiled_op_pairs("norm_leaky_relu")
 
 
 @pytest.mark.parametrize("name,forward,backward", OP_PAIRS, ids=[pair[0] for pair in OP_PAIRS])
@@ -246,7 +246,7 @@ def test_torch_compile_fullgraph(backend_device, mode):
             y = batch_norm_leaky_relu(x, w, b, rm, rv, training=True)
         return (y * y).sum()
 
-    assert_compiles_fullgraph(loss, (x, w, b), backend, "norm_act")
+    assert_compiles_fullgraph(loss, (x, w, b), backend, "norm_leaky_relu")
 
 
 def test_matches_nn_modules_train_and_eval(backend_device):
@@ -348,7 +348,7 @@ def test_instance_norm_bad_input():
 @pytest.mark.skipif(backends.extension is None, reason="deepfast._C not built")
 def test_compiled_op_checks_its_arguments():
     x = torch.zeros(2, 3, 4)
-    op = torch.ops.deepfast.norm_act
+    op = torch.ops.deepfast.norm_leaky_relu
     with pytest.raises(RuntimeError, match="weight must have shape"):
         op(x, torch.ones(4), None, None, None, False, 1e-5, 0.2, False)
     with pytest.raises(RuntimeError, match="x must be a floating-point"):
@@ -358,5 +358,5 @@ def test_compiled_op_checks_its_arguments():
     with pytest.raises(RuntimeError, match="running_var must have shape"):
         op(x, None, None, torch.zeros(3), torch.zeros(2), False, 1e-5, 0.2, False)
     with pytest.raises(RuntimeError, match="grad_y must have the shape of x"):
-        torch.ops.deepfast.norm_act_backward(torch.zeros(2, 3, 5), x, None, None, torch.zeros(3), torch.ones(3),
+        torch.ops.deepfast.norm_leaky_relu_backward(torch.zeros(2, 3, 5), x, None, None, torch.zeros(3), torch.ones(3),
                                              True, False, 1e-5, 0.2, False)

@@ -1,11 +1,11 @@
-// CPU kernels of deepfast::reparam_kl and deepfast::reparam_kl_backward.
+// CPU kernels of deepfast::reparameterize_kl and deepfast::reparameterize_kl_backward.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <torch/library.h>
 
-#include "../reparam_kl.h"
-#include "../reparam_kl_args.h"
+#include "../reparameterize_kl.h"
+#include "../reparameterize_kl_args.h"
 #include "reduce.h"
 
 namespace deepfast {
@@ -19,7 +19,7 @@ DF_CPU_CLONES sum_t forward_range(const scalar_t* mu, const scalar_t* logvar, co
 #pragma omp simd reduction(+ : sum)
   for (int64_t i = begin; i < end; ++i) {
     T zi, kli;
-    reparam_kl_forward<T>(T(mu[i]), T(logvar[i]), T(eps[i]), zi, kli);
+    reparameterize_kl_forward<T>(T(mu[i]), T(logvar[i]), T(eps[i]), zi, kli);
     z[i] = scalar_t(zi);
     if constexpr (kReduce) {
       sum += kli;
@@ -38,19 +38,19 @@ DF_CPU_CLONES void backward_range(const scalar_t* gz, const scalar_t* gkl, acc_t
 #pragma omp simd
   for (int64_t i = begin; i < end; ++i) {
     T dmui, dlvi;
-    reparam_kl_backward<T>(T(gz[i]), kReduced ? gkl_scalar : T(gkl[i]), T(mu[i]), T(logvar[i]), T(eps[i]), dmui,
+    reparameterize_kl_backward<T>(T(gz[i]), kReduced ? gkl_scalar : T(gkl[i]), T(mu[i]), T(logvar[i]), T(eps[i]), dmui,
                            dlvi);
     dmu[i] = scalar_t(dmui);
     dlogvar[i] = scalar_t(dlvi);
   }
 }
 
-std::tuple<at::Tensor, at::Tensor> reparam_kl_cpu(const at::Tensor& mu_, const at::Tensor& logvar_,
+std::tuple<at::Tensor, at::Tensor> reparameterize_kl_cpu(const at::Tensor& mu_, const at::Tensor& logvar_,
                                                   const at::Tensor& eps_, bool reduce, double scale) {
   const ReparamKLForward a(mu_, logvar_, eps_, reduce);
   const at::Tensor &mu = a.mu, &logvar = a.logvar, &eps = a.eps, &z = a.z, &kl = a.kl;
   const int64_t n = mu.numel();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mu.scalar_type(), "reparam_kl_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mu.scalar_type(), "reparameterize_kl_cpu", [&] {
     using T = acc_t<scalar_t>;
     const scalar_t *pm = mu.const_data_ptr<scalar_t>(), *pl = logvar.const_data_ptr<scalar_t>(),
                    *pe = eps.const_data_ptr<scalar_t>();
@@ -67,7 +67,7 @@ std::tuple<at::Tensor, at::Tensor> reparam_kl_cpu(const at::Tensor& mu_, const a
   return {z, kl};
 }
 
-std::tuple<at::Tensor, at::Tensor> reparam_kl_backward_cpu(const at::Tensor& grad_z_, const at::Tensor& grad_kl_,
+std::tuple<at::Tensor, at::Tensor> reparameterize_kl_backward_cpu(const at::Tensor& grad_z_, const at::Tensor& grad_kl_,
                                                            const at::Tensor& mu_, const at::Tensor& logvar_,
                                                            const at::Tensor& eps_, double scale) {
   const ReparamKLBackward a(grad_z_, grad_kl_, mu_, logvar_, eps_);
@@ -75,7 +75,7 @@ std::tuple<at::Tensor, at::Tensor> reparam_kl_backward_cpu(const at::Tensor& gra
                    &dmu = a.grad_mu, &dlogvar = a.grad_logvar;
   const bool reduced = a.reduced;
   const int64_t n = mu.numel();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mu.scalar_type(), "reparam_kl_backward_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mu.scalar_type(), "reparameterize_kl_backward_cpu", [&] {
     using T = acc_t<scalar_t>;
     const scalar_t *pg = gz.const_data_ptr<scalar_t>(), *pk = gkl.const_data_ptr<scalar_t>(),
                    *pm = mu.const_data_ptr<scalar_t>(), *pl = logvar.const_data_ptr<scalar_t>(),
@@ -98,8 +98,8 @@ std::tuple<at::Tensor, at::Tensor> reparam_kl_backward_cpu(const at::Tensor& gra
 }  // namespace
 
 TORCH_LIBRARY_IMPL(deepfast, CPU, m) {
-  m.impl("reparam_kl", &reparam_kl_cpu);
-  m.impl("reparam_kl_backward", &reparam_kl_backward_cpu);
+  m.impl("reparameterize_kl", &reparameterize_kl_cpu);
+  m.impl("reparameterize_kl_backward", &reparameterize_kl_backward_cpu);
 }
 
 }  // namespace deepfast

@@ -1,5 +1,5 @@
 // Host-side argument checks, memory layout and per-group parameters of the normalization +
-// LeakyReLU ops, shared by the CPU and CUDA implementations (see norm_act.h for the layout).
+// LeakyReLU ops, shared by the CPU and CUDA implementations (see norm_leaky_relu.h for the layout).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -12,7 +12,7 @@
 #include <algorithm>
 
 #include "checks.h"
-#include "norm_act.h"
+#include "norm_leaky_relu.h"
 
 namespace deepfast {
 
@@ -83,7 +83,7 @@ inline void check_norm_args(const at::Tensor& x, const c10::optional<at::Tensor>
   TORCH_CHECK(!inplace || slope > 0, "deepfast: inplace needs negative_slope > 0 (ReLU cannot be inverted)");
 }
 
-// Checks the arguments of norm_act; returns the layout of x.
+// Checks the arguments of norm_leaky_relu; returns the layout of x.
 inline NormLayout check_forward(const at::Tensor& x, const c10::optional<at::Tensor>& weight,
                                 const c10::optional<at::Tensor>& bias, const c10::optional<at::Tensor>& mean,
                                 const c10::optional<at::Tensor>& var, bool instance, double slope, bool inplace) {
@@ -95,7 +95,7 @@ inline NormLayout check_forward(const at::Tensor& x, const c10::optional<at::Ten
   return norm_layout(x, instance);
 }
 
-// Checks the arguments of norm_act_backward; returns the layout of saved.
+// Checks the arguments of norm_leaky_relu_backward; returns the layout of saved.
 inline NormLayout check_backward(const at::Tensor& grad_y, const at::Tensor& saved,
                                  const c10::optional<at::Tensor>& weight, const c10::optional<at::Tensor>& bias,
                                  const at::Tensor& mean, const at::Tensor& var, bool instance, double slope,
@@ -108,7 +108,7 @@ inline NormLayout check_backward(const at::Tensor& grad_y, const at::Tensor& sav
   return L;
 }
 
-// The mean or var output of norm_act: a copy of the given statistics in the accumulation dtype, or a
+// The mean or var output of norm_leaky_relu: a copy of the given statistics in the accumulation dtype, or a
 // new tensor for the batch statistics.
 inline at::Tensor stats_output(const c10::optional<at::Tensor>& given, const NormLayout& L, const at::Tensor& x) {
   const at::ScalarType acc = acc_type(x);

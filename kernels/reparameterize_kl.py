@@ -1,4 +1,4 @@
-"""Triton kernels of the fused reparameterization + KL op (math of deepfast/ops/reparam_kl.py).
+"""Triton kernels of the fused reparameterization + KL op (math of deepfast/ops/reparameterize_kl.py).
 
 Math runs in float32 (float64 for float64 tensors). exp in float32 is ``_exp_f32``, the algorithm of
 csrc/common.h exp_f32 (relative error below 1e-8 before rounding): tl.exp is ex2.approx of a rounded

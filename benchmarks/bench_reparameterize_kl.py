@@ -1,6 +1,6 @@
 """Benchmarks of deepfast.ops.reparameterize_kl (fused reparameterization + KL to N(0, I)).
 
-Rows (op "reparam_kl"):
+Rows (op "reparameterize_kl"):
   shapes   (256, 128), (4096, 512), (65536, 512) float32; the last is ``large`` (not in --quick)
   modes    forward            z, kl = f(mu, logvar, eps); inputs need no grad (inference)
            forward+backward   the same with mu, logvar requiring grad, then
@@ -26,7 +26,7 @@ import deepfast
 from benchmarks.conftest import backend_impls, bench_device, measure, measure_impl, shape_params
 from deepfast.ops import reparameterize_kl, reparameterize_kl_reference
 
-OP = "reparam_kl"
+OP = "reparameterize_kl"
 SHAPES = shape_params((256, 128), (4096, 512), (65536, 512))
 MODES = ("forward", "forward+backward")
 IMPLS = ("eager", "compile", *backend_impls(bench_device()))
@@ -55,7 +55,7 @@ def _fused(mu, logvar, eps):
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("shape", SHAPES)
-def test_reparam_kl(benchmark, device, copy_bandwidth, shape, mode, impl):
+def test_reparameterize_kl(benchmark, device, copy_bandwidth, shape, mode, impl):
     backward = mode == "forward+backward"
     mu, logvar, eps, grad_z = _inputs(shape, device, requires_grad=backward)
     one = torch.ones((), device=device)
@@ -76,7 +76,7 @@ def test_reparam_kl(benchmark, device, copy_bandwidth, shape, mode, impl):
 
 
 @pytest.mark.parametrize("impl", ("torch.mul", "deepfast"))
-def test_reparam_kl_call_overhead(benchmark, device, copy_bandwidth, impl):
+def test_reparameterize_kl_call_overhead(benchmark, device, copy_bandwidth, impl):
     """Per-call cost at a small shape: the fused op against a single eager elementwise op."""
     shape = (256, 128)
     mu, logvar, eps, _ = _inputs(shape, device, requires_grad=False)

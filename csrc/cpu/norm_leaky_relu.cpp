@@ -1,4 +1,4 @@
-// CPU kernels of deepfast::norm_act and deepfast::norm_act_backward (batch / instance norm +
+// CPU kernels of deepfast::norm_leaky_relu and deepfast::norm_leaky_relu_backward (batch / instance norm +
 // LeakyReLU). Two passes over the data each way: per-group sums, then one elementwise pass.
 // NCHW data is reduced along contiguous rows of S values; channels_last data (S == 1) along
 // columns, vectorised across C (S == 0, an empty input, has nothing to reduce). Partial sums, in
@@ -15,7 +15,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "../norm_act_args.h"
+#include "../norm_leaky_relu_args.h"
 #include "reduce.h"
 
 namespace deepfast {
@@ -167,7 +167,7 @@ void for_each_element(const NormLayout& L, const F& f) {
                    [&](int64_t r0, int64_t r1) { apply_rows(L, f, r0, r1); });
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_act_cpu(const at::Tensor& x_,
+std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_leaky_relu_cpu(const at::Tensor& x_,
                                                             const c10::optional<at::Tensor>& weight,
                                                             const c10::optional<at::Tensor>& bias,
                                                             const c10::optional<at::Tensor>& mean_,
@@ -181,7 +181,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_act_cpu(const at::Tensor& x_
   at::Tensor y = at::empty_like(x, L.format());
   at::Tensor mean = stats_output(mean_, L, x);
   at::Tensor var = stats_output(var_, L, x);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "norm_act_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "norm_leaky_relu_cpu", [&] {
     using T = acc_t<scalar_t>;
     const scalar_t* px = x.const_data_ptr<scalar_t>();
     const int64_t G = L.groups(), M = L.count();
@@ -228,7 +228,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_act_cpu(const at::Tensor& x_
   return {y, mean, var};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_act_backward_cpu(
+std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_leaky_relu_backward_cpu(
     const at::Tensor& grad_y_, const at::Tensor& saved_, const c10::optional<at::Tensor>& weight,
     const c10::optional<at::Tensor>& bias, const at::Tensor& mean_, const at::Tensor& var_, bool batch_stats,
     bool instance, double eps, double slope, bool inplace) {
@@ -242,7 +242,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_act_backward_cpu(
   at::Tensor dx = at::empty_like(saved, L.format());
   at::Tensor dweight = at::empty({L.C}, saved.options().dtype(acc));
   at::Tensor dbias = at::empty({L.C}, saved.options().dtype(acc));
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, saved.scalar_type(), "norm_act_backward_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, saved.scalar_type(), "norm_leaky_relu_backward_cpu", [&] {
     using T = acc_t<scalar_t>;
     const int64_t G = L.groups(), M = L.count();
     const scalar_t *pdy = grad_y.const_data_ptr<scalar_t>(), *ps = saved.const_data_ptr<scalar_t>();
@@ -319,8 +319,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_act_backward_cpu(
 }  // namespace
 
 TORCH_LIBRARY_IMPL(deepfast, CPU, m) {
-  m.impl("norm_act", &norm_act_cpu);
-  m.impl("norm_act_backward", &norm_act_backward_cpu);
+  m.impl("norm_leaky_relu", &norm_leaky_relu_cpu);
+  m.impl("norm_leaky_relu_backward", &norm_leaky_relu_backward_cpu);
 }
 
 }  // namespace deepfast

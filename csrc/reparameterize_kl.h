@@ -11,14 +11,14 @@
 namespace deepfast {
 
 template <typename T>
-DF_HD void reparam_kl_forward(T mu, T logvar, T eps, T& z, T& kl) {
+DF_HD void reparameterize_kl_forward(T mu, T logvar, T eps, T& z, T& kl) {
   const T s = exp_acc(T(0.5) * logvar);
   z = mu + eps * s;
   kl = T(-0.5) * (T(1) + logvar - mu * mu - s * s);
 }
 
 template <typename T>
-DF_HD void reparam_kl_backward(T gz, T gkl, T mu, T logvar, T eps, T& dmu, T& dlogvar) {
+DF_HD void reparameterize_kl_backward(T gz, T gkl, T mu, T logvar, T eps, T& dmu, T& dlogvar) {
   const T s = exp_acc(T(0.5) * logvar);
   dmu = gz + gkl * mu;
   dlogvar = T(0.5) * (gz * eps * s + gkl * (s * s - T(1)));

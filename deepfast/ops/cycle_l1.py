@@ -6,7 +6,7 @@
     grad_orig_i   = -grad_rec_i
 
 Backends: torch (the reference below: weight * F.l1_loss), cpp and cuda (torch.ops.deepfast.cycle_l1,
-csrc/), triton (torch.ops.deepfast_triton.cycle_l1, kernels/cycle.py). The compiled backends make one
+csrc/), triton (torch.ops.deepfast_triton.cycle_l1, kernels/cycle_l1.py). The compiled backends make one
 pass forward (a deterministic reduction, no difference tensor) and save rec and orig; the backward is
 one pass that writes only the gradients autograd needs (output_mask).
 """
@@ -64,14 +64,14 @@ def _scale(rec: Tensor, weight: float, reduction: str) -> float:
     return weight / rec.numel() if rec.numel() else math.nan
 
 
-# --- Triton backend: custom ops around the kernels of deepfast.kernels.cycle -----------------------
+# --- Triton backend: custom ops around the kernels of deepfast.kernels.cycle_l1 -----------------------
 
 
 @torch.library.custom_op("deepfast_triton::cycle_l1", mutates_args=())
 def _triton_forward(rec: Tensor, orig: Tensor, scale: float) -> Tensor:
-    from deepfast.kernels import cycle
+    from deepfast.kernels import cycle_l1 as kernels
 
-    return cycle.forward(rec, orig, scale)
+    return kernels.forward(rec, orig, scale)
 
 
 @torch.library.custom_op(
@@ -82,9 +82,9 @@ def _triton_forward(rec: Tensor, orig: Tensor, scale: float) -> Tensor:
 def _triton_backward(
     grad: Tensor, rec: Tensor, orig: Tensor, scale: float, output_mask: list[bool]
 ) -> tuple[Tensor | None, Tensor | None]:
-    from deepfast.kernels import cycle
+    from deepfast.kernels import cycle_l1 as kernels
 
-    return cycle.backward(grad, rec, orig, scale, output_mask)
+    return kernels.backward(grad, rec, orig, scale, output_mask)
 
 
 # --- fake kernels and autograd, shared by the compiled (cpp/cuda) and Triton ops ---------------------
@@ -113,6 +113,5 @@ def _backward(ctx, backward_op, grad: Tensor):
     return grad_rec, grad_orig, None
 
 
-register_op_pair(
-    "cycle_l1", fake=_fake_forward, fake_backward=_fake_backward, setup_context=_setup_context, backward=_backward
-)
+register_op_pair("cycle_l1", "cycle_l1_backward", fakes=(_fake_forward, _fake_backward),
+                 autograd=(_setup_context, _backward))

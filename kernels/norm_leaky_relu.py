@@ -1,6 +1,6 @@
-"""Triton kernels of the fused batch / instance norm + LeakyReLU ops (math of deepfast/ops/norm_act.py).
+"""Triton kernels of the fused batch / instance norm + LeakyReLU ops (math of deepfast/ops/norm_leaky_relu.py).
 
-The data is viewed as [B][R][C][S] (deepfast.ops.norm_act.layout), one statistics group g = b * C + c
+The data is viewed as [B][R][C][S] (deepfast.ops.norm_leaky_relu.layout), one statistics group g = b * C + c
 per (b, c), of M = R * S values. Every pass cuts each group into the same chunks (``geometry``): rows
 [r0, r0 + rows) by values [s0, s0 + seg) of one channel when S > 1 (rows of S contiguous values, NCHW),
 or rows [r0, r0 + rows) of BLOCK_W channels at once when S == 1 (channels contiguous, channels_last).
@@ -9,7 +9,7 @@ chunk go to a slot of their own and ``_finish_kernel`` adds them in chunk order:
 deterministic. Per-group coefficients are computed once, in ``_finish_kernel``:
 
     forward   _sums_kernel(STATS)            shifted sums of x per chunk (batch statistics only)
-              _finish_kernel(STATS | GIVEN)   mean, var; mean, A, b of z = (x - mean) A + b (csrc/norm_act.h)
+              _finish_kernel(STATS | GIVEN)   mean, var; mean, A, b of z = (x - mean) A + b (csrc/norm_leaky_relu.h)
               _apply_kernel(STATS)           y = leaky((x - mean) A + b)
     backward  _sums_kernel(FROM_X | FROM_Y)  sums of dz and dz * xhat per chunk
               _finish_kernel(FROM_X | FROM_Y) the sums per group; mean, A, b, P, Q of dx = A dz + du P + Q
@@ -30,7 +30,7 @@ from deepfast.kernels._device import on_device
 # What _sums_kernel reduces, _finish_kernel computes and _apply_kernel writes. GIVEN: running statistics.
 STATS, FROM_X, FROM_Y, GIVEN = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2), tl.constexpr(3)
 FWD_COEFS, BWD_COEFS = tl.constexpr(3), tl.constexpr(5)  # per group: (mean, A, b), (mean, A, b, P, Q)
-MIN_WEIGHT = tl.constexpr(1e-5)  # in-place mode: w -> sign(w) max(|w|, 1e-5), as deepfast.ops.norm_act
+MIN_WEIGHT = tl.constexpr(1e-5)  # in-place mode: w -> sign(w) max(|w|, 1e-5), as deepfast.ops.norm_leaky_relu
 
 BLOCK = 1024  # values per tile (half that for float64, which would spill registers), over NUM_WARPS warps
 NUM_WARPS = 8  # 4 values a thread: with 4 warps, Triton 3.6's ptxas spills some tiles inside their loops
@@ -57,7 +57,7 @@ def _scalar(v, ACC: tl.constexpr):
 
 @triton.jit
 def _shift(first):
-    """The shift of the shifted sums: the group's first value, 0 where that is not finite (as csrc/norm_act.h)."""
+    """The shift of the shifted sums: the group's first value, 0 where that is not finite (as csrc/norm_leaky_relu.h)."""
     return tl.where(first - first == 0, first, 0.0)
 
 

@@ -14,8 +14,8 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
-#include "../pgd.h"
-#include "../pgd_args.h"
+#include "../pgd_step.h"
+#include "../pgd_step_args.h"
 #include "launch.cuh"
 
 namespace deepfast {

@@ -3,8 +3,8 @@
     z  = mu + eps * exp(logvar / 2)
     kl = -1/2 * (1 + logvar - mu^2 - exp(logvar))      per element, then reduced
 
-Backends: torch (the reference below), cpp and cuda (torch.ops.deepfast.reparam_kl, csrc/),
-triton (torch.ops.deepfast_triton.reparam_kl, kernels/reparam_kl.py). The compiled backends make one
+Backends: torch (the reference below), cpp and cuda (torch.ops.deepfast.reparameterize_kl, csrc/),
+triton (torch.ops.deepfast_triton.reparameterize_kl, kernels/reparameterize_kl.py). The compiled backends make one
 pass forward (z and the kl reduction) and one pass backward:
 
     dmu     = gz + gkl * mu
@@ -77,7 +77,7 @@ def reparameterize_kl(
     if backend == "torch":
         return in_float32(reparameterize_kl_reference, mu, logvar, eps, reduction=reduction)
     reduce, scale = reduction != "none", _scale(mu, reduction)
-    op = torch.ops.deepfast_triton.reparam_kl if backend == "triton" else torch.ops.deepfast.reparam_kl
+    op = torch.ops.deepfast_triton.reparameterize_kl if backend == "triton" else torch.ops.deepfast.reparameterize_kl
     return op(mu, logvar, eps, reduce, scale)
 
 
@@ -89,23 +89,23 @@ def _scale(mu: Tensor, reduction: str) -> float:
     return 1.0 / count if count else math.nan
 
 
-# --- Triton backend: custom ops around the kernels of deepfast.kernels.reparam_kl -------------------
+# --- Triton backend: custom ops around the kernels of deepfast.kernels.reparameterize_kl -------------------
 
 
-@torch.library.custom_op("deepfast_triton::reparam_kl", mutates_args=())
+@torch.library.custom_op("deepfast_triton::reparameterize_kl", mutates_args=())
 def _triton_forward(mu: Tensor, logvar: Tensor, eps: Tensor, reduce: bool, scale: float) -> tuple[Tensor, Tensor]:
-    from deepfast.kernels import reparam_kl
+    from deepfast.kernels import reparameterize_kl as kernels
 
-    return reparam_kl.forward(mu, logvar, eps, reduce, scale)
+    return kernels.forward(mu, logvar, eps, reduce, scale)
 
 
-@torch.library.custom_op("deepfast_triton::reparam_kl_backward", mutates_args=())
+@torch.library.custom_op("deepfast_triton::reparameterize_kl_backward", mutates_args=())
 def _triton_backward(
     grad_z: Tensor, grad_kl: Tensor, mu: Tensor, logvar: Tensor, eps: Tensor, scale: float
 ) -> tuple[Tensor, Tensor]:
-    from deepfast.kernels import reparam_kl
+    from deepfast.kernels import reparameterize_kl as kernels
 
-    return reparam_kl.backward(grad_z, grad_kl, mu, logvar, eps, scale)
+    return kernels.backward(grad_z, grad_kl, mu, logvar, eps, scale)
 
 
 # --- fake kernels and autograd, shared by the compiled (cpp/cuda) and Triton ops ---------------------
@@ -135,6 +135,5 @@ def _backward(ctx, backward_op, grad_z: Tensor, grad_kl: Tensor):
     return grad_mu, grad_logvar, None, None, None
 
 
-register_op_pair(
-    "reparam_kl", fake=_fake_forward, fake_backward=_fake_backward, setup_context=_setup_context, backward=_backward
-)
+register_op_pair("reparameterize_kl", "reparameterize_kl_backward", fakes=(_fake_forward, _fake_backward),
+                 autograd=(_setup_context, _backward))

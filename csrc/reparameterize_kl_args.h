@@ -1,4 +1,4 @@
-// Arguments and outputs of deepfast::reparam_kl and reparam_kl_backward, shared by the CPU and CUDA
+// Arguments and outputs of deepfast::reparameterize_kl and reparameterize_kl_backward, shared by the CPU and CUDA
 // implementations (host code only): checked, made contiguous, outputs allocated.
 #pragma once
 
@@ -10,7 +10,7 @@
 
 namespace deepfast {
 
-inline void check_reparam_kl_inputs(const at::Tensor& mu, const at::Tensor& logvar, const at::Tensor& eps) {
+inline void check_reparameterize_kl_inputs(const at::Tensor& mu, const at::Tensor& logvar, const at::Tensor& eps) {
   check_float(mu, "mu");
   check_like(logvar, "logvar", mu, "mu");
   check_like(eps, "eps", mu, "mu");
@@ -21,7 +21,7 @@ struct ReparamKLForward {
   at::Tensor mu, logvar, eps, z, kl;
 
   ReparamKLForward(const at::Tensor& mu_, const at::Tensor& logvar_, const at::Tensor& eps_, bool reduce) {
-    check_reparam_kl_inputs(mu_, logvar_, eps_);
+    check_reparameterize_kl_inputs(mu_, logvar_, eps_);
     mu = mu_.contiguous(), logvar = logvar_.contiguous(), eps = eps_.contiguous();
     z = at::empty_like(mu, at::MemoryFormat::Contiguous);
     kl = reduce ? at::empty({}, mu.options()) : at::empty_like(z);
@@ -35,7 +35,7 @@ struct ReparamKLBackward {
 
   ReparamKLBackward(const at::Tensor& grad_z_, const at::Tensor& grad_kl_, const at::Tensor& mu_,
                     const at::Tensor& logvar_, const at::Tensor& eps_) {
-    check_reparam_kl_inputs(mu_, logvar_, eps_);
+    check_reparameterize_kl_inputs(mu_, logvar_, eps_);
     check_like(grad_z_, "grad_z", mu_, "mu");
     reduced = check_grad_kl(grad_kl_, mu_);
     mu = mu_.contiguous(), logvar = logvar_.contiguous(), eps = eps_.contiguous();

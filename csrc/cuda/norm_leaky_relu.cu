@@ -1,10 +1,10 @@
-// CUDA kernels of deepfast::norm_act and deepfast::norm_act_backward (batch / instance norm +
-// LeakyReLU), in three passes each way over the chunks of NormGeometry (norm_act_args.h), one block a
+// CUDA kernels of deepfast::norm_leaky_relu and deepfast::norm_leaky_relu_backward (batch / instance norm +
+// LeakyReLU), in three passes each way over the chunks of NormGeometry (norm_leaky_relu_args.h), one block a
 // chunk, so that a large statistics group spreads over many blocks:
 //   sums_kernel    the partial sums of one chunk, into a slot of its own
 //   finish_kernel  per group: the slots added in chunk order (deterministic), mean and var (forward) or
 //                  the sums of dz and dz * xhat (backward), and the coefficients of the elementwise pass
-//   apply_kernel   y = leaky((x - mean) A + b) forward, dx = A dz + du P + Q backward (norm_act.h)
+//   apply_kernel   y = leaky((x - mean) A + b) forward, dx = A dz + du P + Q backward (norm_leaky_relu.h)
 // A block takes values of one channel, kThreads apart along its rows (S > 1), or kLanes channels side by
 // side, kRows rows at a time (S == 1: channels contiguous, channels_last). No element index is divided.
 #include <ATen/Dispatch.h>
@@ -16,7 +16,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
-#include "../norm_act_args.h"
+#include "../norm_leaky_relu_args.h"
 #include "launch.cuh"
 
 namespace deepfast {
@@ -244,7 +244,7 @@ void run_passes(const NormLayout& L, const scalar_t* a, const scalar_t* dy, cons
   using T = acc_t<scalar_t>;
   const NormGeometry q(L, kLanes);
   const int64_t blocks = q.blocks(L), groups = L.groups();
-  TORCH_CHECK(blocks < (int64_t(1) << 31), "deepfast: norm_act: too many blocks (", blocks, ") for one launch");
+  TORCH_CHECK(blocks < (int64_t(1) << 31), "deepfast: norm_leaky_relu: too many blocks (", blocks, ") for one launch");
   at::Tensor part = at::empty({2, groups * q.chunks}, out1.options());
   at::Tensor coef = at::empty({groups * (kFinishMode == kStats || kFinishMode == kGiven ? kForwardCoefs : kBackwardCoefs)},
                               out1.options());
@@ -275,7 +275,7 @@ void run_layout(const NormLayout& L, Args&&... args) {
   }
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_act_cuda(const at::Tensor& x_,
+std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_leaky_relu_cuda(const at::Tensor& x_,
                                                              const c10::optional<at::Tensor>& weight,
                                                              const c10::optional<at::Tensor>& bias,
                                                              const c10::optional<at::Tensor>& mean_,
@@ -290,7 +290,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_act_cuda(const at::Tensor& x
   at::Tensor y = at::empty_like(x, L.format());
   at::Tensor mean = at::empty({L.groups()}, x.options().dtype(acc)), var = at::empty_like(mean);
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "norm_act_cuda", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "norm_leaky_relu_cuda", [&] {
     using T = acc_t<scalar_t>;
     const Params<T> p{ptr<T>(w), ptr<T>(b), ptr<T>(rm), ptr<T>(rv), eps, slope, inplace};
     const scalar_t* px = x.const_data_ptr<scalar_t>();
@@ -303,7 +303,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_act_cuda(const at::Tensor& x
   return {y, mean, var};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_act_backward_cuda(
+std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_leaky_relu_backward_cuda(
     const at::Tensor& grad_y_, const at::Tensor& saved_, const c10::optional<at::Tensor>& weight,
     const c10::optional<at::Tensor>& bias, const at::Tensor& mean_, const at::Tensor& var_, bool batch_stats,
     bool instance, double eps, double slope, bool inplace) {
@@ -316,7 +316,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_act_backward_cuda(
   at::Tensor dx = at::empty_like(saved, L.format());
   at::Tensor s1 = at::empty({L.groups()}, saved.options().dtype(acc)), s2 = at::empty_like(s1);
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, saved.scalar_type(), "norm_act_backward_cuda", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, saved.scalar_type(), "norm_leaky_relu_backward_cuda", [&] {
     using T = acc_t<scalar_t>;
     const Params<T> p{ptr<T>(w), ptr<T>(b), mean.const_data_ptr<T>(), var.const_data_ptr<T>(), eps, slope, inplace};
     const scalar_t *pa = saved.const_data_ptr<scalar_t>(), *pdy = grad_y.const_data_ptr<scalar_t>();
@@ -332,8 +332,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_act_backward_cuda(
 }  // namespace
 
 TORCH_LIBRARY_IMPL(deepfast, CUDA, m) {
-  m.impl("norm_act", &norm_act_cuda);
-  m.impl("norm_act_backward", &norm_act_backward_cuda);
+  m.impl("norm_leaky_relu", &norm_leaky_relu_cuda);
+  m.impl("norm_leaky_relu_backward", &norm_leaky_relu_backward_cuda);
 }
 
 }  // namespace deepfast
