@@ -19,11 +19,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from deepfast.attacks.base import Attack, Normalization, check_eps, check_positive_int
+from deepfast.attacks.base import Attack, Normalization, check_positive_int
 from deepfast.attacks.graphed import StaticRun, momentum_
 from deepfast.attacks.targets import Target
 from deepfast.ops import pgd_random_start, pgd_step_
-from deepfast.ops._checks import check_choice
+from deepfast._validation import check_choice, check_finite_float
 from deepfast.ops.pgd_step import NORMS
 
 
@@ -84,7 +84,7 @@ class PGD(Attack):
     ) -> None:
         super().__init__(model, eps=eps, target=target, normalization=normalization, seed=seed, amp=amp)
         self.steps = check_positive_int(steps, "steps")
-        self.alpha = 2.5 * self.eps / self.steps if alpha is None else check_eps(alpha, "alpha")
+        self.alpha = 2.5 * self.eps / self.steps if alpha is None else check_finite_float(alpha, "alpha", minimum=0)
         check_choice(norm, "norm", NORMS)
         self.norm = norm
         self.random_start = bool(random_start)
@@ -92,7 +92,7 @@ class PGD(Attack):
         if self.restarts > 1 and not self.random_start:
             raise ValueError("restarts > 1 needs random_start=True (restarts from the image itself are all the same)")
         self.early_stop = bool(early_stop)
-        self.momentum = check_eps(momentum, "momentum")
+        self.momentum = check_finite_float(momentum, "momentum", minimum=0)
         self.cuda_graph = bool(cuda_graph)
         if self.cuda_graph and type(self).objective is not PGD.objective:
             raise ValueError(f"cuda_graph=True is not supported by {self.name}: its objective depends on more than "
@@ -246,5 +246,5 @@ class MIFGSM(PGD):
 
     def __init__(self, model: nn.Module, eps: float = 8 / 255, alpha: float | None = None, steps: int = 10,
                  momentum: float = 1.0, norm: str = "inf", **kwargs) -> None:
-        alpha = check_eps(eps) / check_positive_int(steps, "steps") if alpha is None else alpha
+        alpha = check_finite_float(eps, "eps", minimum=0) / check_positive_int(steps, "steps") if alpha is None else alpha
         super().__init__(model, eps, alpha, steps, random_start=False, norm=norm, momentum=momentum, **kwargs)

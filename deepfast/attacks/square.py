@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from deepfast.attacks.base import Attack, Normalization, check_positive_int
 from deepfast.attacks.targets import Target
-from deepfast.ops._checks import check_choice
+from deepfast._validation import check_choice
 from deepfast.ops.pgd_step import NORMS
 
 # Fractions of the query budget at which the square's area p is halved.

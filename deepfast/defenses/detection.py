@@ -23,8 +23,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from deepfast._validation import check_finite_float
 from deepfast.attacks import FGSM, PGD, Attack, eval_mode
-from deepfast.attacks.base import check_eps, check_positive_int, model_device
+from deepfast.attacks.base import check_positive_int, model_device
 
 
 def find_layer(model: nn.Module, layer: str) -> nn.Module:
@@ -160,7 +161,7 @@ class AdaptivePGD(PGD):
         if detector_loss not in ADAPTIVE_LOSSES:
             raise ValueError(f"detector_loss must be one of {', '.join(ADAPTIVE_LOSSES)}, got {detector_loss!r}")
         self.detector = detector
-        self.c = check_eps(c, "c")
+        self.c = check_finite_float(c, "c", minimum=0)
         self.detector_loss = detector_loss
 
     def objective(self, x: Tensor, goal: Tensor, targeted: bool,
@@ -221,7 +222,7 @@ def detection_report(classifier: nn.Module, layer: str, train: tuple[Tensor, Ten
     ``AdaptivePGD`` (one row per value of ``c`` and per ``detector_losses``). train, test: (images
     (N, C, H, W) in [0, 1], labels (N,)).
     Attacks are seeded with ``seed``."""
-    eps = check_eps(eps)
+    eps = check_finite_float(eps, "eps", minimum=0)
     attacks: list[tuple[str, Attack]] = [("FGSM", FGSM(classifier, eps, early_stop=False, seed=seed)),
                                          (f"PGD-{steps}", PGD(classifier, eps, steps=steps, early_stop=False, seed=seed))]
     x_train, y_train = train

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from deepfast.nn import BatchNormLeakyReLU2d, ConvNormAct, InstanceNormLeakyReLU2d, Reparameterize
-from deepfast.ops._checks import check_choice
+from deepfast._validation import check_choice
 from deepfast.ops.reparameterize_kl import reparameterize_kl_reference
 
 IMPLS = ("fused", "reference")

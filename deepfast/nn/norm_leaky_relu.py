@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
 
-from deepfast.ops._checks import check_choice
+from deepfast._validation import check_choice
 from deepfast.ops.norm_leaky_relu import batch_norm_leaky_relu, instance_norm_leaky_relu
 
 

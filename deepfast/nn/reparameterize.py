@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from deepfast.ops.reparameterize_kl import REDUCTIONS, reparameterize_kl
-from deepfast.ops._checks import check_choice
+from deepfast._validation import check_choice
 
 
 class Reparameterize(nn.Module):

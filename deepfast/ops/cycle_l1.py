@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from deepfast import backends
-from deepfast.ops._checks import check_choice, check_finite_float, check_float, check_like, in_float32
+from deepfast._validation import check_choice, check_finite_float, check_float, check_like, in_float32
 from deepfast.ops._register import register_op_pair
 
 REDUCTIONS = ("mean", "sum")

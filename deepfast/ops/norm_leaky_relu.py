@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from deepfast import backends
-from deepfast.ops._checks import HALF_TYPES, check_float
+from deepfast._validation import acc_dtype, check_float
 from deepfast.ops._register import register_op_pair
 
 INPLACE_MIN_WEIGHT = 1e-5
@@ -52,17 +52,12 @@ def inplace_weight(weight: Tensor) -> Tensor:
     return torch.where(weight.isfinite(), weight + (clamped - weight).detach(), weight)
 
 
-def _compute_dtype(x: Tensor) -> torch.dtype:
-    """The dtype the references compute in: float32 for half types, else that of x."""
-    return torch.float32 if x.dtype in HALF_TYPES else x.dtype
-
-
 def _affine(x: Tensor, weight: Tensor | None, bias: Tensor | None, inplace: bool) -> tuple:
     """weight and bias as the reference uses them: in-place weight, in the compute dtype (their own
     may differ: gradients come back in theirs)."""
     if inplace:
         weight = inplace_weight(weight if weight is not None else x.new_ones(x.shape[1]))
-    return tuple(None if t is None else t.to(_compute_dtype(x)) for t in (weight, bias))
+    return tuple(None if t is None else t.to(acc_dtype(x)) for t in (weight, bias))
 
 
 def batch_norm_leaky_relu_reference(
@@ -81,7 +76,7 @@ def batch_norm_leaky_relu_reference(
     """F.batch_norm + F.leaky_relu in the compute dtype (float32 for half types, else x's); updates the
     running stats in training (in their own dtype)."""
     weight, bias = _affine(x, weight, bias, inplace)
-    dtype = _compute_dtype(x)
+    dtype = acc_dtype(x)
     stats = [None if t is None else t.to(dtype) for t in (running_mean, running_var)]  # copies if cast
     z = F.batch_norm(x.to(dtype), *stats, weight, bias, training, momentum, eps)
     if training:  # running statistics updated in the compute dtype, stored back into a cast copy's origin
@@ -103,7 +98,7 @@ def instance_norm_leaky_relu_reference(
 ) -> Tensor:
     """F.instance_norm + F.leaky_relu in the compute dtype (float32 for half types, else x's)."""
     weight, bias = _affine(x, weight, bias, inplace)
-    z = F.instance_norm(x.to(_compute_dtype(x)), weight=weight, bias=bias, eps=eps)
+    z = F.instance_norm(x.to(acc_dtype(x)), weight=weight, bias=bias, eps=eps)
     return F.leaky_relu(z, negative_slope).to(x.dtype)
 
 
@@ -263,10 +258,6 @@ def layout(x: Tensor, instance: bool) -> Layout:
     return Layout(b, 1 if instance else n, c, spatial, False)
 
 
-def _acc_dtype(x: Tensor) -> torch.dtype:
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
-
-
 # --- Triton backend: custom ops around the kernels of deepfast.kernels.norm_leaky_relu ---------------------
 
 
@@ -304,13 +295,13 @@ def _triton_backward(
 
 def _fake_forward(x, weight, bias, mean, var, instance, eps, slope, inplace):
     lay = layout(x, instance)
-    stats = x.new_empty(lay.B * lay.C, dtype=_acc_dtype(x))
+    stats = x.new_empty(lay.B * lay.C, dtype=acc_dtype(x))
     return torch.empty_like(x, memory_format=lay.memory_format), stats, torch.empty_like(stats)
 
 
 def _fake_backward(grad_y, saved, weight, bias, mean, var, batch_stats, instance, eps, slope, inplace):
     lay = layout(saved, instance)
-    grad = saved.new_empty(lay.C, dtype=_acc_dtype(saved))
+    grad = saved.new_empty(lay.C, dtype=acc_dtype(saved))
     return torch.empty_like(saved, memory_format=lay.memory_format), grad, torch.empty_like(grad)
 
 

@@ -28,17 +28,12 @@ from torch import Tensor
 from torch._prims_common import suggest_memory_format
 
 from deepfast import backends
-from deepfast.ops._checks import check_choice, check_finite_float, check_float, check_like, in_float32
+from deepfast._validation import acc_dtype, check_choice, check_finite_float, check_float, check_like, in_float32
 from deepfast.ops._register import register_op_pair
 
 NORMS = ("inf", "2")
 
 Amount = float | Tensor  # a Python float, or one value per sample: a tensor of shape (N,)
-
-
-def _acc_dtype(x: Tensor) -> torch.dtype:
-    """The dtype the kernels compute in: float64 for float64, else float32."""
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
 def _per_sample(value: Amount, x: Tensor) -> Amount:
@@ -152,7 +147,7 @@ def pgd_random_start(
     _check_amount(eps, "eps", x, "x")
     check_choice(norm, "norm", NORMS)
     bounds = _check_clamp(clamp)
-    acc = _acc_dtype(x)
+    acc = acc_dtype(x)
     e = _per_sample(eps.to(acc) if isinstance(eps, Tensor) else eps, x)
     if norm == "inf":
         delta = (2 * torch.rand(x.shape, generator=generator, dtype=acc, device=x.device) - 1) * e
@@ -181,15 +176,13 @@ def _check_no_grad(t: Tensor, name: str) -> None:
 def _check_amount(value: object, name: str, x: Tensor, x_name: str) -> None:
     """step_size or eps: a finite float >= 0, or a tensor of shape (N,) of such values on x's device, within
     the range of the accumulation dtype of x (float32 for all but float64)."""
-    largest = torch.finfo(_acc_dtype(x)).max
+    largest = torch.finfo(acc_dtype(x)).max
     if not isinstance(value, Tensor):
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise TypeError(f"{name} must be a Python float or a tensor of shape (N,), got {type(value).__name__}")
-        check_finite_float(value, name)
-        if value < 0:
-            raise ValueError(f"{name} must be >= 0, got {value}")
+        check_finite_float(value, name, minimum=0)
         if value > largest:
-            raise ValueError(f"{name} must be at most {largest:.6g} (the largest {_acc_dtype(x)}, the dtype the "
+            raise ValueError(f"{name} must be at most {largest:.6g} (the largest {acc_dtype(x)}, the dtype the "
                              f"step of {x_name} of dtype {x.dtype} is computed in), got {value:g}")
         return
     check_float(value, name)
@@ -207,7 +200,7 @@ def _check_amount(value: object, name: str, x: Tensor, x_name: str) -> None:
     if on_cpu and not torch.compiler.is_compiling() and not bool((torch.isfinite(value) & (value >= 0)).all()):
         raise ValueError(f"{name} must be finite and >= 0 in every sample")
     if on_cpu and not torch.compiler.is_compiling() and bool((value > largest).any()):
-        raise ValueError(f"{name} must be at most {largest:.6g} (the largest {_acc_dtype(x)}) in every sample")
+        raise ValueError(f"{name} must be at most {largest:.6g} (the largest {acc_dtype(x)}) in every sample")
 
 
 def _check_clamp(clamp: object) -> tuple[float, float] | None:
@@ -256,7 +249,7 @@ def _step(x_adv, grad, x_orig, step_size, eps, norm, clamp, inplace: bool) -> Te
     _check_amount(eps, "eps", x_adv, "x_adv")
     check_choice(norm, "norm", NORMS)
     bounds = _check_clamp(clamp)
-    acc = _acc_dtype(x_adv)
+    acc = acc_dtype(x_adv)
     backend = backends.select(x_adv.device)
     if backend == "torch":
         step_size, eps = (v.to(acc) if isinstance(v, Tensor) else v for v in (step_size, eps))

@@ -1,4 +1,5 @@
-"""Argument checks shared by the ops: each error names the argument at fault."""
+"""Argument checks shared by the whole package (ops, layers, losses, attacks, defenses): each error names
+the argument at fault. Internal: imported by deepfast's modules, not part of the public API."""
 
 from __future__ import annotations
 
@@ -33,12 +34,20 @@ def check_choice(value: object, name: str, choices: Sequence[str]) -> None:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
 
 
-def check_finite_float(value: object, name: str) -> None:
-    """``value`` must be a finite Python number (a float; an int does too)."""
+def check_finite_float(value: object, name: str, minimum: float | None = None) -> float:
+    """``value`` must be a finite Python number (a float; an int does too), >= ``minimum`` when given;
+    returned as a float."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a Python float, got {type(value).__name__}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
+    if not math.isfinite(value) or (minimum is not None and value < minimum):
+        bound = "" if minimum is None else f" and >= {minimum:g}"
+        raise ValueError(f"{name} must be finite{bound}, got {value}")
+    return float(value)
+
+
+def acc_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype the kernels and the references compute in for x: float64 for float64, else float32."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
 def in_float32(
