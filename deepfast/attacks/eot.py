@@ -89,6 +89,8 @@ class EOTPGD(PGD):
         eot_samples: K, the transformations per step (the model sees K * N images per step).
     """
 
+    supports_cuda_graph = False  # the transforms are drawn anew every step
+
     def __init__(self, model: nn.Module, eps: float = 8 / 255, alpha: float | None = None, steps: int = 10,
                  random_start: bool = True, norm: str = "inf", *,
                  transform: RandomTransform | Callable[[Tensor, torch.Generator | None], Tensor] | None = None,

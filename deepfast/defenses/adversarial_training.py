@@ -59,6 +59,8 @@ class TradesPGD(PGD):
     avoids the zero gradient of the KL at x_adv = x). Every sample takes every step (no early stop, which
     would stop on misclassification, not TRADES' goal); untargeted, one restart."""
 
+    supports_cuda_graph = False  # the objective reads the clean logits set per call
+
     def __init__(self, model: nn.Module, eps: float = 0.3, alpha: float | None = None, steps: int = 10,
                  norm: str = "inf", **kwargs) -> None:
         super().__init__(model, eps, alpha, steps, random_start=True, norm=norm, early_stop=False, **kwargs)

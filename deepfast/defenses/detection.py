@@ -152,6 +152,8 @@ class AdaptivePGD(PGD):
     fools the classifier less. Every sample takes every step (early stop would stop as soon as the
     classifier is fooled, detected or not). Args as PGD's, plus ``detector``, ``c`` >= 0 and ``detector_loss``."""
 
+    supports_cuda_graph = False  # the objective records a layer's output with hooks set per forward
+
     def __init__(self, model: nn.Module, detector: ActivationDetector, eps: float = 0.3, alpha: float | None = None,
                  steps: int = 40, c: float = 1.0, norm: str = "inf", *, detector_loss: str = "softplus",
                  **kwargs) -> None:
