@@ -19,8 +19,7 @@ An attack is called as ``adv = atk(images, labels)``:
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from itertools import chain
 from typing import ClassVar
 
@@ -28,30 +27,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from deepfast._inference import eval_mode
 from deepfast._validation import check_finite_float
 from deepfast.amp import autocast, check_amp
 from deepfast.attacks.targets import Target, check_target, resolve_target
 
 Normalization = tuple[Sequence[float] | float | Tensor, Sequence[float] | float | Tensor]
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module, freeze: bool = False) -> Iterator[None]:
-    """Puts ``model`` in eval mode and restores the training flag of each submodule afterwards. With
-    ``freeze``, its parameters also stop requiring grad meanwhile (their flags are restored too), so
-    that a backward to the input computes no parameter gradient and the forward keeps nothing for one."""
-    modes = [(m, m.training) for m in model.modules()]
-    flags = [(p, p.requires_grad) for p in model.parameters()] if freeze else []
-    model.eval()
-    try:
-        for p, _ in flags:
-            p.requires_grad_(False)
-        yield
-    finally:
-        for m, training in modes:
-            m.training = training
-        for p, requires_grad in flags:
-            p.requires_grad_(requires_grad)
 
 
 def model_device(model: nn.Module) -> torch.device:

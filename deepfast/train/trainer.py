@@ -21,11 +21,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 import deepfast
 from deepfast import progress
+from deepfast._inference import evaluating
 from deepfast.amp import autocast
 from deepfast.grid import save_grid
 from deepfast.nn import convert_sync_batchnorm
 from deepfast.files import remove_temp_files
-from deepfast import progress
 from deepfast.train.checkpoint import FORMAT, atomic_save, load_checkpoint, load_state, rng_state, set_rng_state
 from deepfast.train.config import TrainConfig, check_option
 from deepfast.train.data import ShardSampler, load_split, make_loader, to_device
@@ -190,18 +190,8 @@ class Trainer:
             for p in params:
                 p.requires_grad_(True)
 
-    @contextlib.contextmanager
-    def evaluating(self, *models: nn.Module) -> Iterator[None]:
-        """``models`` in eval mode, without grad, restored to their modes afterwards."""
-        modes = [m.training for m in models]
-        for m in models:
-            m.eval()
-        try:
-            with torch.no_grad():
-                yield
-        finally:
-            for m, mode in zip(models, modes):
-                m.train(mode)
+    # ``with self.evaluating(*models):`` models in eval mode (each submodule's flag restored) without grad
+    evaluating = staticmethod(evaluating)
 
     def num_samples(self, default: int) -> int:
         """Images in a sample grid: config.samples, else ``default``."""
