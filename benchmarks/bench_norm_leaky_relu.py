@@ -30,7 +30,7 @@ from torch import nn
 
 import deepfast
 from benchmarks.conftest import backend_impls, bench_device, measure, shape_params
-from benchmarks.memory import STACKS, conv_stack, saved_bytes
+from deepfast._memory import STACKS, conv_stack, saved_bytes
 from deepfast.nn import BatchNormLeakyReLU2d, InstanceNormLeakyReLU2d
 
 SHAPES = shape_params((64, 128, 32, 32), (16, 64, 128, 128), (1, 256, 64, 64), (256, 64, 56, 56))

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Where the time of a training step goes: torch.profiler over a few steps (benchmarks/train_steps.py),
+"""Where the time of a training step goes: torch.profiler over a few steps (deepfast/train/step.py),
 the self CPU time of the ops summed into categories, per step, for each impl.
 
     python benchmarks/profile_train_step.py dcgan 64                   # reference and fused, eager
@@ -13,16 +13,13 @@ autograd nodes), optimizer (Adam), other (losses, the rest of autograd, allocati
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks.train_steps import MODELS, make_step  # noqa: E402
+from deepfast.train.step import MODELS, make_step
 
 CATEGORIES = {
     "conv": ("convolution", "reflection_pad"),

@@ -8,7 +8,7 @@ from conftest import assert_compiles_fullgraph
 from torch import nn
 
 import deepfast
-from benchmarks.memory import STACKS, conv_stack, saved_bytes
+from deepfast._memory import STACKS, conv_stack, saved_bytes
 from deepfast.nn import BatchNormLeakyReLU2d, ConvNormAct, InstanceNormLeakyReLU2d, convert, fuse_conv_bn
 
 TOL = dict(rtol=3e-5, atol=3e-5)

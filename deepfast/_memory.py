@@ -1,4 +1,5 @@
-"""Activation memory of a training step: what autograd saves for backward (used by bench_norm_leaky_relu.py,
+"""Activation memory of a training step: what autograd saves for backward, and the conv stacks the
+fused layers' savings are measured on (shared by benchmarks/bench_norm_leaky_relu.py,
 bench_train_step.py and tests/test_nn_norm_leaky_relu.py)."""
 
 from __future__ import annotations

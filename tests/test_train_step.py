@@ -1,10 +1,10 @@
-"""benchmarks/train_steps.py: each training step runs at tiny sizes, fused and reference give the same
+"""deepfast/train/step.py: each training step runs at tiny sizes, fused and reference give the same
 losses from the same weights and noise, and a step trains (the weights change)."""
 
 import pytest
 import torch
 
-from benchmarks.train_steps import MODELS, make_step
+from deepfast.train.step import MODELS, make_step
 
 # batch and network sizes small enough for the three models to take well under a second each
 TINY = {

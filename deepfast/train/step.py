@@ -1,6 +1,7 @@
 """One training step of the VAE, DCGAN and CycleGAN trainers of deepfast.train (the library's own
-``train_step``: forward, losses, backward, optimizer steps) on a fixed batch. Used by
-bench_train_step.py, compare_train_step.py, profile_train_step.py and tests/test_train_steps.py.
+``train_step``: forward, losses, backward, optimizer steps) on a fixed batch: what the speed section
+of the demo (deepfast/demo/speed.py), benchmarks/bench_train_step.py, compare_train_step.py and
+profile_train_step.py time, and tests/test_train_step.py checks.
 
     step = make_step("dcgan", "fused", batch=64, compile=True)
     losses = step()          # one step on the fixed batch: a tuple of detached 0-dim float32 losses
@@ -32,8 +33,9 @@ import torch
 from torch import Tensor, nn
 
 from deepfast.data import digits, ihc
-from deepfast.train import TrainConfig, make_trainer
+from deepfast.train.config import TrainConfig
 from deepfast.train.data import to_device
+from deepfast.train.registry import make_trainer
 
 MODELS = ("vae", "dcgan", "cyclegan")
 # The networks' sizes (trainer options) and the image size of each step; ``make_step`` overrides them.
