@@ -2,9 +2,9 @@
 
 import pytest
 import torch
-from conftest import TOLERANCE, assert_compiles_fullgraph, compiled_namespaces
 
 import deepfast
+from conftest import TOLERANCE, assert_compiles_fullgraph, compiled_namespaces
 from deepfast import backends
 from deepfast.ops import cycle_l1, cycle_l1_reference
 from deepfast.ops.cycle_l1 import REDUCTIONS

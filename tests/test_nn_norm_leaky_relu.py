@@ -4,10 +4,10 @@ import copy
 
 import pytest
 import torch
-from conftest import assert_compiles_fullgraph
 from torch import nn
 
 import deepfast
+from conftest import assert_compiles_fullgraph
 from deepfast._memory import STACKS, conv_stack, saved_bytes
 from deepfast.nn import BatchNormLeakyReLU2d, ConvNormAct, InstanceNormLeakyReLU2d, convert, fuse_conv_bn
 

@@ -4,9 +4,9 @@ reference (F.batch_norm / F.instance_norm + F.leaky_relu), and their contract.""
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TOLERANCE, assert_compiles_fullgraph, compiled_op_pairs
 
 import deepfast
+from conftest import TOLERANCE, assert_compiles_fullgraph, compiled_op_pairs
 from deepfast import backends
 from deepfast.ops.norm_leaky_relu import batch_norm_leaky_relu, instance_norm_leaky_relu
 

@@ -3,10 +3,10 @@ the contract (inside the eps ball and the box, never NaN), layouts, compile, opc
 
 import pytest
 import torch
-from conftest import TOLERANCE, assert_compiles_fullgraph, compiled_namespaces
 from torch._prims_common import suggest_memory_format
 
 import deepfast
+from conftest import TOLERANCE, assert_compiles_fullgraph, compiled_namespaces
 from deepfast import backends
 from deepfast.ops import pgd_random_start, pgd_step, pgd_step_, pgd_step_reference
 

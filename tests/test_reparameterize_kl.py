@@ -2,9 +2,9 @@
 
 import pytest
 import torch
-from conftest import TOLERANCE, assert_compiles_fullgraph, compiled_op_pairs
 
 import deepfast
+from conftest import TOLERANCE, assert_compiles_fullgraph, compiled_op_pairs
 from deepfast import backends
 from deepfast.ops.reparameterize_kl import REDUCTIONS, reparameterize_kl, reparameterize_kl_reference
 

@@ -42,11 +42,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from deepfast._validation import check_choice, check_finite_float
 from deepfast.attacks.base import check_positive_int
 from deepfast.attacks.pgd import PGD
 from deepfast.attacks.targets import other_classes, until_done
 from deepfast.ops import pgd_random_start, pgd_step_
-from deepfast._validation import check_choice, check_finite_float
 
 LOSSES = ("ce", "dlr")
 

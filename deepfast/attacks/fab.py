@@ -31,9 +31,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from deepfast._validation import check_choice, check_finite_float
 from deepfast.attacks.base import Attack, Normalization, check_positive_int
 from deepfast.attacks.targets import Target, other_classes, until_done
-from deepfast._validation import check_choice, check_finite_float
 from deepfast.ops.pgd_step import NORMS
 
 

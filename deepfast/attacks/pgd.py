@@ -20,12 +20,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from deepfast._validation import check_choice, check_finite_float
 from deepfast.attacks.base import Attack, Normalization, check_positive_int
 from deepfast.attacks.graphed import StaticRun
 from deepfast.attacks.step import step_
 from deepfast.attacks.targets import Target
 from deepfast.ops import pgd_random_start
-from deepfast._validation import check_choice, check_finite_float
 from deepfast.ops.pgd_step import NORMS
 
 

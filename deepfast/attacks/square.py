@@ -36,9 +36,9 @@ import math
 import torch
 from torch import Tensor, nn
 
+from deepfast._validation import check_choice
 from deepfast.attacks.base import Attack, Normalization, check_positive_int
 from deepfast.attacks.targets import Target
-from deepfast._validation import check_choice
 from deepfast.ops.pgd_step import NORMS
 
 # Fractions of the query budget at which the square's area p is halved.
