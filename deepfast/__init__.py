@@ -8,15 +8,10 @@ from importlib.metadata import PackageNotFoundError, version
 
 from deepfast import backends, losses, nn, ops
 from deepfast.backends import BackendUnavailable, use_backend
-from deepfast.ops import (
-    batch_norm_leaky_relu,
-    cycle_l1,
-    instance_norm_leaky_relu,
-    pgd_random_start,
-    pgd_step,
-    pgd_step_,
-    reparameterize_kl,
-)
+from deepfast.ops.cycle_l1 import cycle_l1
+from deepfast.ops.norm_leaky_relu import batch_norm_leaky_relu, instance_norm_leaky_relu
+from deepfast.ops.pgd_step import pgd_random_start, pgd_step, pgd_step_
+from deepfast.ops.reparameterize_kl import reparameterize_kl
 
 try:
     __version__ = version("deepfast")
