@@ -6,12 +6,16 @@ pure-torch reference as the definition and fallback; see ``deepfast.backends``.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from deepfast import backends, losses, nn, ops
-from deepfast.backends import BackendUnavailable, use_backend
-from deepfast.ops.cycle_l1 import cycle_l1
-from deepfast.ops.norm_leaky_relu import batch_norm_leaky_relu, instance_norm_leaky_relu
-from deepfast.ops.pgd_step import pgd_random_start, pgd_step, pgd_step_
-from deepfast.ops.reparameterize_kl import reparameterize_kl
+from deepfast import hardware
+
+hardware.separate_compile_cache()  # before the ops' registration sets torch.compile's cache folder
+
+from deepfast import backends, losses, nn, ops  # noqa: E402
+from deepfast.backends import BackendUnavailable, use_backend  # noqa: E402
+from deepfast.ops.cycle_l1 import cycle_l1  # noqa: E402
+from deepfast.ops.norm_leaky_relu import batch_norm_leaky_relu, instance_norm_leaky_relu  # noqa: E402
+from deepfast.ops.pgd_step import pgd_random_start, pgd_step, pgd_step_  # noqa: E402
+from deepfast.ops.reparameterize_kl import reparameterize_kl  # noqa: E402
 
 try:
     __version__ = version("deepfast")

@@ -50,7 +50,7 @@ pytestmark = [pytest.mark.fuzz, pytest.mark.usefixtures("one_thread")]
 
 CPU_BACKENDS = [name for name, device in BACKEND_DEVICES if device == "cpu"]
 DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-SHORT, LONG = 250, 20000
+SHORT, LONG = 500, 20000
 
 
 def backends_for(i: int, dtype: torch.dtype) -> list[str]:
