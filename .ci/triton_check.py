@@ -147,8 +147,8 @@ def _t(shape, dtype, channels_last=False):
 def wrapper_calls() -> Iterator[tuple[str, Callable, tuple]]:
     """(name, wrapper, args): every mode of every wrapper in deepfast.kernels, for every dtype, at sizes that
     reach each block configuration the wrappers derive from the sizes (the smallest and the largest of each)."""
-    from deepfast.kernels import cycle, norm_act, pgd, reparam_kl
-    from deepfast.ops.norm_act import layout
+    from deepfast.kernels import cycle_l1, norm_leaky_relu, pgd_step, reparameterize_kl
+    from deepfast.ops.norm_leaky_relu import layout
 
     for dtype in DTYPES:
         d = str(dtype).removeprefix("torch.")
@@ -157,21 +157,21 @@ def wrapper_calls() -> Iterator[tuple[str, Callable, tuple]]:
         for shape in [(37, 53), (5,)]:
             mu, lv, eps = (_t(shape, dtype) for _ in range(3))
             for reduce in (True, False):
-                yield f"reparam_kl.forward {d} reduce={reduce}", reparam_kl.forward, (mu, lv, eps, reduce, 0.5)
-            yield f"reparam_kl.backward {d} reduced", reparam_kl.backward, (mu, one, mu, lv, eps, 0.5)
-            yield f"reparam_kl.backward {d}", reparam_kl.backward, (mu, mu, mu, lv, eps, 1.0)
+                yield f"reparameterize_kl.forward {d} reduce={reduce}", reparameterize_kl.forward, (mu, lv, eps, reduce, 0.5)
+            yield f"reparameterize_kl.backward {d} reduced", reparameterize_kl.backward, (mu, one, mu, lv, eps, 0.5)
+            yield f"reparameterize_kl.backward {d}", reparameterize_kl.backward, (mu, mu, mu, lv, eps, 1.0)
         rec, orig = _t((2, 3, 7, 5), dtype), _t((2, 3, 7, 5), dtype)
-        yield f"cycle.forward {d}", cycle.forward, (rec, orig, 0.1)
+        yield f"cycle_l1.forward {d}", cycle_l1.forward, (rec, orig, 0.1)
         for mask in ([True, True], [True, False], [False, True]):
-            yield f"cycle.backward {d} {mask}", cycle.backward, (one, rec, orig, 0.1, mask)
+            yield f"cycle_l1.backward {d} {mask}", cycle_l1.backward, (one, rec, orig, 0.1, mask)
         for shape in [(3, 2, 5, 7), (2, 1), (1, 3, 130, 130), (300, 3, 33, 33)]:
             x, g, x0 = (_t(shape, dtype) for _ in range(3))
             per = torch.full((shape[0],), 0.1, dtype=acc)
             for norm in ("inf", "2"):
                 for inplace in (False, True):
-                    yield (f"pgd.step {d} {shape} {norm} inplace={inplace}", pgd.step,
+                    yield (f"pgd_step.step {d} {shape} {norm} inplace={inplace}", pgd_step.step,
                            (x.clone(), g, x0, per, per, norm, 0.0, 1.0, inplace))
-        # norm_act: NCHW rows (S = 35), short rows (S = 2), long rows in segments (S > CHUNK), columns
+        # norm_leaky_relu: NCHW rows (S = 35), short rows (S = 2), long rows in segments (S > CHUNK), columns
         # (channels_last, C = 3 and C = 200), each mode, with and without weight / bias, in-place or not
         for shape, cl in [((2, 3, 5, 7), False), ((3, 4, 1, 2), False), ((1, 2, 131, 131), False),
                           ((2, 3, 5, 7), True), ((2, 200, 2, 3), True)]:
@@ -185,14 +185,14 @@ def wrapper_calls() -> Iterator[tuple[str, Callable, tuple]]:
                 shp = tuple(lay[:4])
                 mean, var = torch.zeros(lay.B * c, dtype=acc), torch.ones(lay.B * c, dtype=acc)
                 for wb, inplace in [((w, b), False), ((w, b), True), ((None, None), False)]:
-                    tag = f"norm_act {d} {shape}{' cl' if cl else ''} instance={instance} affine={wb[0] is not None}"
-                    yield f"{tag} forward inplace={inplace}", norm_act.forward, (dense, *wb, None, None, shp, 1e-5,
+                    tag = f"norm_leaky_relu {d} {shape}{' cl' if cl else ''} instance={instance} affine={wb[0] is not None}"
+                    yield f"{tag} forward inplace={inplace}", norm_leaky_relu.forward, (dense, *wb, None, None, shp, 1e-5,
                                                                                  0.2, inplace)
                     if not instance:
-                        yield (f"{tag} forward eval inplace={inplace}", norm_act.forward,
+                        yield (f"{tag} forward eval inplace={inplace}", norm_leaky_relu.forward,
                                (dense, *wb, rm, rv, shp, 1e-5, 0.2, inplace))
                     for batch_stats in (True, False):
-                        yield (f"{tag} backward inplace={inplace} batch_stats={batch_stats}", norm_act.backward,
+                        yield (f"{tag} backward inplace={inplace} batch_stats={batch_stats}", norm_leaky_relu.backward,
                                (dense, dense, *wb, mean, var, shp, batch_stats, 1e-5, 0.2, inplace))
 
 

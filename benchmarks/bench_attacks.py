@@ -4,7 +4,7 @@ same model, same run; AutoAttack (standard) against torchattacks' AutoAttack.
 Rows (op "attack PGD-10"):
   shape    256x1x32x32: a batch of 256 validation digits (deepfast.data.digits, size 32) and LeNet
            (deepfast.models.LeNet) trained on the training digits for 3 epochs (about 93% accuracy;
-           tests/test_attacks.py:train_lenet)
+           deepfast/_fixtures.py:train_lenet, the model the tests attack)
   modes    Linf               eps 8/255, alpha 2/255, 10 steps, random start
            L2                 eps 0.5, alpha 0.125, 10 steps, random start
   impls    plain torch        deepfast.attacks.pgd_reference, the textbook loop (role "eager") from the
@@ -57,11 +57,11 @@ import pytest
 import torch
 
 from benchmarks.conftest import measure
+from deepfast._fixtures import train_lenet
 from deepfast.attacks import PGD, AutoAttack, pgd_reference
 from deepfast.data import digits
 from deepfast.models import ResNet18
 from deepfast.ops import pgd_random_start
-from tests.test_attacks import train_lenet  # the model the tests attack
 
 OP = "attack PGD-10"
 BATCH = 256

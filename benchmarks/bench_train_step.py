@@ -1,5 +1,5 @@
 """Benchmarks of one training step (forward, loss, backward, optimizer step) of the models, fused vs
-reference layers, eager and compiled (the steps: benchmarks/train_steps.py).
+reference layers, eager and compiled (the steps: deepfast/train/step.py).
 
 Rows (op "train_step <model>", shape = the batch (N, C, H, W), mode "train step"):
   vae        batch 128, digits 1x32x32
@@ -14,7 +14,7 @@ Every row first runs one step from the weights of seed 0 and the noise of seed 1
 against those of the reference eager step (computed once per model and batch), then is timed over a
 fixed number of rounds of one step each (training goes on from step to step). Every row also records
 the activation memory of one step: the bytes of the storages autograd saves for backward over the
-whole step (every forward in it), parameters left out (benchmarks/memory.py); "saved MB" in the table.
+whole step (every forward in it), parameters left out (deepfast/_memory.py); "saved MB" in the table.
 Under torch.compile that is what the compiled graphs save (the partitioner recomputes cheap ops).
 """
 
@@ -24,8 +24,8 @@ import pytest
 import torch
 
 from benchmarks.conftest import measure
-from benchmarks.memory import step_saved_bytes
-from benchmarks.train_steps import make_step
+from deepfast._memory import step_saved_bytes
+from deepfast.train.step import make_step
 
 # (model, batch, image shape (C, S, S), timed rounds); the last one is large.
 CASES = [

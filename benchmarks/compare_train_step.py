@@ -14,16 +14,13 @@ step first runs once as a warm-up (compilation), unchecked: bench_train_step.py 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks.train_steps import MODELS, make_step  # noqa: E402
+from deepfast.train.step import MODELS, make_step
 
 DEFAULT_IMPLS = "reference eager,fused eager,reference compile,fused compile,reference eager cl,fused eager cl"
 

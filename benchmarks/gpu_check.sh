@@ -38,15 +38,15 @@ LIMIT_REST=${LIMIT_REST:-540}
 # GPU is shared): op tests on the cuda and triton backends (-k cuda), then every cuda-marked test.
 OP_TESTS="-k cuda"
 TEST_GROUPS=(
-    "tests/test_norm_act.py tests/test_nn_norm_act.py"
-    "tests/test_pgd.py tests/test_attacks_graphed.py"
-    "tests/test_cycle.py tests/test_reparam_kl.py tests/test_nn_reparameterize.py tests/test_losses_cycle.py"
+    "tests/test_norm_leaky_relu.py tests/test_nn_norm_leaky_relu.py"
+    "tests/test_pgd_step.py tests/test_attacks_graphed.py"
+    "tests/test_cycle_l1.py tests/test_reparameterize_kl.py tests/test_nn_reparameterize.py tests/test_losses_cycle.py"
     "tests/test_nonfinite.py"
 )
 # The headline benchmark rows, one pytest -k expression each (ids of benchmarks/bench_*.py).
 BENCH_OPS=(
-    "reparam_kl:test_reparam_kl and 65536x512 and forward+backward"
-    "bn_leaky_relu:test_bn_leaky_relu and 256x64x56x56 and forward+backward"
+    "reparameterize_kl:test_reparameterize_kl and 65536x512 and forward+backward"
+    "batch_norm_leaky_relu:test_batch_norm_leaky_relu and 256x64x56x56 and forward+backward"
     "cycle_l1:test_cycle_l1 and 16x3x512x512 and forward+backward"
     "pgd_step:test_pgd_step and 16x3x512x512"
     "attack_pgd:test_attack_pgd_resnet18 and (graph or (plain and not compiled))"

@@ -1,32 +1,29 @@
 #!/usr/bin/env python
-"""Where the time of a training step goes: torch.profiler over a few steps (benchmarks/train_steps.py),
+"""Where the time of a training step goes: torch.profiler over a few steps (deepfast/train/step.py),
 the self CPU time of the ops summed into categories, per step, for each impl.
 
     python benchmarks/profile_train_step.py dcgan 64                   # reference and fused, eager
     python benchmarks/profile_train_step.py cyclegan 1 --impls fused --top 20 --threads 1
 
 Categories (by op name): conv (convolution forward and backward, reflection padding of the convs),
-norm+act (batch / instance norm, LeakyReLU / ReLU, the fused deepfast::norm_act ops and their
+norm+act (batch / instance norm, LeakyReLU / ReLU, the fused deepfast::norm_leaky_relu ops and their
 autograd nodes), optimizer (Adam), other (losses, the rest of autograd, allocation, copies).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks.train_steps import MODELS, make_step  # noqa: E402
+from deepfast.train.step import MODELS, make_step
 
 CATEGORIES = {
     "conv": ("convolution", "reflection_pad"),
-    "norm+act": ("batch_norm", "instance_norm", "leaky_relu", "relu", "threshold", "norm_act"),
+    "norm+act": ("batch_norm", "instance_norm", "leaky_relu", "relu", "threshold", "norm_leaky_relu"),
     "optimizer": ("Optimizer", "_foreach", "addcdiv", "addcmul", "lerp", "sqrt"),
 }
 

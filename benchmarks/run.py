@@ -3,7 +3,7 @@
 
     python benchmarks/run.py                      # every suite, every shape
     python benchmarks/run.py --quick              # small shapes, few rounds (~1-2 min on 2 CPU cores)
-    python benchmarks/run.py -k reparam_kl --out benchmarks/results/cpu-epyc
+    python benchmarks/run.py -k reparameterize_kl --out benchmarks/results/cpu-epyc
     python benchmarks/run.py --quick -- -x -v     # arguments after -- go to pytest
 
 The table has one row per benchmark: op, shape, mode, impl, median time, GB/s achieved on the least

@@ -18,10 +18,10 @@
 TORCH_LIBRARY(deepfast, m) {
   // z = mu + eps * exp(logvar/2); kl = -1/2 (1 + logvar - mu^2 - exp(logvar)), per element,
   // or scale * sum(kl) as a 0-dim tensor when reduce.
-  m.def("reparam_kl(Tensor mu, Tensor logvar, Tensor eps, bool reduce, float scale) -> (Tensor, Tensor)");
+  m.def("reparameterize_kl(Tensor mu, Tensor logvar, Tensor eps, bool reduce, float scale) -> (Tensor, Tensor)");
   // grad_kl is 0-dim (then multiplied by scale) when the forward reduced, else shaped like mu.
   m.def(
-      "reparam_kl_backward(Tensor grad_z, Tensor grad_kl, Tensor mu, Tensor logvar, Tensor eps, float scale)"
+      "reparameterize_kl_backward(Tensor grad_z, Tensor grad_kl, Tensor mu, Tensor logvar, Tensor eps, float scale)"
       " -> (Tensor, Tensor)");
   // scale * sum(|rec - orig|) as a 0-dim tensor (scale = weight / numel for a mean, weight for a sum).
   m.def("cycle_l1(Tensor rec, Tensor orig, float scale) -> Tensor");
@@ -29,17 +29,17 @@ TORCH_LIBRARY(deepfast, m) {
   m.def(
       "cycle_l1_backward(Tensor grad, Tensor rec, Tensor orig, float scale, bool[2] output_mask)"
       " -> (Tensor?, Tensor?)");
-  // Batch / instance norm + LeakyReLU (csrc/norm_act.h). Batch statistics when mean and var are
+  // Batch / instance norm + LeakyReLU (csrc/norm_leaky_relu.h). Batch statistics when mean and var are
   // None (returned, biased var, float32 or float64, one per group), else those (running) ones.
   // y = leaky(w (x - mean) / sqrt(var + eps) + b); instance: statistics per (n, c).
   m.def(
-      "norm_act(Tensor x, Tensor? weight, Tensor? bias, Tensor? mean, Tensor? var, bool instance, float eps,"
+      "norm_leaky_relu(Tensor x, Tensor? weight, Tensor? bias, Tensor? mean, Tensor? var, bool instance, float eps,"
       " float slope, bool inplace) -> (Tensor, Tensor, Tensor)");
   // (grad_x, grad_weight, grad_bias); saved is x, or y in in-place mode.
   m.def(
-      "norm_act_backward(Tensor grad_y, Tensor saved, Tensor? weight, Tensor? bias, Tensor mean, Tensor var,"
+      "norm_leaky_relu_backward(Tensor grad_y, Tensor saved, Tensor? weight, Tensor? bias, Tensor mean, Tensor var,"
       " bool batch_stats, bool instance, float eps, float slope, bool inplace) -> (Tensor, Tensor, Tensor)");
-  // One PGD step on each sample s of x_adv (N, ...), step_size and eps of shape (N,) (csrc/pgd.h):
+  // One PGD step on each sample s of x_adv (N, ...), step_size and eps of shape (N,) (csrc/pgd_step.h):
   // "inf": x_adv + step_size[s] * sign(grad), clipped to the eps[s] box around x_orig, then to [lo, hi];
   // "2": x_adv + step_size[s] * grad / ||grad||, its difference to x_orig scaled into the eps[s] ball,
   // then clipped to [lo, hi]. pgd_step_ writes the result into x_adv.

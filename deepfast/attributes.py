@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from deepfast.ops._checks import ValueRange, check_value_range
-from deepfast.ops._checks import check_finite_float, check_float
+from deepfast._validation import ValueRange, check_value_range
+from deepfast._validation import check_finite_float, check_float
 
 TINY = torch.finfo(torch.float64).tiny
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from deepfast.ops._checks import check_float
+from deepfast._validation import check_float
 
 POLICIES = ("translation", "cutout")
 

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from deepfast._inference import evaluating
-from deepfast.ops._checks import check_choice, check_finite_float, check_float
+from deepfast._validation import check_choice, check_finite_float, check_float
 
 
 def _check_latents(z: object, name: str) -> Tensor:

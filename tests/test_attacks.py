@@ -16,26 +16,9 @@ from deepfast.attacks import (
     APGD, APGDDLR, APGDT, BIM, EOTPGD, FAB, FABT, FGSM, MIFGSM, PGD, GradientMaskingWarning, RandomTransform, Square, evaluate, generate_class,
     pgd_reference,
 )
+from deepfast._fixtures import train_lenet
 from deepfast.data import digits
 from deepfast.models import LeNet
-
-
-def train_lenet() -> nn.Module:
-    """LeNet trained for 3 epochs on the training digits (about 93% validation accuracy), in eval mode;
-    a plain loop (Adam, batch 64), about 0.3 s on 2 CPU cores. Used by benchmarks/bench_attacks.py too."""
-    torch.manual_seed(0)
-    train = digits("train", size=32)
-    model = LeNet()
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(3):
-        order = torch.randperm(len(train))
-        for i in range(0, len(train), 64):
-            batch = order[i : i + 64]
-            loss = F.cross_entropy(model(train.images[batch]), train.labels[batch])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return model.eval()
 
 
 @pytest.fixture(scope="session")

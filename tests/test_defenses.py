@@ -83,9 +83,9 @@ def test_losses_send_gradients_to_both_logits_and_reject_bad_input():
     y = torch.tensor([0, 1, 2])
     (logit_pairing_loss(z, za, y) + trades_loss(z, za, y)).backward()
     assert z.grad.abs().sum() > 0 and za.grad.abs().sum() > 0
-    with pytest.raises(ValueError, match="lam must be >= 0"):
+    with pytest.raises(ValueError, match="lam must be finite and >= 0"):
         adversarial_training_loss(z, za, y, -1.0)
-    with pytest.raises(ValueError, match="beta must be >= 0"):
+    with pytest.raises(ValueError, match="beta must be finite and >= 0"):
         trades_loss(z, za, y, -2.0)
     with pytest.raises(ValueError, match=r"logits_adv must have the shape of logits \(3, 4\)"):
         logit_pairing_loss(z, za[:2], y)

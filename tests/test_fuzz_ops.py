@@ -2,7 +2,7 @@
 every eighth case): shapes with empty and size-1 dimensions, layouts (non-contiguous, expanded,
 channels_last, permuted; overlapping for the in-place step), dtypes (mixed where an op takes them),
 values (NaN, +-inf, huge, subnormal, negative where refused). Overlapping x_adv / grad of the in-place
-PGD step are tested in tests/test_pgd.py.
+PGD step are tested in tests/test_pgd_step.py.
 
 Every case either matches the float64 reference on every backend, forward and backward, with the same
 NaN and infinities once the reference is rounded to the case's dtype, or is refused by every backend
@@ -187,7 +187,7 @@ def check(what: str, i: int, dtype, call, leaves: list, grad_outs, names: tuple[
 
 
 def test_reparameterize_kl():
-    for i, rng, g in cases("ops-reparam_kl", SHORT, LONG):
+    for i, rng, g in cases("ops-reparam_kl", SHORT, LONG):  # the seed of the cases `make fuzz` checked (the op's old name)
         dtype = rng.choice(DTYPES)
         shape = shape_of(rng, rng.randint(1, 3))
         mu = laid_out(rng, values(rng, g, shape, dtype))
@@ -246,7 +246,7 @@ def test_cycle_l1():
 
 @pytest.mark.parametrize("kind", ["batch", "instance"])
 def test_norm_leaky_relu(kind):
-    for i, rng, g in cases(f"ops-{kind}_norm_act", SHORT, LONG):
+    for i, rng, g in cases(f"ops-{kind}_norm_act", SHORT, LONG):  # the seed of the cases `make fuzz` checked (old name)
         dtype = rng.choice(DTYPES)
         dims = rng.randint(2, 5) if kind == "batch" else rng.randint(3, 5)
         shape = shape_of(rng, dims)

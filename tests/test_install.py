@@ -16,11 +16,11 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_kernels_package_in_this_install():
-    import deepfast.kernels.reparam_kl as k
+    import deepfast.kernels.reparameterize_kl as k
 
     origin = pathlib.Path(k.__file__).resolve()
     if pathlib.Path(deepfast.__file__).resolve().is_relative_to(REPO):  # editable install or source tree
-        assert origin == REPO / "kernels" / "reparam_kl.py"
+        assert origin == REPO / "kernels" / "reparameterize_kl.py"
     else:
         assert origin.parent.name == "kernels" and origin.parent.parent.name == "deepfast"
 

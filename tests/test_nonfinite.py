@@ -40,7 +40,7 @@ def test_pgd_step(backend_device, norm, clamp, poison):
 
 @pytest.mark.parametrize("mode", ["batch-train", "batch-eval", "instance"])
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "cl"])
-def test_norm_act(backend_device, mode, channels_last, poison):
+def test_norm_leaky_relu(backend_device, mode, channels_last, poison):
     """A NaN, a +inf, and a -inf beside a +inf, each in a channel (and a sample) of its own; forward, and
     backward to x, weight and bias."""
     backend, device = backend_device

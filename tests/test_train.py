@@ -331,3 +331,15 @@ def test_load_trainer_gives_the_trained_models(tmp_path):
     loaded = load_trainer(str(tmp_path / "last.pt"))
     assert_same_state(states(trainer), states(loaded))
     assert not loaded.g.training
+
+
+def test_evaluating_restores_each_submodules_own_mode():
+    """The trainers' evaluating(*models) restores every submodule's training flag (a frozen BatchNorm inside
+    a training model stays in eval), not one mode per model, and turns grad off inside."""
+    from deepfast.train.trainer import Trainer
+
+    a, b = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2)).train(), torch.nn.Linear(2, 2).eval()
+    a[1].eval()
+    with Trainer.evaluating(a, b):
+        assert not any(m.training for m in [*a.modules(), b]) and not torch.is_grad_enabled()
+    assert [m.training for m in a.modules()] == [True, True, False] and not b.training

@@ -1,7 +1,7 @@
 """`make triton-check` (.ci/triton_check.py) finds what the Triton interpreter hides.
 
 Each check is shown to fire on a small kernel that has the defect and to stay quiet on one that does
-not, and reverting one of the fixes in kernels/norm_act.py makes the check fail. The kernels compile for
+not, and reverting one of the fixes in kernels/norm_leaky_relu.py makes the check fail. The kernels compile for
 sm_90 in a subprocess: the test session runs Triton in its interpreter, where nothing compiles.
 """
 
@@ -107,7 +107,7 @@ def test_each_check_fires_on_its_defect_and_only_there(tmp_path):
     assert any(p.startswith("approx-exp") for p in found["naive_exp"])
 
 
-# The batch-statistics forward of a float64 (2, 3, 5, 7) tensor: the three norm_act kernels, once each.
+# The batch-statistics forward of a float64 (2, 3, 5, 7) tensor: the three norm_leaky_relu kernels, once each.
 FORWARD = ("[('forward', m.forward, (__import__('torch').randn(2, 3, 5, 7, dtype=__import__('torch').float64), None, "
            "None, None, None, (1, 2, 3, 35), 1e-5, 0.2, False), {})]")
 
@@ -122,20 +122,20 @@ REVERTS = {
 
 
 @pytest.mark.parametrize("fix", list(REVERTS))
-def test_reverting_a_fix_of_norm_act_fails_the_check(tmp_path, fix):
+def test_reverting_a_fix_of_norm_leaky_relu_fails_the_check(tmp_path, fix):
     replacements, expected = REVERTS[fix]
-    source = (ROOT / "kernels" / "norm_act.py").read_text()
+    source = (ROOT / "kernels" / "norm_leaky_relu.py").read_text()
     for old, new in replacements:
-        assert old in source, f"kernels/norm_act.py no longer contains {old!r}: update this test"
+        assert old in source, f"kernels/norm_leaky_relu.py no longer contains {old!r}: update this test"
         source = source.replace(old, new)
-    (tmp_path / "reverted_norm_act.py").write_text(source)
-    found = problems(tmp_path, "reverted_norm_act", FORWARD)
+    (tmp_path / "reverted_norm_leaky_relu.py").write_text(source)
+    found = problems(tmp_path, "reverted_norm_leaky_relu", FORWARD)
     assert set(found) == {"_sums_kernel", "_finish_kernel", "_apply_kernel"}
     assert any(expected in p for ps in found.values() for p in ps), found
 
 
 def test_the_kernels_as_they_are_pass(tmp_path):
-    found = problems(tmp_path, "deepfast.kernels.norm_act", FORWARD)
+    found = problems(tmp_path, "deepfast.kernels.norm_leaky_relu", FORWARD)
     assert found == {"_sums_kernel": [], "_finish_kernel": [], "_apply_kernel": []}
 
 

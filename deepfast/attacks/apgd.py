@@ -42,11 +42,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from deepfast.attacks.base import check_eps, check_positive_int
+from deepfast._validation import check_choice, check_finite_float
+from deepfast.attacks.base import check_positive_int
 from deepfast.attacks.pgd import PGD
 from deepfast.attacks.targets import other_classes, until_done
 from deepfast.ops import pgd_random_start, pgd_step_
-from deepfast.ops._checks import check_choice
 
 LOSSES = ("ce", "dlr")
 
@@ -103,13 +103,13 @@ class APGD(PGD):
         for key in ("early_stop", "momentum", "cuda_graph"):
             if key in kwargs:
                 raise TypeError(f"{type(self).__name__} does not take {key} (it has its own momentum and keeps every sample)")
-        alpha = 2 * check_eps(eps) if alpha is None else alpha
+        alpha = 2 * check_finite_float(eps, "eps", minimum=0) if alpha is None else alpha
         super().__init__(model, eps, alpha, check_positive_int(steps, "steps"), norm=norm, early_stop=False, **kwargs)
         check_choice(loss, "loss", LOSSES)
         if loss == "dlr" and self.target is not None:
             raise ValueError('loss="dlr" is untargeted (the targeted DLR needs both labels and targets); use loss="ce"')
         self.loss_name = loss
-        self.rho = check_eps(rho, "rho")
+        self.rho = check_finite_float(rho, "rho", minimum=0)
         if self.rho > 1:
             raise ValueError(f"rho must be in [0, 1], got {rho}")
 

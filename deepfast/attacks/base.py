@@ -19,9 +19,7 @@ An attack is called as ``adv = atk(images, labels)``:
 
 from __future__ import annotations
 
-import contextlib
-import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from itertools import chain
 from typing import ClassVar
 
@@ -29,29 +27,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from deepfast._inference import eval_mode
+from deepfast._validation import check_finite_float
 from deepfast.amp import autocast, check_amp
 from deepfast.attacks.targets import Target, check_target, resolve_target
 
 Normalization = tuple[Sequence[float] | float | Tensor, Sequence[float] | float | Tensor]
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module, freeze: bool = False) -> Iterator[None]:
-    """Puts ``model`` in eval mode and restores the training flag of each submodule afterwards. With
-    ``freeze``, its parameters also stop requiring grad meanwhile (their flags are restored too), so
-    that a backward to the input computes no parameter gradient and the forward keeps nothing for one."""
-    modes = [(m, m.training) for m in model.modules()]
-    flags = [(p, p.requires_grad) for p in model.parameters()] if freeze else []
-    model.eval()
-    try:
-        for p, _ in flags:
-            p.requires_grad_(False)
-        yield
-    finally:
-        for m, training in modes:
-            m.training = training
-        for p, requires_grad in flags:
-            p.requires_grad_(requires_grad)
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -67,15 +48,6 @@ def model_dtype(model: nn.Module) -> torch.dtype | None:
         if t.dtype.is_floating_point:
             return t.dtype
     return None
-
-
-def check_eps(eps: object, name: str = "eps") -> float:
-    """eps (or another budget): a finite Python number >= 0, returned as a float."""
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
-        raise TypeError(f"{name} must be a Python float, got {type(eps).__name__}")
-    if not math.isfinite(eps) or eps < 0:
-        raise ValueError(f"{name} must be finite and >= 0, got {eps}")
-    return float(eps)
 
 
 def check_positive_int(value: object, name: str, minimum: int = 1) -> int:
@@ -175,7 +147,7 @@ class Attack:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
-        self.eps = check_eps(eps)
+        self.eps = check_finite_float(eps, "eps", minimum=0)
         self.target = check_target(target)
         self.amp = check_amp(amp)
         self.num_classes: int | None = None  # K of the model's logits, once seen

@@ -16,7 +16,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from deepfast.attacks.base import check_eps, check_positive_int
+from deepfast._validation import check_finite_float
+from deepfast.attacks.base import check_positive_int
 from deepfast.attacks.pgd import PGD
 
 
@@ -42,10 +43,10 @@ class RandomTransform:
         if not (isinstance(scale, (tuple, list)) and len(scale) == 2 and 0 < scale[0] <= scale[1] < math.inf):
             raise ValueError(f"scale must be a pair (lo, hi) with 0 < lo <= hi, got {scale!r}")
         self.scale = (float(scale[0]), float(scale[1]))
-        self.rotation = check_eps(rotation, "rotation")
-        self.translate = check_eps(translate, "translate")
-        self.brightness = check_eps(brightness, "brightness")
-        self.noise = check_eps(noise, "noise")
+        self.rotation = check_finite_float(rotation, "rotation", minimum=0)
+        self.translate = check_finite_float(translate, "translate", minimum=0)
+        self.brightness = check_finite_float(brightness, "brightness", minimum=0)
+        self.noise = check_finite_float(noise, "noise", minimum=0)
 
     @property
     def affine(self) -> bool:
@@ -87,6 +88,8 @@ class EOTPGD(PGD):
             brightness 0.05, noise 0.02.
         eot_samples: K, the transformations per step (the model sees K * N images per step).
     """
+
+    supports_cuda_graph = False  # the transforms are drawn anew every step
 
     def __init__(self, model: nn.Module, eps: float = 8 / 255, alpha: float | None = None, steps: int = 10,
                  random_start: bool = True, norm: str = "inf", *,

@@ -23,8 +23,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from deepfast._validation import check_finite_float
 from deepfast.attacks.base import (
-    Attack, Normalization, check_classes, check_eps, check_finite_logits, check_images, check_labels, eval_mode,
+    Attack, Normalization, check_classes, check_finite_logits, check_images, check_labels, eval_mode,
     model_device,
 )
 from deepfast.attacks.ensemble import in_turn
@@ -174,7 +175,7 @@ def evaluate(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if isinstance(eps, (int, float)):
         eps = [eps]
-    eps = [check_eps(e) for e in eps]
+    eps = [check_finite_float(e, "eps", minimum=0) for e in eps]
     if not eps:
         raise ValueError("eps must hold at least one value")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):

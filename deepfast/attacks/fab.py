@@ -31,10 +31,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from deepfast.attacks.base import Attack, Normalization, check_eps, check_positive_int
+from deepfast._validation import check_choice, check_finite_float
+from deepfast.attacks.base import Attack, Normalization, check_positive_int
 from deepfast.attacks.targets import Target, other_classes, until_done
-from deepfast.ops._checks import check_choice
-from deepfast.ops.pgd import NORMS
+from deepfast.ops.pgd_step import NORMS
 
 
 def boundary_step(p: Tensor, w: Tensor, b: Tensor, norm: str) -> Tensor:
@@ -107,11 +107,11 @@ class FAB(Attack):
         if self.targets is not None and self.target is not None:
             raise ValueError("FAB takes targets (FAB-T, untargeted over several classes) or target (targeted), not both")
         self.restarts = check_positive_int(restarts, "restarts")
-        self.alpha_max = check_eps(alpha_max, "alpha_max")
+        self.alpha_max = check_finite_float(alpha_max, "alpha_max", minimum=0)
         if self.alpha_max > 1:
             raise ValueError(f"alpha_max must be in [0, 1], got {alpha_max}")
-        self.eta = check_eps(eta, "eta")
-        self.beta = check_eps(beta, "beta")
+        self.eta = check_finite_float(eta, "eta", minimum=0)
+        self.beta = check_finite_float(beta, "beta", minimum=0)
         if not 0 < self.beta <= 1:
             raise ValueError(f"beta must be in (0, 1], got {beta}")
         self.early_stop = bool(early_stop)

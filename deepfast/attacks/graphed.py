@@ -15,30 +15,17 @@ the one the eager loop returns. The loop ends early once no sample is moving (on
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import Tensor
 
-from deepfast.ops import pgd_step_
-
-if TYPE_CHECKING:
-    from deepfast.attacks.pgd import PGD
-
-
-def momentum_(grad: Tensor, m: Tensor | None, mu: float) -> Tensor:
-    """MI-FGSM's accumulation m <- mu * m + g / mean|g| (mean per sample), in place in ``m``; with m
-    None it returns g / mean|g| (in place in ``grad``)."""
-    dims = tuple(range(1, grad.dim()))
-    grad.div_(grad.abs().mean(dim=dims, keepdim=True).clamp_min(torch.finfo(grad.dtype).tiny))
-    return grad if m is None else m.mul_(mu).add_(grad)
+from deepfast.attacks.step import StepSettings, step_
 
 
 class StaticRun:
     """One PGD run of ``attack`` on a batch of one shape, in fixed buffers; ``capture()`` records a step
     as a CUDA graph, after which ``run`` replays it (without, ``run`` calls the step eagerly)."""
 
-    def __init__(self, attack: PGD, x0: Tensor, goal: Tensor, targeted: bool) -> None:
+    def __init__(self, attack: StepSettings, x0: Tensor, goal: Tensor, targeted: bool) -> None:
         self.attack, self.targeted = attack, targeted
         self.x0, self.goal = torch.empty_like(x0), torch.empty_like(goal)
         self.xa, self.out = torch.empty_like(x0), torch.empty_like(x0)
@@ -67,9 +54,7 @@ class StaticRun:
             done = a.succeeded(logits, self.goal, self.targeted)
             self.out.copy_(torch.where(self._per_sample(done & self.moving), self.xa, self.out))
             self.moving.logical_and_(~done)
-        if self.m is not None:
-            grad = momentum_(grad, self.m, a.momentum)
-        pgd_step_(self.xa, grad, self.x0, step_size=a.alpha, eps=a.eps, norm=a.norm)
+        step_(a, self.xa, grad, self.x0, self.m)
 
     def capture(self, warmup: int = 2) -> None:
         """Records ``step`` as a CUDA graph, after ``warmup`` eager steps on the stream the capture then

@@ -14,17 +14,19 @@ With momentum mu > 0, g is replaced by m <- mu * m + g / mean|g| (per sample) be
 from __future__ import annotations
 
 from itertools import chain
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from deepfast.attacks.base import Attack, Normalization, check_eps, check_positive_int
-from deepfast.attacks.graphed import StaticRun, momentum_
+from deepfast._validation import check_choice, check_finite_float
+from deepfast.attacks.base import Attack, Normalization, check_positive_int
+from deepfast.attacks.graphed import StaticRun
+from deepfast.attacks.step import step_
 from deepfast.attacks.targets import Target
-from deepfast.ops import pgd_random_start, pgd_step_
-from deepfast.ops._checks import check_choice
-from deepfast.ops.pgd import NORMS
+from deepfast.ops import pgd_random_start
+from deepfast.ops.pgd_step import NORMS
 
 
 class PGD(Attack):
@@ -56,13 +58,17 @@ class PGD(Attack):
             (with its buffers) for the next calls of that shape; captured again when the shape,
             the settings or the model's tensors (a ``.to()``, new parameters) change. Early stop masks
             fooled samples instead of shrinking the batch: the same results, each step costs the
-            whole batch. Combine with ``amp="bf16"``. Not for subclasses with their own objective.
+            whole batch. Combine with ``amp="bf16"``. Not for subclasses with ``supports_cuda_graph = False``.
         target, normalization, seed, amp: see ``Attack``.
 
     One forward and one backward of the model per step on the samples still moving, one extra forward
     per restart when restarts > 1; the update is the fused in-place step, no tensor of the batch's size
     allocated by it. The loss is summed over the batch, so a sample's steps do not depend on the others.
     """
+
+    # A subclass whose ``objective`` reads more than the batch (random transforms, state set per call)
+    # sets this False: a replayed CUDA graph would not see that state, so cuda_graph=True is refused.
+    supports_cuda_graph: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -84,7 +90,7 @@ class PGD(Attack):
     ) -> None:
         super().__init__(model, eps=eps, target=target, normalization=normalization, seed=seed, amp=amp)
         self.steps = check_positive_int(steps, "steps")
-        self.alpha = 2.5 * self.eps / self.steps if alpha is None else check_eps(alpha, "alpha")
+        self.alpha = 2.5 * self.eps / self.steps if alpha is None else check_finite_float(alpha, "alpha", minimum=0)
         check_choice(norm, "norm", NORMS)
         self.norm = norm
         self.random_start = bool(random_start)
@@ -92,9 +98,9 @@ class PGD(Attack):
         if self.restarts > 1 and not self.random_start:
             raise ValueError("restarts > 1 needs random_start=True (restarts from the image itself are all the same)")
         self.early_stop = bool(early_stop)
-        self.momentum = check_eps(momentum, "momentum")
+        self.momentum = check_finite_float(momentum, "momentum", minimum=0)
         self.cuda_graph = bool(cuda_graph)
-        if self.cuda_graph and type(self).objective is not PGD.objective:
+        if self.cuda_graph and not self.supports_cuda_graph:
             raise ValueError(f"cuda_graph=True is not supported by {self.name}: its objective depends on more than "
                              "the batch (random transforms or state set per call), which a replayed graph would not see")
         self._graphed: tuple[tuple, StaticRun] | None = None  # (key, run) of the last captured graph
@@ -169,9 +175,7 @@ class PGD(Attack):
                     m = None if m is None else m[keep]
                     if index.numel() == 0:
                         return out
-            if self.momentum > 0:
-                grad = m = momentum_(grad, m, self.momentum)
-            pgd_step_(xa, grad, x0, step_size=self.alpha, eps=self.eps, norm=self.norm)
+            m = step_(self, xa, grad, x0, m)
         if index is not None:
             out.index_copy_(0, index, xa)
         return out
@@ -246,5 +250,5 @@ class MIFGSM(PGD):
 
     def __init__(self, model: nn.Module, eps: float = 8 / 255, alpha: float | None = None, steps: int = 10,
                  momentum: float = 1.0, norm: str = "inf", **kwargs) -> None:
-        alpha = check_eps(eps) / check_positive_int(steps, "steps") if alpha is None else alpha
+        alpha = check_finite_float(eps, "eps", minimum=0) / check_positive_int(steps, "steps") if alpha is None else alpha
         super().__init__(model, eps, alpha, steps, random_start=False, norm=norm, momentum=momentum, **kwargs)

@@ -36,10 +36,10 @@ import math
 import torch
 from torch import Tensor, nn
 
+from deepfast._validation import check_choice
 from deepfast.attacks.base import Attack, Normalization, check_positive_int
 from deepfast.attacks.targets import Target
-from deepfast.ops._checks import check_choice
-from deepfast.ops.pgd import NORMS
+from deepfast.ops.pgd_step import NORMS
 
 # Fractions of the query budget at which the square's area p is halved.
 P_HALVINGS = (0.001, 0.005, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8)

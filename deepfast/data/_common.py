@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from deepfast.ops._checks import ValueRange, check_value_range
+from deepfast._validation import ValueRange, check_value_range
 
 __all__ = ["ImageTensors", "ValueRange", "check_size", "check_value_range", "resize", "to_range"]
 

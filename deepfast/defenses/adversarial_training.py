@@ -43,8 +43,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from deepfast._validation import check_finite_float
 from deepfast.attacks import FGSM, PGD, Attack
-from deepfast.attacks.base import check_eps, check_positive_int
+from deepfast.attacks.base import check_positive_int
 from deepfast.losses.robust import adversarial_training_loss, logit_pairing_loss, trades_kl, trades_loss
 
 DEFENSES = ("at", "madry", "alp", "alp_mixed", "trades")
@@ -57,6 +58,8 @@ class TradesPGD(PGD):
     Starts from a uniform random point of the eps ball (TRADES' code starts at x + 0.001 N(0, I); either
     avoids the zero gradient of the KL at x_adv = x). Every sample takes every step (no early stop, which
     would stop on misclassification, not TRADES' goal); untargeted, one restart."""
+
+    supports_cuda_graph = False  # the objective reads the clean logits set per call
 
     def __init__(self, model: nn.Module, eps: float = 0.3, alpha: float | None = None, steps: int = 10,
                  norm: str = "inf", **kwargs) -> None:
@@ -102,11 +105,11 @@ class AdversarialTraining:
         if attack not in TRAINING_ATTACKS:
             raise ValueError(f"{name_prefix}adversarial must be one of {', '.join(TRAINING_ATTACKS)}, got {attack!r}")
         self.defense, self.attack_name = defense, attack
-        self.eps = check_eps(eps, f"{name_prefix}eps")
+        self.eps = check_finite_float(eps, f"{name_prefix}eps", minimum=0)
         self.steps = check_positive_int(steps, f"{name_prefix}adv_steps")
-        self.alpha = None if alpha is None else check_eps(alpha, f"{name_prefix}adv_alpha")
-        self.lam = (6.0 if defense == "trades" else 1.0) if lam is None else check_eps(lam, f"{name_prefix}adv_lambda")
-        self.eps_warmup = check_eps(eps_warmup, f"{name_prefix}eps_warmup")
+        self.alpha = None if alpha is None else check_finite_float(alpha, f"{name_prefix}adv_alpha", minimum=0)
+        self.lam = (6.0 if defense == "trades" else 1.0) if lam is None else check_finite_float(lam, f"{name_prefix}adv_lambda", minimum=0)
+        self.eps_warmup = check_finite_float(eps_warmup, f"{name_prefix}eps_warmup", minimum=0)
 
     def __repr__(self) -> str:
         return (f"AdversarialTraining(defense={self.defense!r}, attack={self.attack_name!r}, eps={self.eps:.4g}, "

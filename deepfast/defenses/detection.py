@@ -23,8 +23,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from deepfast._validation import check_finite_float
 from deepfast.attacks import FGSM, PGD, Attack, eval_mode
-from deepfast.attacks.base import check_eps, check_positive_int, model_device
+from deepfast.attacks.base import check_positive_int, model_device
 
 
 def find_layer(model: nn.Module, layer: str) -> nn.Module:
@@ -151,6 +152,8 @@ class AdaptivePGD(PGD):
     fools the classifier less. Every sample takes every step (early stop would stop as soon as the
     classifier is fooled, detected or not). Args as PGD's, plus ``detector``, ``c`` >= 0 and ``detector_loss``."""
 
+    supports_cuda_graph = False  # the objective records a layer's output with hooks set per forward
+
     def __init__(self, model: nn.Module, detector: ActivationDetector, eps: float = 0.3, alpha: float | None = None,
                  steps: int = 40, c: float = 1.0, norm: str = "inf", *, detector_loss: str = "softplus",
                  **kwargs) -> None:
@@ -160,7 +163,7 @@ class AdaptivePGD(PGD):
         if detector_loss not in ADAPTIVE_LOSSES:
             raise ValueError(f"detector_loss must be one of {', '.join(ADAPTIVE_LOSSES)}, got {detector_loss!r}")
         self.detector = detector
-        self.c = check_eps(c, "c")
+        self.c = check_finite_float(c, "c", minimum=0)
         self.detector_loss = detector_loss
 
     def objective(self, x: Tensor, goal: Tensor, targeted: bool,
@@ -221,7 +224,7 @@ def detection_report(classifier: nn.Module, layer: str, train: tuple[Tensor, Ten
     ``AdaptivePGD`` (one row per value of ``c`` and per ``detector_losses``). train, test: (images
     (N, C, H, W) in [0, 1], labels (N,)).
     Attacks are seeded with ``seed``."""
-    eps = check_eps(eps)
+    eps = check_finite_float(eps, "eps", minimum=0)
     attacks: list[tuple[str, Attack]] = [("FGSM", FGSM(classifier, eps, early_stop=False, seed=seed)),
                                          (f"PGD-{steps}", PGD(classifier, eps, steps=steps, early_stop=False, seed=seed))]
     x_train, y_train = train

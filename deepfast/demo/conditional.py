@@ -7,8 +7,8 @@ from __future__ import annotations
 import torch
 
 from deepfast.data import digits
-from deepfast.demo.context import Demo, export
-from deepfast.demo.generative import GAN_OPTIONS, judge_row, stack
+from deepfast.demo.context import Demo, export, stack
+from deepfast.demo.generative import GAN_OPTIONS, judge_row
 from deepfast.demo.report import Section
 from deepfast.metrics import predict_proba
 

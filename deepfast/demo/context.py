@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 from torch import Tensor, nn
 
@@ -23,6 +24,12 @@ def export(images: Tensor, labels: Tensor | None, folder: Path) -> None:
         sub.mkdir(parents=True, exist_ok=True)
         array = (x.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
         Image.fromarray(np.ascontiguousarray(array[..., 0] if array.shape[-1] == 1 else array)).save(sub / f"{i:04d}.png")
+
+
+def stack(data, n: int | None = None) -> tuple[Tensor, Tensor]:
+    """The first n (all) items (x, y) of a labelled dataset as (images (n, C, H, W), labels (n,))."""
+    n = len(data) if n is None else min(n, len(data))
+    return torch.stack([data[i][0] for i in range(n)]), torch.stack([data[i][1] for i in range(n)])
 
 
 @dataclass

@@ -9,7 +9,7 @@ from torch import Tensor
 from deepfast import latent
 from deepfast.attributes import stroke_thickness
 from deepfast.data import digits
-from deepfast.demo.context import Demo
+from deepfast.demo.context import Demo, stack
 from deepfast.demo.report import Section
 from deepfast.metrics import check_with_classifier, classifier_frechet_distance, predict_proba
 
@@ -18,12 +18,6 @@ VAE_EPOCHS, DCGAN_EPOCHS = 30, 30
 # epochs: EMA 0.99 41% confident, resize upsampling 45%, DiffAugment 46%, none of them 48% (Frechet 40); with
 # DiffAugment D no longer wins, and after 30 epochs 52% (Frechet 30)
 GAN_OPTIONS = {"upsample": "transposed", "ema": 0.0, "augment": "translation,cutout"}
-
-
-def stack(data, n: int | None = None) -> tuple[Tensor, Tensor]:
-    """The first n (all) items (x, y) of a labelled dataset as (images (n, C, H, W), labels (n,))."""
-    n = len(data) if n is None else min(n, len(data))
-    return torch.stack([data[i][0] for i in range(n)]), torch.stack([data[i][1] for i in range(n)])
 
 
 def judge_row(demo: Demo, name: str, images: Tensor) -> dict:

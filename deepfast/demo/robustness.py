@@ -10,8 +10,7 @@ import torch
 from deepfast.attacks import APGDDLR, EOTPGD, PGD, RandomTransform, evaluate
 from deepfast.data import digits
 from deepfast.defenses.detection import detection_report
-from deepfast.demo.context import Demo
-from deepfast.demo.generative import stack
+from deepfast.demo.context import Demo, stack
 from deepfast.demo.report import Section
 from deepfast.metrics import predict_proba
 

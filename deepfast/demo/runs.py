@@ -6,7 +6,7 @@ from pathlib import Path
 
 from deepfast.train import TrainConfig, Trainer, load_checkpoint, load_trainer, make_trainer
 from deepfast.train.checkpoint import CheckpointError
-from deepfast.train.trainer import RESUME_KEYS
+from deepfast.train.run_checkpoint import RESUME_KEYS
 
 
 def trained(out: Path, progress: bool = True, device: str | None = None, **fields) -> Trainer:

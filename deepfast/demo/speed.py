@@ -1,5 +1,6 @@
 """Demo section: the training step of the library's trainers with fused deepfast layers against the same
-models built from plain torch layers (impl="reference"), timed in this run on this machine."""
+models built from plain torch layers (impl="reference"), timed in this run on this machine. The steps
+are those of deepfast/train/step.py, which benchmarks/bench_train_step.py times too."""
 
 from __future__ import annotations
 
@@ -10,35 +11,19 @@ import torch
 
 from deepfast.demo.context import Demo
 from deepfast.demo.report import Section
-from deepfast.train import TrainConfig, make_trainer
+from deepfast.train.step import TrainStep, make_step
 
-# (trainer, batch, image size, channels, options): the shapes of benchmarks/bench_train_step.py
-STEPS = [
-    ("vae", 128, 32, 1, {}),
-    ("dcgan", 64, 32, 1, {}),
-    ("cyclegan", 1, 128, 3, {"ngf": 64, "n_blocks": 6, "ndf": 64}),
-]
+# (model, batch): the cases of benchmarks/bench_train_step.py, at the sizes of deepfast.train.step.SIZES
+STEPS = [("vae", 128), ("dcgan", 64), ("cyclegan", 1)]
 
 
-def step_ms(name: str, impl: str, batch: int, size: int, channels: int, options: dict, repeats: int,
-            device: str | None) -> float:
-    """Median milliseconds of ``repeats`` training steps (after 2 warm-up steps) of trainer ``name`` on a
-    fixed random batch."""
-    trainer = make_trainer(TrainConfig(model=name, impl=impl, batch_size=batch, image_size=size, options=options,
-                                       device=device, progress=False))
-    trainer.device = torch.device(device or "cpu")
-    trainer.setup(channels)
-    g = torch.Generator().manual_seed(0)
-    lo, hi = trainer.value_range
-    images = [torch.rand(batch, channels, size, size, generator=g).mul(hi - lo).add(lo).to(trainer.device)
-              for _ in range(2)]
-    batch_data = (images[0], images[1]) if name == "cyclegan" else images[0]
+def step_ms(step: TrainStep, repeats: int) -> float:
+    """Median milliseconds of ``repeats`` calls of ``step`` after 2 warm-up calls."""
     times = []
     for i in range(repeats + 2):
         start = time.perf_counter()
-        trainer.train_step(batch_data)
-        trainer.scaler.update()
-        if trainer.device.type == "cuda":
+        step()
+        if step.trainer.device.type == "cuda":
             torch.cuda.synchronize()
         if i >= 2:
             times.append(time.perf_counter() - start)
@@ -47,13 +32,15 @@ def step_ms(name: str, impl: str, batch: int, size: int, channels: int, options:
 
 def speed_section(demo: Demo, section: Section) -> None:
     repeats = 1 if demo.smoke else demo.pick(5, 15)
+    sizes = {"size": 32} if demo.smoke else {}
     rows = []
-    for name, batch, size, channels, options in STEPS:
-        if demo.smoke:
-            size = 32
-        ms = {impl: step_ms(name, impl, batch, size, channels, options, repeats, demo.device)
-              for impl in ("reference", "fused")}
-        rows.append({"training step": f"{name}, batch {batch}, {channels}x{size}x{size}",
+    for model, batch in STEPS:
+        steps = {impl: make_step(model, impl, batch, device=demo.device or "cpu", **sizes)
+                 for impl in ("reference", "fused")}
+        ms = {impl: step_ms(step, repeats) for impl, step in steps.items()}
+        images = steps["fused"].batch
+        c, h, w = (images[0] if isinstance(images, tuple) else images).shape[1:]
+        rows.append({"training step": f"{model}, batch {batch}, {c}x{h}x{w}",
                      "reference ms": ms["reference"], "fused ms": ms["fused"],
                      "speedup": ms["reference"] / ms["fused"]})
     section.text(f"One training step (forward, losses, backward, optimizer) of the library's trainers, median of "

@@ -7,8 +7,8 @@ import operator
 
 from torch import Tensor, nn
 
-from deepfast.ops._checks import check_finite_float
-from deepfast.ops.cycle import cycle_l1
+from deepfast._validation import check_finite_float
+from deepfast.ops.cycle_l1 import cycle_l1
 
 
 class CycleConsistencyLoss(nn.Module):

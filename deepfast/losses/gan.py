@@ -6,7 +6,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from deepfast.ops._checks import check_choice, check_float
+from deepfast._validation import check_choice, check_float
 
 GAN_MODES = ("non-saturating", "saturating", "lsgan")
 

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from deepfast.ops._checks import check_finite_float
+from deepfast._validation import check_finite_float
 
 
 def _checked(logits: Tensor, logits_adv: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
@@ -37,18 +37,11 @@ def _checked(logits: Tensor, logits_adv: Tensor, labels: Tensor) -> tuple[Tensor
     return logits.float(), logits_adv.float()
 
 
-def _weight(value: float, name: str) -> float:
-    check_finite_float(value, name)
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
-    return float(value)
-
-
 def adversarial_training_loss(logits: Tensor, logits_adv: Tensor, labels: Tensor, lam: float = 1.0,
                               clean: bool = True) -> Tensor:
     """clean * CE(f(x), y) + lam * CE(f(x_adv), y). clean=False, lam=1: Madry et al. (2018);
     clean=True: Goodfellow et al.'s (2015) mix of clean and adversarial loss (their weights 1/2, 1/2 up to scale)."""
-    lam = _weight(lam, "lam")
+    lam = check_finite_float(lam, "lam", minimum=0)
     logits, logits_adv = _checked(logits, logits_adv, labels)
     loss = lam * F.cross_entropy(logits_adv, labels)
     return loss + F.cross_entropy(logits, labels) if clean else loss
@@ -60,7 +53,7 @@ def logit_pairing_loss(logits: Tensor, logits_adv: Tensor, labels: Tensor, lam: 
     mixed=True is the paper's form: the cross-entropy of a mixed minibatch of clean and adversarial
     examples, (CE(f(x), y) + CE(f(x_adv), y)) / 2 here (the batch and all its adversarial examples), plus
     the pairing term."""
-    lam = _weight(lam, "lam")
+    lam = check_finite_float(lam, "lam", minimum=0)
     logits, logits_adv = _checked(logits, logits_adv, labels)
     pairing = (logits - logits_adv).square().sum(dim=1).mean()
     ce = F.cross_entropy(logits, labels)
@@ -78,6 +71,6 @@ def trades_kl(logits: Tensor, logits_adv: Tensor) -> Tensor:
 def trades_loss(logits: Tensor, logits_adv: Tensor, labels: Tensor, beta: float = 6.0) -> Tensor:
     """TRADES (Zhang et al. 2019): CE(f(x), y) + beta * mean_i KL(p(x_i) || p(x_adv_i)); beta = 6 is the
     paper's choice for MNIST and CIFAR-10 (its 1 / lambda)."""
-    beta = _weight(beta, "beta")
+    beta = check_finite_float(beta, "beta", minimum=0)
     logits, logits_adv = _checked(logits, logits_adv, labels)
     return F.cross_entropy(logits, labels) + beta * trades_kl(logits, logits_adv)

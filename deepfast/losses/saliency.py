@@ -6,8 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from deepfast.ops._checks import ValueRange, check_value_range
-from deepfast.ops._checks import check_finite_float, check_float
+from deepfast._validation import ValueRange, check_finite_float, check_float, check_value_range
 
 
 class SaliencyLoss(nn.Module):
@@ -46,9 +45,7 @@ class SaliencyLoss(nn.Module):
             raise ValueError(f"tau must be a float or a pair (tau_real, tau_translated), got {tau!r}")
         for t in taus:
             check_finite_float(t, "tau")
-        check_finite_float(weight, "weight")
-        if weight < 0:
-            raise ValueError(f"weight must be >= 0, got {weight}")
+        check_finite_float(weight, "weight", minimum=0)
         if decay_epochs is not None and (isinstance(decay_epochs, bool) or not isinstance(decay_epochs, int)
                                          or decay_epochs < 1):
             raise ValueError(f"decay_epochs must be a positive int or None, got {decay_epochs!r}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from deepfast.ops._checks import check_choice, check_finite_float, check_float
+from deepfast._validation import check_choice, check_finite_float, check_float
 
 RECONSTRUCTIONS = ("bce", "mse")
 
@@ -25,9 +25,7 @@ class VAELoss(nn.Module):
 
     def __init__(self, beta: float = 1.0, reconstruction: str = "bce") -> None:
         super().__init__()
-        check_finite_float(beta, "beta")
-        if beta < 0:
-            raise ValueError(f"beta must be >= 0, got {beta}")
+        check_finite_float(beta, "beta", minimum=0)
         check_choice(reconstruction, "reconstruction", RECONSTRUCTIONS)
         self.beta, self.reconstruction = beta, reconstruction
         self.terms = {}

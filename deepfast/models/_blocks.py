@@ -10,8 +10,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from deepfast.nn import BatchNormLeakyReLU2d, ConvNormAct, InstanceNormLeakyReLU2d, Reparameterize
-from deepfast.ops._checks import check_choice
-from deepfast.ops.reparam_kl import reparameterize_kl_reference
+from deepfast._validation import check_choice
+from deepfast.ops.reparameterize_kl import reparameterize_kl_reference
 
 IMPLS = ("fused", "reference")
 UPSAMPLINGS = ("resize", "transposed")

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from deepfast.models._blocks import UPSAMPLINGS, check_impl, conv_norm_act, init_normal_, num_halvings, upsample_block
-from deepfast.ops._checks import check_choice
+from deepfast._validation import check_choice
 
 
 class Generator(nn.Module):

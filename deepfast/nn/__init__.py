@@ -1,7 +1,7 @@
 """Drop-in layers built on the fused ops."""
 
 from deepfast.nn.convert import convert, fuse_conv_bn
-from deepfast.nn.norm_act import BatchNormLeakyReLU2d, ConvNormAct, InstanceNormLeakyReLU2d
+from deepfast.nn.norm_leaky_relu import BatchNormLeakyReLU2d, ConvNormAct, InstanceNormLeakyReLU2d
 from deepfast.nn.reparameterize import Reparameterize
 from deepfast.nn.sync_norm import SyncBatchNormAct2d, convert_sync_batchnorm
 

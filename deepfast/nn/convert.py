@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 from torch import fx, nn
 
-from deepfast.nn.norm_act import BatchNormLeakyReLU2d, InstanceNormLeakyReLU2d
+from deepfast.nn.norm_leaky_relu import BatchNormLeakyReLU2d, InstanceNormLeakyReLU2d
 
 _CONVS = (nn.Conv2d, nn.ConvTranspose2d)
 

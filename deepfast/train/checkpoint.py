@@ -24,7 +24,8 @@ import torch
 from deepfast.files import atomic_file
 
 FORMAT = 2
-# What a training checkpoint holds, and of which type (Trainer._save writes them; every loader may read them).
+# What a training checkpoint holds, and of which type (run_checkpoint.save_run writes them; every loader may
+# read them).
 KEYS = {"format": int, "trainer": str, "config": dict, "channels": int, "epoch": int, "batch": int, "sums": dict,
         "models": dict, "optimizers": dict, "schedulers": dict, "scaler": dict, "ranks": list, "world_size": int}
 TRUST_HINT = ("only Python's full unpickler loads it, and that runs whatever code the file holds; if you "

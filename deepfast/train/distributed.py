@@ -1,5 +1,6 @@
-"""torch.distributed for the trainers: process group set up from torchrun's environment, and the
-collectives the training loop needs (no-ops in a single process)."""
+"""torch.distributed for the trainers: the process group set up from torchrun's environment, each
+process's device, DDP around the models, and the collectives the training loop needs (no-ops in a
+single process)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,30 @@ def init_world(device_type: str) -> World:
         dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
         owns = True
     return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owns)
+
+
+def init_process(device: str | None) -> tuple[World, torch.device]:
+    """This process's world (``init_world``) and device: ``device`` ("cpu", "cuda", "cuda:1"), else CUDA
+    when available. A bare "cuda" is the process's own GPU (its local rank under torchrun), made the
+    current device."""
+    chosen = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    world = init_world(chosen.type)
+    try:
+        if chosen.type == "cuda" and chosen.index is None:
+            chosen = torch.device("cuda", world.local_rank)
+            torch.cuda.set_device(chosen)
+    except BaseException:
+        close_world(world)
+        raise
+    return world, chosen
+
+
+def data_parallel(model: nn.Module, world: World, device: torch.device) -> nn.Module:
+    """``model`` in DistributedDataParallel when several processes train it (it has trainable parameters),
+    else ``model`` itself."""
+    if not world.distributed or not any(p.requires_grad for p in model.parameters()):
+        return model
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def close_world(world: World) -> None:

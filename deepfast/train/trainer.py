@@ -1,5 +1,6 @@
-"""The training loop every trainer shares: devices and processes, AMP, channels_last, torch.compile,
-progress bar, metrics, sample grids, atomic checkpoints, exact resume, Ctrl-C and divergence."""
+"""The training loop every trainer shares: AMP, channels_last, torch.compile, progress bar, metrics,
+sample grids, the run folder, Ctrl-C and divergence. The run's checkpoint and exact resume are
+deepfast.train.run_checkpoint's; processes, devices and DDP deepfast.train.distributed's."""
 
 from __future__ import annotations
 
@@ -17,26 +18,21 @@ from typing import ClassVar
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.nn.parallel import DistributedDataParallel
 
 import deepfast
 from deepfast import progress
+from deepfast._inference import evaluating
 from deepfast.amp import autocast
 from deepfast.grid import save_grid
 from deepfast.nn import convert_sync_batchnorm
 from deepfast.files import remove_temp_files
-from deepfast import progress
-from deepfast.train.checkpoint import FORMAT, atomic_save, load_checkpoint, load_state, rng_state, set_rng_state
 from deepfast.train.config import TrainConfig, check_option
 from deepfast.train.data import ShardSampler, load_split, make_loader, to_device
-from deepfast.train.distributed import World, all_sum, barrier, close_world, gather_objects, init_world
+from deepfast.train.distributed import World, all_sum, close_world, data_parallel, init_process
 from deepfast.train.lock import RunFolderError, run_lock
 from deepfast.train.records import MetricsLog
+from deepfast.train.run_checkpoint import CHECKPOINT, resume_run, save_run
 
-CHECKPOINT = "last.pt"
-# Settings that must match between a checkpoint and the run resuming it (a run with another learning
-# rate is another run: its optimizer and schedule states were built for the saved one).
-RESUME_KEYS = ("model", "data", "batch_size", "lr", "seed", "image_size", "options")
 # What a run writes into its folder (deleted before a new run), and the files that mean it holds one.
 RUN_FILES = (CHECKPOINT, "metrics.jsonl", "metrics.csv", "config.json", "samples/epoch_*.png")
 HOLDS_A_RUN = (CHECKPOINT, "metrics.jsonl")
@@ -147,10 +143,7 @@ class Trainer:
             model = convert_sync_batchnorm(model)
         if self.config.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        net: nn.Module = model
-        if self.world.distributed and any(p.requires_grad for p in model.parameters()):
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            net = DistributedDataParallel(model, device_ids=ids)
+        net = data_parallel(model, self.world, self.device)
         if self.config.compile:
             net = torch.compile(net)
         self.models[key], self.nets[key] = model, net
@@ -190,18 +183,8 @@ class Trainer:
             for p in params:
                 p.requires_grad_(True)
 
-    @contextlib.contextmanager
-    def evaluating(self, *models: nn.Module) -> Iterator[None]:
-        """``models`` in eval mode, without grad, restored to their modes afterwards."""
-        modes = [m.training for m in models]
-        for m in models:
-            m.eval()
-        try:
-            with torch.no_grad():
-                yield
-        finally:
-            for m, mode in zip(models, modes):
-                m.train(mode)
+    # ``with self.evaluating(*models):`` models in eval mode (each submodule's flag restored) without grad
+    evaluating = staticmethod(evaluating)
 
     def num_samples(self, default: int) -> int:
         """Images in a sample grid: config.samples, else ``default``."""
@@ -223,13 +206,8 @@ class Trainer:
         deletes the old run's files first. ``trusted``: resume from a checkpoint that needs the full
         unpickler (``load_checkpoint``)."""
         cfg = self.config
-        device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.world = init_world(device.type)
+        self.world, self.device = init_process(cfg.device)
         try:
-            if device.type == "cuda" and device.index is None:
-                device = torch.device("cuda", self.world.local_rank)
-                torch.cuda.set_device(device)
-            self.device = device
             with deepfast.use_backend(cfg.backend) if cfg.backend else contextlib.nullcontext(), self._locked():
                 return self._fit(resume, overwrite, trusted)
         finally:
@@ -283,7 +261,7 @@ class Trainer:
         log = MetricsLog(self.out) if world.main else None
         start_epoch, skip, sums = 0, 0, {}
         if resume:
-            start_epoch, skip, sums = self._resume(log, trusted)
+            start_epoch, skip, sums = resume_run(self, log, trusted)
             if start_epoch == cfg.epochs and skip == 0:
                 if world.main:  # said even without progress: the command did nothing
                     progress.write(f"{self.out / CHECKPOINT} has trained all {cfg.epochs} epochs already: nothing to do "
@@ -344,7 +322,7 @@ class Trainer:
             bar.set_postfix({n: f"{sums[n] / sums['_batches']:.4g}" for n in losses}, refresh=False)
             if flags[0] > 0:
                 bar.close()
-                self._save(epoch, k + 1, sums)
+                save_run(self, epoch, k + 1, sums)
                 if world.main:
                     progress.write(f"stopped at epoch {epoch + 1}, batch {k + 1}; checkpoint {self.out / CHECKPOINT}; "
                                "continue with --resume")
@@ -372,7 +350,7 @@ class Trainer:
             if cfg.progress:
                 progress.write(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items()
                                                              if k not in ("epoch", "time")))
-        self._save(epoch + 1, 0, {})
+        save_run(self, epoch + 1, 0, {})
 
     def save_samples(self, path: Path) -> Path | None:
         """Writes ``samples()`` as a PNG grid to ``path`` (nothing when the trainer has none)."""
@@ -386,61 +364,6 @@ class Trainer:
             images = torch.cat([kind[i : i + 8] for i in range(0, n, 8) for kind in images])
         scale = max(1, 64 // images.shape[-1])
         return save_grid(images, path, nrow=nrow, value_range=self.value_range, scale=scale)
-
-    # ----------------------------------------------------------------- checkpoints
-    def _save(self, epoch: int, batch: int, sums: dict) -> None:
-        """Checkpoint of the state after ``batch`` batches of epoch ``epoch`` (0-based; batch 0 = its start).
-        Every process sends its RNG and rank state; rank 0 writes."""
-        ranks = gather_objects({"rng": rng_state(), **self.rank_state()}, self.world)
-        if self.world.main:
-            atomic_save({
-                "format": FORMAT,
-                "trainer": self.name,
-                "config": self.config.to_dict(),
-                "channels": self.channels,
-                "epoch": epoch,
-                "batch": batch,
-                "sums": sums,
-                "models": {k: m.state_dict() for k, m in self.models.items()},
-                "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
-                "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
-                "scaler": self.scaler.state_dict(),
-                "ranks": ranks,
-                "world_size": self.world.size,
-            }, self.out / CHECKPOINT)
-        barrier(self.world)
-
-    def _resume(self, log: MetricsLog | None, trusted: bool) -> tuple[int, int, dict]:
-        path = self.out / CHECKPOINT
-        ckpt = load_checkpoint(path, map_location=self.device, trusted=trusted)
-        saved = ckpt["config"]
-        mismatch = [f"{k}: {saved.get(k)!r} there, {getattr(self.config, k)!r} here" for k in RESUME_KEYS
-                    if saved.get(k) != getattr(self.config, k)]
-        if mismatch:
-            raise ValueError(f"cannot resume from {path}: settings differ ({'; '.join(mismatch)}); these are fixed "
-                             "for a run: start a new one (another --out, or --overwrite) to change them")
-        begun = ckpt["epoch"] + (ckpt["batch"] > 0)  # epochs trained, the unfinished one counted
-        if self.config.epochs < begun:
-            partial = f" and {ckpt['batch']} batches of epoch {begun}" if ckpt["batch"] else ""
-            raise ValueError(f"cannot resume from {path} with epochs={self.config.epochs}: the run has trained "
-                             f"{ckpt['epoch']} epochs{partial} already; give --epochs {begun} or more")
-        for kind, objects in (("models", self.models), ("optimizers", self.optimizers),
-                              ("schedulers", self.schedulers)):
-            for k, obj in objects.items():
-                load_state(obj, ckpt[kind].get(k), f"{kind[:-1]} {k!r}", path)
-        load_state(self.scaler, ckpt["scaler"], "the AMP scaler", path)
-        if ckpt["world_size"] == self.world.size:
-            state = ckpt["ranks"][self.world.rank]
-        else:  # another process count: the run continues, not bit for bit
-            state = ckpt["ranks"][0]
-            state["rng"]["torch"] = torch.Generator().manual_seed(self.config.seed + self.world.rank).get_state()
-        set_rng_state(state["rng"])
-        self.load_rank_state(state)
-        if log is not None:
-            log.truncate(ckpt["epoch"])
-        if self.world.main and self.config.progress:
-            progress.write(f"resuming {path} at epoch {ckpt['epoch'] + 1}, batch {ckpt['batch']}")
-        return ckpt["epoch"], ckpt["batch"], ckpt["sums"]
 
     def _diverged(self, epoch: int, batch: int, losses: dict) -> None:
         path = self.out / CHECKPOINT

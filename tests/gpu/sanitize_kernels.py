@@ -4,7 +4,7 @@
 
 The largest shapes wrap the grid-stride loops: more than the ~1056 resident blocks of 256 threads of
 an H100/H200 (132 SMs x 8) for the elementwise kernels (>= 270k elements) and for PGD's tiles (300
-samples of 4 tiles), and norm_act groups of several chunks (rows beyond 16384 values, long rows cut
+samples of 4 tiles), and norm_leaky_relu groups of several chunks (rows beyond 16384 values, long rows cut
 into segments, channels_last columns over several row chunks and two channel tiles).
 """
 
@@ -16,7 +16,7 @@ from deepfast import backends
 DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
-def reparam_kl(device: str) -> None:
+def reparameterize_kl(device: str) -> None:
     for dtype in DTYPES:
         for shape in [(1,), (37, 53), (4099, 129)]:
             mu, logvar, eps = (torch.randn(shape, device=device, dtype=dtype) for _ in range(3))
@@ -41,7 +41,7 @@ def cycle_l1(device: str) -> None:
                         deepfast.ops.cycle_l1(r, o, weight=2.0, reduction=reduction).backward()
 
 
-def norm_act(device: str) -> None:
+def norm_leaky_relu(device: str) -> None:
     for dtype in DTYPES:
         for shape in [(2, 3, 1, 2), (3, 5, 7, 9), (4, 67, 33, 17), (64, 40, 16, 17), (2, 3, 130, 130)]:
             for channels_last in (False, True):
@@ -74,7 +74,7 @@ def pgd_step(device: str) -> None:
                     deepfast.ops.pgd_step_(x.clone(), g, x0, step_size=0.02, eps=0.1, norm=norm, clamp=None)
 
 
-EXERCISES = [reparam_kl, cycle_l1, norm_act, pgd_step]
+EXERCISES = [reparameterize_kl, cycle_l1, norm_leaky_relu, pgd_step]
 
 
 def main() -> None:
