@@ -18,9 +18,12 @@ else
 PY := $(VENV)/bin/python
 STAMPS := $(VENV)/stamps
 endif
-SOURCES := setup.py pyproject.toml $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/*.h csrc/cpu/*.cpp csrc/cuda/*.cu csrc/cuda/*.cuh)
+CXX_SOURCES := $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/*.h csrc/cpu/*.cpp csrc/cuda/*.cu csrc/cuda/*.cuh)
+SOURCES := setup.py pyproject.toml $(CXX_SOURCES)
+# The packages of an optional-dependency group of pyproject.toml, quoted for the shell.
+extra = $(shell $(PYTHON) -c 'import shlex, tomllib; print(shlex.join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["$(1)"]))')
 
-.PHONY: setup test fuzz demo bench triton-check cuda-check oldest-torch-check gpu-check gpu-check-dry clean
+.PHONY: setup test fuzz demo bench docs lint triton-check cuda-check oldest-torch-check gpu-check gpu-check-dry clean
 .DELETE_ON_ERROR:
 
 setup: $(STAMPS)/installed
@@ -76,8 +79,27 @@ oldest-torch-check:
 	DEEPFAST_CUDA_PACKAGES="$(OLDEST_TORCH)" DEEPFAST_CUDA_LIBS_FROM=$(HOME)/.cache/deepfast/cuda-venv \
 	TORCH_CUDA_ARCH_LIST=9.0 bash .ci/cuda_check.sh
 
+# The documentation site (mkdocs.yml, docs/) into site/, warnings as errors. Needs the docs tools only
+# (mkdocstrings reads the sources; nothing is built or imported).
+docs: $(STAMPS)/docs-deps
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
+# ruff's lint rules and both formatters' checks (pyproject.toml [tool.ruff], .clang-format).
+CLANG_FORMAT := $(if $(filter 1,$(SYSTEM_PYTHON)),clang-format,$(VENV)/bin/clang-format)
+lint: $(STAMPS)/lint-deps
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(CLANG_FORMAT) --dry-run -Werror $(CXX_SOURCES)
+
+$(STAMPS)/docs-deps $(STAMPS)/lint-deps: $(STAMPS)/%-deps: pyproject.toml | $(if $(filter 1,$(SYSTEM_PYTHON)),,$(VENV)/bin/python)
+	mkdir -p $(STAMPS)
+ifneq ($(SYSTEM_PYTHON),1)
+	$(PY) -m pip install -q $(call extra,$*)
+endif
+	touch $@
+
 clean:
-	rm -rf build dist *.egg-info deepfast/_C*.so $(VENV)
+	rm -rf build dist site *.egg-info deepfast/_C*.so $(VENV)
 
 # On a lent GPU machine (no registry): the GPU runbook, results under benchmarks/results/<gpu>/.
 gpu-check:

@@ -4,6 +4,8 @@ Environment:
   DEEPFAST_NO_EXT=1      pure-Python install (the torch and Triton backends only)
   DEEPFAST_CUDA=0|1      force the CUDA kernels off/on (default: on when torch has CUDA and nvcc is found)
   TORCH_CUDA_ARCH_LIST   CUDA architectures (default: the visible GPUs, else "8.0;9.0" for A100/H100)
+  DEEPFAST_CPU_ISA=avx2  leave the AVX-512 versions of the CPU loops out (to measure what an AVX2-only CPU
+                         runs, with ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 for torch)
   MAX_JOBS               parallel compile jobs (ninja)
 """
 
@@ -49,6 +51,8 @@ def extensions():
     with_cuda = _cuda_wanted(torch, CUDA_HOME)
     sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
     macros = [("DEEPFAST_VERSION", f'"{VERSION}"'), ("DEEPFAST_TORCH_VERSION", f'"{torch.__version__}"')]
+    if os.environ.get("DEEPFAST_CPU_ISA") == "avx2":
+        macros.append(("DEEPFAST_NO_AVX512", None))
     # -fno-trapping-math lets the branch-free selects of the kernels vectorise (no value changes).
     cxx = ["-O3", "-fopenmp", "-fno-trapping-math", "-fdiagnostics-color=always"]
     kwargs = dict(include_dirs=[os.path.join(ROOT, "csrc")], extra_link_args=["-fopenmp"])
@@ -77,6 +81,7 @@ setup(
         "deepfast.train", "deepfast.demo", "deepfast.attacks", "deepfast.defenses", "deepfast.cli", "deepfast.kernels",
     ],
     package_dir={"deepfast.kernels": "kernels"},
+    package_data={"deepfast": ["py.typed", "_C.pyi"]},  # PEP 561: the package and its compiled module are typed
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

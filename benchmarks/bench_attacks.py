@@ -38,7 +38,7 @@ Op "attack PGD-10 ResNet-18" (on the CPU a batch of 32: one attack of 256 takes 
            deepfast           PGD(early_stop=False), float32
            deepfast bf16      PGD(early_stop=False, amp="bf16")
            deepfast graph     PGD(early_stop=False, cuda_graph=True), float32
-           deepfast graph bf16  PGD(early_stop=False, cuda_graph=True, amp="bf16"): the issue's target row
+           deepfast graph bf16  PGD(early_stop=False, cuda_graph=True, amp="bf16"): the GPU target row
            deepfast graph bf16 early-stop  the same with early stop (the default)
            deepfast early-stop  PGD with early stop (the default), float32
            torchattacks       torchattacks.PGD, float32 (random start, no early stop)

@@ -289,7 +289,7 @@ def header_lines(data: dict, rows: list[dict], extra: dict) -> list[str]:
     copy_bw = info.get("copy_bandwidth_gbps") or next((r["copy_bandwidth_gbps"] for r in rows if r["copy_bandwidth_gbps"]), None)
     lines = [
         f"device: {device} ({info.get('device_type', '?')}, {info.get('torch_threads', '?')} torch threads)",
-        f"copy bandwidth (dst.copy_(src), read+write, measured in this run): "
+        "copy bandwidth (dst.copy_(src), read+write, measured in this run): "
         + (f"{copy_bw:.1f} GB/s" if copy_bw else "not measured"),
         f"torch {info.get('torch', '?')}, deepfast {info.get('version', '?')}, "
         f"benchmarked backends: {', '.join(info.get('benchmarked_backends', [])) or 'none'}",

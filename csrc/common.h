@@ -13,7 +13,11 @@
 #endif
 
 // The loops are compiled for AVX-512, AVX2 and baseline x86-64; the loader picks the best the CPU has.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+// DEEPFAST_NO_AVX512 (setup.py: DEEPFAST_CPU_ISA=avx2) leaves the AVX-512 clone out: what an AVX2-only
+// CPU runs, measurable on an AVX-512 one.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(DEEPFAST_NO_AVX512)
+#define DF_CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#elif defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define DF_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define DF_CPU_CLONES

@@ -67,5 +67,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.attr("openmp") = false;
 #endif
   m.attr("torch_version") = DEEPFAST_TORCH_VERSION;  // the torch it was built against
+#ifdef DEEPFAST_NO_AVX512
+  m.attr("cpu_clones") = pybind11::make_tuple("x86-64-v3", "default");  // the versions of the CPU loops
+#else
+  m.attr("cpu_clones") = pybind11::make_tuple("x86-64-v4", "x86-64-v3", "default");
+#endif
   m.def("num_threads", &at::get_num_threads, "Intra-op threads the CPU kernels use (at::get_num_threads()).");
 }

@@ -31,7 +31,7 @@ struct NormLayout {
 // or rows [r0, r0 + rows) of `lanes` channels side by side when S == 1 (channels contiguous).
 struct NormGeometry {
   static constexpr int64_t kChunk = 16384;  // values per block (about)
-  int64_t R, C, S, rows, seg, chunks, ctiles;
+  int64_t R, C, S, rows, seg, spr, chunks, ctiles;  // spr: segments per row
   NormGeometry(const NormLayout& L, int64_t lanes) : R(L.R), C(L.C), S(L.S) {
     if (S == 1) {
       ctiles = (C + lanes - 1) / lanes;
@@ -42,7 +42,8 @@ struct NormGeometry {
       seg = std::max<int64_t>(1, std::min(S, kChunk));  // long rows are cut into segments
       rows = std::max<int64_t>(1, kChunk / std::max<int64_t>(S, 1));
     }
-    chunks = R * S == 0 ? 0 : ((R + rows - 1) / rows) * ((S + seg - 1) / seg);
+    spr = (S + seg - 1) / seg;
+    chunks = R * S == 0 ? 0 : ((R + rows - 1) / rows) * spr;
   }
   int64_t blocks(const NormLayout& L) const { return L.B * ctiles * chunks; }
 };

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
 from torch import Tensor
 
 from deepfast.files import atomic_file
@@ -52,6 +51,8 @@ def save_grid(images: Tensor, path: str | Path, nrow: int | None = None,
         raise ValueError(f"labels must hold one text per image ({n}), got {len(labels)}")
     if colors is not None and (labels is None or len(colors) != n):
         raise ValueError(f"colors must hold one color per image ({n}) and come with labels")
+    from PIL import Image, ImageDraw  # (Pillow: imported when an image is written)
+
     image = Image.fromarray(make_grid(images, nrow, value_range, padding, scale))
     if labels is not None:
         image = image.convert("RGB")

@@ -100,11 +100,16 @@ KERNEL_CLONES = (
 
 def kernel_isa() -> str:
     """The clone of deepfast's C++ CPU loops that runs here, as GCC's loader picks it from the CPU's
-    features: "x86-64-v4 (AVX-512)", "x86-64-v3 (AVX2)" or "baseline x86-64" (no clones off x86-64)."""
+    features among those built (deepfast._C.cpu_clones; a DEEPFAST_CPU_ISA=avx2 build has no AVX-512 one):
+    "x86-64-v4 (AVX-512)", "x86-64-v3 (AVX2)" or "baseline x86-64" (no clones off x86-64)."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return f"baseline ({platform.machine() or 'unknown'}: clones are built for x86-64 only)"
+    from deepfast import backends
+
+    built = getattr(backends.extension, "cpu_clones", ("x86-64-v4", "x86-64-v3"))
     flags = cpu_flags()
-    return next((name for name, needs in KERNEL_CLONES if needs <= flags), "baseline x86-64")
+    return next((name for name, needs in KERNEL_CLONES if needs <= flags and name.split()[0] in built),
+                "baseline x86-64")
 
 
 def autocast_support() -> dict[str, bool]:

@@ -152,7 +152,8 @@ def test_pgd_matches_the_plain_torch_loop(lenet, val, norm, eps, alpha, momentum
     cls = MIFGSM if momentum else functools.partial(PGD, random_start=False)
     adv = cls(lenet, eps, alpha, steps=7, norm=norm, early_stop=False)(x, y)
     expected = pgd_reference(lenet, x, y, eps, alpha, 7, norm, momentum)
-    torch.testing.assert_close(adv, expected, rtol=0, atol=1e-6)
+    # the fused L2 step sums its norms in float64 on the CPU, the plain loop in float32: 1e-6 apart a step
+    torch.testing.assert_close(adv, expected, rtol=0, atol=1e-6 if norm == "inf" else 1e-5)
 
 
 def test_restarts_keep_the_worst_case(lenet, val):

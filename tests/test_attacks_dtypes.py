@@ -1,5 +1,5 @@
 """The eps ball and the box hold in the images' dtype for every model dtype and every amp setting:
-each attack keeps its iterate in the images' dtype and casts only the model's input (issue 14, item 3:
+each attack keeps its iterate in the images' dtype and casts only the model's input (before,
 a bf16 model used to move pixels by 0.0019 at eps 0 and 0.0328 at eps 8/255)."""
 
 from __future__ import annotations

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from deepfast.attacks import evaluate
 from tests.test_attacks import lenet, val  # noqa: F401 (fixtures)

@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from conftest import registered, tiny_digits
 from deepfast import cli
 from deepfast.train import TrainConfig, make_trainer
+
+Image = pytest.importorskip("PIL.Image")  # (Pillow: optional for importing deepfast)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -13,12 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
 from deepfast import cli
 from deepfast.data import digits, image_folder
+
+Image = pytest.importorskip("PIL.Image")  # (Pillow: optional for importing deepfast)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

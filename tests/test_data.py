@@ -5,9 +5,10 @@ import sys
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from deepfast import data
+
+Image = pytest.importorskip("PIL.Image")  # (Pillow: optional for importing deepfast)
 
 
 def _check_images(x, channels, hw, value_range=(0.0, 1.0)):

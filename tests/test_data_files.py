@@ -10,10 +10,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from deepfast.data import image_folder
 from deepfast.train.data import load_split
+
+Image = pytest.importorskip("PIL.Image")  # (Pillow: optional for importing deepfast)
 
 
 def save(path, array, mode=None):

@@ -4,11 +4,13 @@ import re
 
 import pytest
 import torch
-from PIL import Image
 
 from deepfast import cli
 from deepfast.demo.report import Section, write_report
-from deepfast.demo.run import SECTIONS, run_demo
+
+Image = pytest.importorskip("PIL.Image")  # (the demo needs Pillow; importing deepfast does not)
+
+from deepfast.demo.run import SECTIONS, run_demo  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ Cases per test: ``fuzz_cases(short, long)`` (conftest): the short form in `make 
 under `make fuzz` (DEEPFAST_FUZZ=long). Each test's generator is seeded from its name and case index,
 so a failure message's case number reproduces it.
 
-Left to the op fuzz suite (the kernels' side of issue 14: items 1, 8, 11): empty spatial dimensions,
+Left to the op fuzz suite (tests/test_fuzz_ops.py): empty spatial dimensions,
 non-finite values, mixed input/parameter dtypes and constant channels in the fused norms.
 """
 
@@ -71,7 +71,7 @@ def test_fused_norm_layers_match_torch(kind):
         xa, xr = x.clone().requires_grad_(), x.detach().double().requires_grad_()
         try:
             want = F.leaky_relu(ref(xr), slope)
-        except ValueError as err:  # torch refuses it (one value per channel or plane): so must the layer
+        except ValueError:  # torch refuses it (one value per channel or plane): so must the layer
             with pytest.raises((ValueError, TypeError)) as ours:
                 layer(xa)
             named(ours.value, "x", "value", "spatial")

@@ -87,7 +87,7 @@ def test_native_amp_and_other_devices_do_not_warn(monkeypatch, fresh_amp_check):
 def test_attack_and_training_warn_where_onednn_reports_no_bf16(tmp_path):
     """ONEDNN_MAX_CPU_ISA=AVX2 makes oneDNN report no native bf16 (as on a Zen 3): PGD(amp="bf16") and
     `deepfast train --amp bf16` each warn once, naming the CPU."""
-    code = f"""
+    code = """
 import warnings, torch
 from torch import nn
 from deepfast import cli

@@ -1,5 +1,6 @@
-"""Both install modes ship deepfast.kernels (the top-level kernels/ folder) and import cleanly."""
+"""Both install modes ship deepfast.kernels (the top-level kernels/), py.typed and _C.pyi, and import cleanly."""
 
+import ast
 import os
 import pathlib
 import site
@@ -40,6 +41,7 @@ site = pathlib.Path(sys.argv[1]).resolve()
 assert pathlib.Path(deepfast.__file__).resolve().is_relative_to(site), deepfast.__file__
 assert pathlib.Path(deepfast.kernels.__file__).resolve() == site / "deepfast" / "kernels" / "__init__.py"
 assert pathlib.Path(deepfast.data.__file__).resolve() == site / "deepfast" / "data" / "__init__.py"
+assert (site / "deepfast" / "py.typed").is_file() and (site / "deepfast" / "_C.pyi").is_file()  # typed (PEP 561)
 assert deepfast.backends.extension is None
 assert deepfast.backends.select(torch.device("cpu")) == "torch"
 z, kl = deepfast.reparameterize_kl(torch.zeros(2, 3), torch.zeros(2, 3), torch.ones(2, 3))
@@ -69,13 +71,40 @@ def test_extension_reports_its_build():
     assert "cpp" in ext.backends and ext.openmp and ext.num_threads() >= 1
 
 
+@pytest.mark.skipif(backends.extension is None, reason="deepfast._C not built")
+def test_stub_declares_what_the_extension_has():
+    """deepfast/_C.pyi names exactly the public attributes of the built module, with their types."""
+    stub = ast.parse((REPO / "deepfast" / "_C.pyi").read_text())
+    declared = {n.target.id: ast.unparse(n.annotation) for n in stub.body if isinstance(n, ast.AnnAssign)}
+    declared |= {n.name: "function" for n in stub.body if isinstance(n, ast.FunctionDef)}
+    ext = backends.extension
+    assert set(declared) == {n for n in dir(ext) if not n.startswith("_")}
+    kinds = {"str": str, "bool": bool, "tuple[str, ...]": tuple, "function": type(ext.num_threads)}
+    for name, kind in declared.items():
+        assert isinstance(getattr(ext, name), kinds[kind]), name
+
+
+OPTIONAL = ["PIL", "sklearn", "skimage", "tqdm", "matplotlib", "triton", "torchattacks"]
+
+
+def _without_optional(code: str) -> subprocess.CompletedProcess:
+    """code run by a Python where the optional packages cannot be imported (as in a bare install)."""
+    block = "import sys\n" + "".join(f"sys.modules[{m!r}] = None\n" for m in OPTIONAL)
+    return subprocess.run([sys.executable, "-c", block + code], capture_output=True, text=True, timeout=300,
+                          cwd=pathlib.Path(__file__).parent.parent)
+
+
 def test_import_deepfast_needs_only_torch():
-    """`import deepfast` (ops, layers, losses, models, attacks) works without Pillow, scikit-learn,
-    scikit-image and Triton, as in the CUDA build check's venv: only deepfast.data, training and the
-    demo need the first three."""
-    blocked = ["PIL", "sklearn", "skimage", "triton"]
-    code = ("import sys\n" + "".join(f"sys.modules[{m!r}] = None\n" for m in blocked)
-            + "import deepfast, deepfast.ops, deepfast.nn, deepfast.losses, deepfast.models, deepfast.attacks\n"
-            + "assert not any(m.startswith('deepfast.data') for m in sys.modules), 'deepfast.data imported'\n")
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    """`import deepfast` (ops, layers, losses, models, attacks, defenses, training, data) works without
+    Pillow, scikit-learn, scikit-image, tqdm, matplotlib, Triton and torchattacks, as in the CUDA build
+    check's venv: each is imported where it is used."""
+    run = _without_optional("import deepfast, deepfast.ops, deepfast.nn, deepfast.losses, deepfast.models, "
+                            "deepfast.attacks, deepfast.defenses, deepfast.train, deepfast.data\n")
     assert run.returncode == 0, run.stderr
+
+
+def test_tests_collect_with_only_torch_numpy_and_pytest():
+    """The test suite collects without the optional packages: the modules that need one skip."""
+    run = _without_optional("import pytest\nsys.exit(pytest.main(['--collect-only', '-q', '-p', 'no:cacheprovider', "
+                            "'tests']))\n")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]

@@ -4,11 +4,12 @@ import math
 
 import pytest
 import torch
-from skimage.morphology import skeletonize
 from torch import nn
 
 from deepfast import attributes, latent
 from deepfast.models import VAE, Autoencoder, Generator
+
+skeletonize = pytest.importorskip("skimage.morphology").skeletonize  # (scikit-image: optional)
 
 
 class LinearAE(nn.Module):

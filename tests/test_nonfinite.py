@@ -3,7 +3,6 @@ NaN and the same infinities (compiled tl.minimum / tl.maximum drop NaN where tor
 
 import pytest
 import torch
-import torch.nn.functional as F
 from conftest import TOLERANCE
 
 import deepfast

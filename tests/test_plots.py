@@ -1,9 +1,10 @@
 """deepfast.plots: training curves and line panels are PNG files that load; bad input is an error."""
 
 import pytest
-from PIL import Image
 
 from deepfast.plots import line_panels, training_curves
+
+Image = pytest.importorskip("PIL.Image")  # (Pillow: optional for importing deepfast)
 
 
 def test_training_curves_write_a_png_with_a_panel_per_metric(tmp_path):

@@ -1,7 +1,7 @@
 """Run folders: the lock (a second training refused naming the holder's pid, free again once it dies),
 no new run over an old one without --overwrite, stale temporary files removed, resume settings that
 are refused (another lr, fewer epochs than trained), a full disk (a real 1 MiB-scale tmpfs where
-mounting works, and an injected ENOSPC), and the options and amp fixes of issue 14."""
+mounting works, and an injected ENOSPC), and the option-type and amp fixes."""
 
 from __future__ import annotations
 

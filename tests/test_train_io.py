@@ -7,12 +7,13 @@ import os
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from deepfast.grid import make_grid, save_grid
 from deepfast.train import atomic_save, load_checkpoint
 from deepfast.train.checkpoint import KEYS
 from deepfast.train.records import MetricsLog
+
+Image = pytest.importorskip("PIL.Image")  # (Pillow: optional for importing deepfast)
 
 
 def checkpoint(**values):

@@ -1,9 +1,8 @@
 """`make triton-check` (.ci/triton_check.py) finds what the Triton interpreter hides.
 
 Each check is shown to fire on a small kernel that has the defect and to stay quiet on one that does
-not, and reverting one of the fixes the review asked for (issue: GPU path) in kernels/norm_act.py makes
-the check fail. The kernels compile for sm_90 in a subprocess: the test session runs Triton in its
-interpreter, where nothing compiles.
+not, and reverting one of the fixes in kernels/norm_act.py makes the check fail. The kernels compile for
+sm_90 in a subprocess: the test session runs Triton in its interpreter, where nothing compiles.
 """
 
 import json

@@ -32,17 +32,17 @@ struct Chunk {
   bool valid;  // c < C (column blocks: the last tile may be partial)
   template <bool kColumns>
   __device__ static Chunk of(const NormGeometry& q) {
+    // block indices fit 32 bits (a launch has fewer than 2^31 blocks), so does every quotient here
+    const uint32_t blk = blockIdx.x, chunks = q.chunks, ctiles = q.ctiles, spr = q.spr;
     Chunk ch;
-    const int64_t blk = blockIdx.x;
-    ch.j = blk % q.chunks;
-    const int64_t t = blk / q.chunks;
-    ch.b = t / q.ctiles;
-    ch.c = kColumns ? (t % q.ctiles) * kLanes + threadIdx.x % kLanes : t % q.ctiles;
+    const uint32_t j = blk % chunks, t = blk / chunks;
+    ch.j = j;
+    ch.b = t / ctiles;
+    ch.c = kColumns ? int64_t(t % ctiles) * kLanes + threadIdx.x % kLanes : int64_t(t % ctiles);
     ch.valid = ch.c < q.C;
-    const int64_t spr = (q.S + q.seg - 1) / q.seg;  // segments per row
-    ch.r0 = (ch.j / spr) * q.rows;
+    ch.r0 = int64_t(j / spr) * q.rows;
     ch.r1 = ch.r0 + q.rows < q.R ? ch.r0 + q.rows : q.R;
-    ch.s0 = (ch.j % spr) * q.seg;
+    ch.s0 = int64_t(j % spr) * q.seg;
     ch.s1 = ch.s0 + q.seg < q.S ? ch.s0 + q.seg : q.S;
     return ch;
   }

@@ -78,13 +78,14 @@ class RandomTransform:
 class EOTPGD(PGD):
     """PGD with the gradient averaged over ``eot_samples`` random transformations of the input.
 
+    The other arguments are ``PGD``'s. Early stop (on by default) stops a sample once the mean of the
+    model's probabilities over its K transformed copies puts it in another class (or the target).
+
     Args:
         transform: a ``RandomTransform``, or any function (x (M, ...), generator) -> (M, ...) that is
             differentiable in x. Default: scale (0.9, 1.1), rotation 10 degrees, translate 0.05,
             brightness 0.05, noise 0.02.
         eot_samples: K, the transformations per step (the model sees K * N images per step).
-        Other arguments as ``PGD``'s. Early stop (on by default) stops a sample once the mean of the
-        model's probabilities over its K transformed copies puts it in another class (or the target).
     """
 
     def __init__(self, model: nn.Module, eps: float = 8 / 255, alpha: float | None = None, steps: int = 10,

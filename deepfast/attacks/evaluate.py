@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from deepfast.attacks.base import (
     Attack, Normalization, check_classes, check_eps, check_finite_logits, check_images, check_labels, eval_mode,
@@ -30,6 +29,7 @@ from deepfast.attacks.base import (
 )
 from deepfast.attacks.ensemble import in_turn
 from deepfast.attacks.registry import ATTACKS, PRESETS, factories, known
+from deepfast.progress import bar
 
 AttackSpec = str | Callable[..., Attack]  # a name of ATTACKS or PRESETS, or factory(model, eps=, normalization=) -> Attack
 
@@ -199,7 +199,7 @@ def evaluate(
     records = []  # per batch: (index of its first sample, counts)
     batches, total = _shard(data, batch_size, rank, size)
     with eval_mode(model):
-        for start, batch in tqdm(batches, total=total, disable=not progress or rank != 0, desc="evaluate", unit="batch"):
+        for start, batch in bar(batches, total=total, disable=not progress or rank != 0, desc="evaluate", unit="batch"):
             images, labels = _checked(batch)
             x, y = images.to(device), labels.to(device, torch.int64)  # attacks keep the images' dtype
             with torch.no_grad():

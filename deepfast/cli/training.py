@@ -128,7 +128,7 @@ def add_parsers(commands) -> None:
     p.add_argument("--samples", type=int, help="images in a sample grid")
     p.add_argument("--no-progress", dest="progress", action="store_const", const=False, help="no progress bar")
     p.add_argument("-o", "--option", action="append", type=parse_option, metavar="KEY=VALUE",
-                   help="a trainer option, e.g. -o beta=4 (vae), -o n_blocks=9 (cyclegan); see the README")
+                   help="a trainer option, e.g. -o beta=4 (vae), -o n_blocks=9 (cyclegan); see docs/training.md")
     adv = p.add_argument_group(
         "adversarial training (classifier)",
         "Train on adversarial examples made each step against the current model (in eval mode); these flags "

@@ -4,20 +4,29 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from deepfast.data._common import ValueRange, check_size, check_value_range, resize, to_range
 
+if TYPE_CHECKING:
+    from PIL import Image
+
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 
-# What Pillow raises for a file it cannot read: broken or truncated, not an image, too many pixels
-# (DecompressionBombError, above twice Image.MAX_IMAGE_PIXELS), an unsupported mode.
-READ_ERRORS = (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError)
+
+def _pillow():
+    """Pillow's Image module (imported when an image is read) and what it raises for a file it cannot
+    read: broken or truncated, not an image, too many pixels (DecompressionBombError, above twice
+    Image.MAX_IMAGE_PIXELS), an unsupported mode."""
+    from PIL import Image, UnidentifiedImageError
+
+    return Image, (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError)
+
 
 # Pillow mode -> (mode converted to, channels, divisor to [0, 1]); other modes convert to RGB.
 _MODES = {
@@ -43,10 +52,11 @@ def _target_mode(img: Image.Image) -> tuple[str, int, float]:
 
 def _channels_of(path: Path) -> tuple[int, tuple[int, int]]:
     """Channel count and (H, W) of an image file, from its header."""
+    image, errors = _pillow()
     try:
-        with Image.open(path) as img:
+        with image.open(path) as img:
             return _target_mode(img)[1], (img.height, img.width)
-    except READ_ERRORS as err:
+    except errors as err:
         raise ValueError(f"cannot read image {path}: {err}") from err
 
 
@@ -55,11 +65,12 @@ def read_image(path: str | Path) -> Tensor:
     or 4 (RGBA). Palette images become RGB (RGBA with transparency), 16-bit gray is scaled by
     1/65535. Raises ValueError naming the path when Pillow cannot read it."""
     path = Path(path)
+    image, errors = _pillow()
     try:
-        with Image.open(path) as img:
+        with image.open(path) as img:
             mode, _, scale = _target_mode(img)
             array = np.asarray(img if img.mode == mode else img.convert(mode))
-    except READ_ERRORS as err:
+    except errors as err:
         raise ValueError(f"cannot read image {path}: {err}") from err
     x = torch.from_numpy(array.astype(np.float32) / np.float32(scale))
     return x.unsqueeze(0) if x.dim() == 2 else x.permute(2, 0, 1).contiguous()

@@ -8,7 +8,7 @@ uses it (``deepfast train classifier --adversarial pgd --eps 0.2``). The losses 
     defense      loss                                                          x_adv maximises
     "at"         CE(f(x), y) + lam * CE(f(x_adv), y)                           CE(f(x_adv), y)
     "madry"      lam * CE(f(x_adv), y)            (Madry et al. 2018: lam = 1)  CE(f(x_adv), y)
-    "alp"        CE(f(x), y) + lam * mean ||f(x) - f(x_adv)||^2  (Kannan et al. 2018, as the issue writes it)
+    "alp"        CE(f(x), y) + lam * mean ||f(x) - f(x_adv)||^2  (logit pairing, Kannan et al. 2018)
     "alp_mixed"  (CE(f(x), y) + CE(f(x_adv), y)) / 2 + lam * mean ||f(x) - f(x_adv)||^2  (the paper's mixed minibatch)
     "trades"     CE(f(x), y) + lam * KL(p(x) || p(x_adv))   (Zhang et al. 2019)  KL(p(x) || p(x_adv))
 

@@ -20,7 +20,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
-from sklearn.metrics import roc_auc_score
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -133,6 +132,8 @@ def detection_auc(detector: ActivationDetector, clean: Tensor, adversarial: Tens
     with torch.no_grad():
         scores = [detector.score(_activations(detector.classifier, detector.layer, t)).cpu() for t in (clean, adversarial)]
     labels = [0] * len(scores[0]) + [1] * len(scores[1])
+    from sklearn.metrics import roc_auc_score  # (scikit-learn: imported when a score is computed)
+
     return float(roc_auc_score(labels, torch.cat(scores).numpy()))
 
 

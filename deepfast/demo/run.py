@@ -48,7 +48,7 @@ def add_curves(demo: Demo, section: Section) -> None:
     demo.runs.clear()
 
 
-# What was tried for the targets this demo misses (measured in the runs named; see the README's Demo section).
+# What was tried for the targets this demo misses (measured in the runs named; see docs/demo.md).
 TRIED = {
     "VAE": "batch 32 instead of 128 (45 steps an epoch instead of 11) and 8 latents instead of 16: 41% -> 55% "
            "confident, Frechet 93 -> 53; 60 epochs: 57%, Frechet 54; 4 latents: 69% confident but Frechet 92 and "

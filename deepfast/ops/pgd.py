@@ -70,6 +70,9 @@ def pgd_step_reference(
         x = x_adv + step * (grad / (_norm(grad) + 1e-10))
         d = x - x_orig
         d_norm = _norm(d)
+        # (a tensor over a tensor: a Python float over one is its reciprocal times it, 0 * inf = NaN for a
+        # subnormal norm)
+        eps = torch.as_tensor(eps, dtype=d_norm.dtype, device=d_norm.device)
         x = x_orig + d * torch.where(d_norm > eps, eps / d_norm, 1.0)
     return x if clamp is None else x.clamp(*clamp)
 

@@ -1,7 +1,7 @@
 """Checkpoints: written atomically, loaded without ever executing code from the file, refused when damaged,
 and the random number generator states that make a resumed run continue exactly as the uninterrupted one.
 
-Format 2 (written since issue 14): a ``torch.save`` file of a dict whose every value is a tensor or a
+Format 2 (the current format): a ``torch.save`` file of a dict whose every value is a tensor or a
 plain type (dict, list, tuple, str, int, float, bool, None). ``torch.load(path, weights_only=True)``,
 torch's restricted unpickler, which builds nothing else and calls no function the file names, loads
 it; deepfast loads every checkpoint that way. Its "digest" is the SHA-256 of all its other values

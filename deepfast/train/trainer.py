@@ -18,13 +18,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
 
 import deepfast
+from deepfast import progress
 from deepfast.amp import autocast
 from deepfast.grid import save_grid
 from deepfast.nn import convert_sync_batchnorm
 from deepfast.files import remove_temp_files
+from deepfast import progress
 from deepfast.train.checkpoint import FORMAT, atomic_save, load_checkpoint, load_state, rng_state, set_rng_state
 from deepfast.train.config import TrainConfig, check_option
 from deepfast.train.data import ShardSampler, load_split, make_loader, to_device
@@ -285,7 +286,7 @@ class Trainer:
             start_epoch, skip, sums = self._resume(log, trusted)
             if start_epoch == cfg.epochs and skip == 0:
                 if world.main:  # said even without progress: the command did nothing
-                    tqdm.write(f"{self.out / CHECKPOINT} has trained all {cfg.epochs} epochs already: nothing to do "
+                    progress.write(f"{self.out / CHECKPOINT} has trained all {cfg.epochs} epochs already: nothing to do "
                                "(give --epochs with a larger total to train more)")
                 return RunResult(cfg.epochs, False, self.out / CHECKPOINT, log.rows if log else [], world.main)
         else:
@@ -322,7 +323,7 @@ class Trainer:
         cfg, world = self.config, self.world
         for model in self.models.values():
             model.train()
-        bar = tqdm(total=n_batches, initial=skip, desc=f"{self.name} {epoch + 1}/{cfg.epochs}", unit="batch",
+        bar = progress.bar(total=n_batches, initial=skip, desc=f"{self.name} {epoch + 1}/{cfg.epochs}", unit="batch",
                    disable=not (cfg.progress and world.main), dynamic_ncols=True, leave=True)
         batches = iter(loader)
         for k in range(skip, n_batches):
@@ -345,7 +346,7 @@ class Trainer:
                 bar.close()
                 self._save(epoch, k + 1, sums)
                 if world.main:
-                    tqdm.write(f"stopped at epoch {epoch + 1}, batch {k + 1}; checkpoint {self.out / CHECKPOINT}; "
+                    progress.write(f"stopped at epoch {epoch + 1}, batch {k + 1}; checkpoint {self.out / CHECKPOINT}; "
                                "continue with --resume")
                 return True, sums
         bar.close()
@@ -369,7 +370,7 @@ class Trainer:
             if cfg.sample_every and (epoch + 1) % cfg.sample_every == 0:
                 self.save_samples(self.out / "samples" / f"epoch_{epoch + 1:03d}.png")
             if cfg.progress:
-                tqdm.write(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items()
+                progress.write(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items()
                                                              if k not in ("epoch", "time")))
         self._save(epoch + 1, 0, {})
 
@@ -438,7 +439,7 @@ class Trainer:
         if log is not None:
             log.truncate(ckpt["epoch"])
         if self.world.main and self.config.progress:
-            tqdm.write(f"resuming {path} at epoch {ckpt['epoch'] + 1}, batch {ckpt['batch']}")
+            progress.write(f"resuming {path} at epoch {ckpt['epoch'] + 1}, batch {ckpt['batch']}")
         return ckpt["epoch"], ckpt["batch"], ckpt["sums"]
 
     def _diverged(self, epoch: int, batch: int, losses: dict) -> None:
@@ -460,7 +461,7 @@ class Trainer:
                 raise KeyboardInterrupt
             self._stop = True
             if self.world.main:
-                tqdm.write("Ctrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to abort)")
+                progress.write("Ctrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to abort)")
 
         previous = signal.signal(signal.SIGINT, handler)
         try:
