@@ -8,7 +8,7 @@ from torch import Tensor
 
 from deepfast import latent
 from deepfast.attributes import stroke_thickness
-from deepfast.data import digits
+from deepfast.data import digits, resize
 from deepfast.demo.context import Demo
 from deepfast.demo.report import Section
 from deepfast.metrics import check_with_classifier, classifier_frechet_distance, predict_proba
@@ -19,6 +19,15 @@ MIXTURE_COMPONENTS = 10  # of the Gaussian mixture the VAE's samples are drawn f
 # epochs: EMA 0.99 41% confident, resize upsampling 45%, DiffAugment 46%, none of them 48% (Frechet 40); with
 # DiffAugment D no longer wins, and after 30 epochs 52% (Frechet 30)
 GAN_OPTIONS = {"upsample": "transposed", "ema": 0.0, "augment": "translation,cutout"}
+# the DCGAN's image size: the bundled digits are 8x8 scans, and the 32x32 digits the judge reads are their
+# bilinear upscalings; the generators make GAN_SIZE x GAN_SIZE digits, upscaled the same way (as_digits)
+GAN_SIZE = 16
+
+
+def as_digits(images: Tensor) -> Tensor:
+    """Generated images (N, 1, S, S) in [-1, 1] as the judge's digits: (N, 1, 32, 32) in [0, 1], upscaled
+    bilinearly as deepfast.data.digits upscales the 8x8 originals."""
+    return resize((images + 1) / 2, (32, 32))
 
 
 def stack(data, n: int | None = None) -> tuple[Tensor, Tensor]:
@@ -132,14 +141,16 @@ def dcgan_section(demo: Demo, section: Section) -> None:
     ngf = demo.pick(32, 64)
     # batch 16: the 1438 digits give 89 steps an epoch; with 64 (22 steps) D wins for the first ~300 steps
     trainer = demo.train("dcgan", model="dcgan", epochs=demo.epochs(DCGAN_EPOCHS, 40), batch_size=16,
-                         options={"ngf": ngf, "ndf": ngf, **GAN_OPTIONS})
+                         image_size=GAN_SIZE, options={"ngf": ngf, "ndf": ngf, **GAN_OPTIONS})
     g = trainer.generator
     torch.manual_seed(1)
     z = torch.randn(1000, g.nz)
-    images = (latent.decode(g, z) + 1) / 2  # [-1, 1] -> [0, 1]
+    images = as_digits(latent.decode(g, z))
     section.text(f"DCGAN (deepfast.models.Generator / Discriminator, ngf = ndf = {ngf}, nz = {g.nz}, fused "
                  f"BatchNorm + ReLU / LeakyReLU, {GAN_OPTIONS['upsample']} upsampling) trained "
-                 f"{trainer.config.epochs} epochs of batch 16 on the digits in [-1, 1], Adam 2e-4, betas (0.5, 0.999), "
+                 f"{trainer.config.epochs} epochs of batch 16 on the digits at {GAN_SIZE}x{GAN_SIZE} in [-1, 1] (the "
+                 "bundled digits are 8x8 scans: the judge's 32x32 digits are their bilinear upscalings, and the "
+                 f"samples are upscaled from {GAN_SIZE}x{GAN_SIZE} the same way), Adam 2e-4, betas (0.5, 0.999), "
                  f"non-saturating generator loss, DiffAugment ({GAN_OPTIONS['augment']}) on every image D sees.")
     section.image(demo.save("dcgan_samples", images[:100], nrow=10, scale=2), "100 samples G(z)")
     sample_row = judge_row(demo, "DCGAN samples", images)
@@ -155,7 +166,7 @@ def dcgan_section(demo: Demo, section: Section) -> None:
         c = z[labels == k]
         base.append(c.mean(0))
         moved.append(latent.mean_arithmetic(z[thick], z[thin], c))
-    before, after = ((latent.decode(g, torch.stack(v)) + 1) / 2 for v in (base, moved))
+    before, after = (as_digits(latent.decode(g, torch.stack(v))) for v in (base, moved))
     section.image(demo.save("dcgan_arithmetic", torch.cat([before, after]), nrow=len(base), scale=2),
                   "z arithmetic: G(mean z of the samples the judge calls k) (top) and G(mean z[thick] - mean z[thin] "
                   "+ mean z[k]) (bottom), for each class k")

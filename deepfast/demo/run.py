@@ -76,15 +76,39 @@ def targets_section(demo: Demo) -> Section:
     return section
 
 
+def thread_count(threads: int | None) -> str:
+    """Sets torch's CPU threads to ``threads`` (None: leaves torch's own count, one per physical core
+    unless OMP_NUM_THREADS says otherwise) and says where the count in use comes from."""
+    if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads must be a positive int, got {threads!r}")
+        torch.set_num_threads(threads)
+        return f"{threads} threads (--threads)"
+    source = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}" if "OMP_NUM_THREADS" in os.environ else "torch's default"
+    return f"{torch.get_num_threads()} threads ({source})"
+
+
 def run_demo(out: str | Path = "runs/demo", full: bool = False, device: str | None = None,
-             progress: bool = True, only: list[str] | None = None, smoke: bool = False) -> tuple[Path, list[str]]:
+             progress: bool = True, only: list[str] | None = None, smoke: bool = False,
+             threads: int | None = None) -> tuple[Path, list[str]]:
     """Runs the sections (those whose title contains one of ``only``, default all) into ``out`` and
-    writes out/report.html and out/results.json (every number, the targets, section times, the CPU).
-    Finished training runs in out/runs are reused, interrupted ones resumed. A section that fails
-    shows its error in the report and the others still run. Returns the report's path and the titles
-    of the failed sections."""
-    demo = Demo(Path(out), full=full, smoke=smoke, device=device, progress=progress)
-    start = time.time()
+    writes out/report.html and out/results.json (every number, the targets, section times, the CPU,
+    the torch threads). ``threads``: torch's CPU threads for the run (None: torch's default, one per
+    physical core, or OMP_NUM_THREADS). Finished training runs in out/runs are reused, interrupted
+    ones resumed. A section that fails shows its error in the report and the others still run.
+    Returns the report's path and the titles of the failed sections."""
+    previous = torch.get_num_threads()
+    threading = thread_count(threads)
+    try:
+        return _run(Path(out), full, device, progress, only, smoke, threading)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run(out: Path, full: bool, device: str | None, progress: bool, only: list[str] | None, smoke: bool,
+         threading: str) -> tuple[Path, list[str]]:
+    demo = Demo(out, full=full, smoke=smoke, device=device, progress=progress)
+    start, load = time.time(), os.getloadavg()[0]  # before the run: the other work on the CPUs
     sections, failed, seconds = [], [], {}
     for title, fn in SECTIONS:
         if only and not any(word.lower() in title.lower() for word in only) and fn is not classifier_section:
@@ -106,15 +130,17 @@ def run_demo(out: str | Path = "runs/demo", full: bool = False, device: str | No
     settings = "smoke-test" if smoke else "full" if full else "quick"
     meta = [f"CPU: {cpu}",
             f"deepfast {deepfast.__version__}, torch {torch.__version__}, python {platform.python_version()}, "
-            f"{platform.machine()} {torch.get_num_threads()} threads, backends "
-            f"{', '.join(name for name, s in backends.status().items() if s.available)}",
+            f"{platform.machine()}, {threading}, backends "
+            f"{', '.join(name for name, s in backends.status().items() if s.available)}; load average "
+            f"{load:.1f} at the start (other work on the CPUs)",
             f"{settings} settings, {wall:.0f} s in all ("
             + ", ".join(f"{title.split(':')[0]} {s:.0f} s" for title, s in seconds.items()) + "), "
             f"{time.strftime('%Y-%m-%d %H:%M')}"]
     if demo.targets:
         sections.insert(0, targets_section(demo))
     path = write_report(demo.out / "report.html", "deepfast demo", meta, sections)
-    results = {"cpu": cpu, "torch": torch.__version__, "threads": torch.get_num_threads(), "settings": settings,
+    results = {"cpu": cpu, "torch": torch.__version__, "threads": torch.get_num_threads(), "threading": threading,
+               "load_average_at_start": load, "settings": settings,
                "wall_seconds": wall, "section_seconds": seconds, "failed": failed,
                "targets": {name: t.to_dict() for name, t in demo.targets.items()}, "results": demo.results,
                "date": time.strftime("%Y-%m-%d %H:%M")}

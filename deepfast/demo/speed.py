@@ -46,7 +46,7 @@ def step_ms(name: str, impl: str, batch: int, size: int, channels: int, options:
 
 
 def speed_section(demo: Demo, section: Section) -> None:
-    repeats = 1 if demo.smoke else demo.pick(5, 15)
+    repeats = 1 if demo.smoke else demo.pick(3, 15)
     rows = []
     for name, batch, size, channels, options in STEPS:
         if demo.smoke:

@@ -13,9 +13,10 @@ from deepfast.demo.context import Demo
 from deepfast.demo.report import Section
 from deepfast.metrics import psnr, ssim
 
-# The CycleGAN of the section: small generators at 32x32 with an input skip (the translation keeps the
-# input's structure unless it learns otherwise) and resize-convolution upsampling (no checkerboard).
-CYCLEGAN = {"ngf": 16, "n_blocks": 3, "ndf": 32, "upsample": "resize", "skip": True}
+# The CycleGAN of the section: per-pixel generators (deepfast.models.PixelGenerator: re-staining changes
+# colours and keeps every structure, and a generator that sees one pixel cannot paint texture or
+# checkerboards) with an input skip, PatchGAN discriminators.
+CYCLEGAN = {"generator": "pixel", "ngf": 32, "ndf": 32, "skip": True}
 DOMAINS = {"stain": ("like tissue proportions", stain_domains),
            "stain_skewed": ("A mostly tissue, B mostly background", stain_domains_skewed)}
 
@@ -43,8 +44,9 @@ def staining_section(demo: Demo, section: Section) -> None:
                  "haematoxylin). Domain B: patches from other regions of the same image re-stained to an H&E-like "
                  "look by colour deconvolution and recombination (deepfast.data.stain_domains), unpaired in "
                  "training (overlapping patches, stride size / 4). Held-out A patches have their B ground truth. "
-                 f"CycleGAN (ResNet generators with {CYCLEGAN['n_blocks']} blocks, ngf {CYCLEGAN['ngf']}, an input "
-                 "skip and resize-convolution upsampling; PatchGAN with ndf "
+                 f"CycleGAN (per-pixel generators, deepfast.models.PixelGenerator: three 1x1 convolutions "
+                 f"{CYCLEGAN['ngf']} wide and an input skip, each output pixel a function of the same input pixel's "
+                 "colour, since re-staining changes colours and keeps every structure; PatchGAN with ndf "
                  f"{CYCLEGAN['ndf']}; LSGAN, cycle 10, identity 0.5, pools of 50), {epochs} epochs of batch 4; then "
                  "the same with the saliency constraint of UTOM (Li et al. 2021; weight 1, decaying to 0), whose "
                  "tissue thresholds are Otsu's threshold of each training domain. Two settings: the domains with "
