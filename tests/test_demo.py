@@ -1,5 +1,6 @@
 """deepfast demo at smoke-test settings: every section runs, the report's images exist, runs are reused."""
 
+import json
 import re
 
 import pytest
@@ -57,6 +58,20 @@ def test_a_failing_section_is_reported_not_fatal(tmp_path, monkeypatch):
     assert failed == ["Broken"] and "broken on purpose" in path.read_text()
     monkeypatch.setattr("deepfast.demo.run.run_demo", lambda *a, **k: (path, ["Broken"]))
     assert cli.main(["demo", "--out", str(tmp_path)]) == 1
+
+
+def test_the_run_uses_the_threads_asked_for_and_restores_them(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr("deepfast.demo.run.SECTIONS", [("Threads", lambda demo, section: seen.append(
+        torch.get_num_threads()))])
+    before = torch.get_num_threads()
+    run_demo(tmp_path, smoke=True, progress=False, threads=1)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert seen == [1] and torch.get_num_threads() == before
+    assert results["threads"] == 1 and results["threading"] == "1 torch thread (--threads)"
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="threads"):
+            run_demo(tmp_path, smoke=True, progress=False, threads=bad)
 
 
 def test_report_escapes_text_and_formats_numbers(tmp_path):

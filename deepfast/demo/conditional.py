@@ -8,7 +8,7 @@ import torch
 
 from deepfast.data import digits
 from deepfast.demo.context import Demo, export
-from deepfast.demo.generative import GAN_OPTIONS, GAN_SIZE, as_digits, judge_row, stack
+from deepfast.demo.generative import GAN_OPTIONS, judge_row, stack
 from deepfast.demo.report import Section
 from deepfast.metrics import predict_proba
 
@@ -33,14 +33,14 @@ def conditional_section(demo: Demo, section: Section) -> None:
     # 100 digits, batch 16: 6 steps an epoch
     epochs = demo.epochs(150, 500)
     trainer = demo.train("cdcgan", model="cdcgan", data=f"folder:{root / 'real'}", epochs=epochs, batch_size=16,
-                         image_size=GAN_SIZE, sample_every=50,
+                         image_size=32, sample_every=50,
                          options={"ngf": 32, "ndf": 32, **GAN_OPTIONS})
     g = trainer.generator
     torch.manual_seed(2)
     labels = torch.arange(10).repeat_interleave(GENERATED_PER_CLASS)
     with torch.no_grad():
         g.eval()
-        generated = as_digits(torch.cat([g(torch.randn(len(c), g.nz), c) for c in labels.split(500)]))
+        generated = (torch.cat([g(torch.randn(len(c), g.nz), c) for c in labels.split(500)]) + 1) / 2
     agree = (predict_proba(demo.judge, generated).argmax(1) == labels).double().mean().item()
     if not (root / "generated_done").exists():
         export(torch.cat([x, generated]), torch.cat([y, labels]), root / "augmented")
@@ -54,8 +54,7 @@ def conditional_section(demo: Demo, section: Section) -> None:
     n_real, n_gen = len(y), len(labels)
     section.text(f"deepfast.models.ConditionalGenerator (z and a learned class embedding) and "
                  "ConditionalDiscriminator (a projection discriminator), trainer cdcgan (`deepfast train cdcgan`), "
-                 f"trained {epochs} epochs of batch 16 at {GAN_SIZE}x{GAN_SIZE} (upscaled to 32x32 as the DCGAN's) "
-                 f"on only {n_real} labelled digits ({PER_CLASS} a class; "
+                 f"trained {epochs} epochs of batch 16 on only {n_real} labelled digits ({PER_CLASS} a class; "
                  "DiffAugment on every image D sees: without it D learns the 100 digits by heart, D(x) 0.99 and "
                  f"D(G(z)) 0.02 by epoch 16). It then generates {GENERATED_PER_CLASS} "
                  f"digits of each class; the judge gives {agree:.1%} of them the class they were generated for. The "
@@ -70,6 +69,6 @@ def conditional_section(demo: Demo, section: Section) -> None:
     section.table(rows)
     section.table([judge_row(demo, "generated digits", generated)], "the judge on the generated digits")
     with torch.no_grad():
-        grid = as_digits(g(torch.randn(100, g.nz), torch.arange(10).repeat_interleave(10)))
+        grid = (g(torch.randn(100, g.nz), torch.arange(10).repeat_interleave(10)) + 1) / 2
     section.image(demo.save("cdcgan_samples", grid, nrow=10, scale=2), "G(z, y): one row per class y = 0..9")
     demo.results["conditional"] = {"accuracy": rows, "judge agrees with the label": agree}

@@ -83,9 +83,13 @@ def thread_count(threads: int | None) -> str:
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ValueError(f"threads must be a positive int, got {threads!r}")
         torch.set_num_threads(threads)
-        return f"{threads} threads (--threads)"
-    source = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}" if "OMP_NUM_THREADS" in os.environ else "torch's default"
-    return f"{torch.get_num_threads()} threads ({source})"
+        source = "--threads"
+    elif "OMP_NUM_THREADS" in os.environ:
+        source = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}"
+    else:
+        source = "torch's default"
+    n = torch.get_num_threads()
+    return f"{n} torch thread{'s' if n != 1 else ''} ({source})"
 
 
 def run_demo(out: str | Path = "runs/demo", full: bool = False, device: str | None = None,
