@@ -62,7 +62,10 @@ class PixelGenerator(nn.Module):
     between them, no norm (an image's statistics would make a pixel depend on the others), then tanh;
     ``skip`` adds the input before the tanh as ResnetGenerator's. For translations that change colour
     and keep every structure, such as re-staining: it cannot paint texture, noise or checkerboards.
-    N(0, 0.02) init; (input_nc + 1) width + (depth - 2)(width + 1) width + (width + 1) output_nc parameters.
+    Init: the hidden 1x1 convs keep torch's default (Kaiming-uniform: without a norm, N(0, 0.02) weights
+    would shrink the activations and their gradients 10x a layer), the last one N(0, 0.02) with a zero bias
+    (with ``skip`` the generator starts near tanh(x)). (input_nc + 1) width + (depth - 2)(width + 1) width
+    + (width + 1) output_nc parameters.
     """
 
     def __init__(self, input_nc: int = 3, output_nc: int = 3, width: int = 64, depth: int = 3, impl: str = "fused",
@@ -74,10 +77,9 @@ class PixelGenerator(nn.Module):
         widths = [input_nc] + [width] * (depth - 1)
         layers: list[nn.Module] = [conv_norm_act(impl, a, b, 1, norm=None, negative_slope=0.2)
                                    for a, b in zip(widths, widths[1:])]
-        layers.append(nn.Conv2d(width, output_nc, 1))
+        layers.append(init_normal_(nn.Conv2d(width, output_nc, 1)))
         self.model = nn.Sequential(*layers)
         self.skip = skip and input_nc == output_nc
-        init_normal_(self)
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.model(x)
