@@ -31,6 +31,6 @@ def add_parsers(commands) -> None:
     p.add_argument("--only", help="comma-separated words: run only the sections whose titles contain one")
     p.add_argument("--device", help="cpu or cuda (default: cuda when there is one)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's, one per physical core, or "
-                                               "OMP_NUM_THREADS)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: OMP_NUM_THREADS, else one per physical "
+                                               "core not kept busy by other work, from the load average)")
     p.set_defaults(func=demo)

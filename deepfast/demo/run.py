@@ -78,19 +78,24 @@ def targets_section(demo: Demo) -> Section:
 
 
 def thread_count(threads: int | None) -> str:
-    """Sets torch's CPU threads to ``threads`` (None: leaves torch's own count, one per physical core
-    unless OMP_NUM_THREADS says otherwise) and says where the count in use comes from."""
+    """Sets torch's CPU threads for the run and says where the count comes from: ``threads`` when given;
+    else OMP_NUM_THREADS when set; else torch's default (one per physical core) cut to the CPUs the load
+    average leaves free (at least 1): on CPUs that other work keeps busy, OpenMP threads that wait for
+    each other made the demo's small steps several times slower than one thread (measured: the judge
+    38 s with 2 threads beside two other jobs on 2 CPUs, 5 s with 1)."""
     if threads is not None:
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ValueError(f"threads must be a positive int, got {threads!r}")
-        torch.set_num_threads(threads)
         source = "--threads"
     elif "OMP_NUM_THREADS" in os.environ:
-        source = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}"
+        threads, source = torch.get_num_threads(), f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}"
     else:
-        source = "torch's default"
-    n = torch.get_num_threads()
-    return f"{n} torch thread{'s' if n != 1 else ''} ({source})"
+        default, load, cpus = torch.get_num_threads(), os.getloadavg()[0], len(os.sched_getaffinity(0))
+        threads = max(1, min(default, round(cpus - load)))
+        source = f"torch's default {default}" + ("" if threads == default else
+                                                f", cut to the CPUs free at load average {load:.1f} on {cpus}")
+    torch.set_num_threads(threads)
+    return f"{threads} torch thread{'s' if threads != 1 else ''} ({source})"
 
 
 def run_demo(out: str | Path = "runs/demo", full: bool = False, device: str | None = None,
@@ -98,8 +103,8 @@ def run_demo(out: str | Path = "runs/demo", full: bool = False, device: str | No
              threads: int | None = None) -> tuple[Path, list[str]]:
     """Runs the sections (those whose title contains one of ``only``, default all) into ``out`` and
     writes out/report.html and out/results.json (every number, the targets, section times, the CPU,
-    the torch threads). ``threads``: torch's CPU threads for the run (None: torch's default, one per
-    physical core, or OMP_NUM_THREADS). Finished training runs in out/runs are reused, interrupted
+    the torch threads). ``threads``: torch's CPU threads for the run (None: OMP_NUM_THREADS, else
+    torch's default cut to the CPUs the load average leaves free; see thread_count). Finished training runs in out/runs are reused, interrupted
     ones resumed. A section that fails shows its error in the report and the others still run.
     Returns the report's path and the titles of the failed sections."""
     previous = torch.get_num_threads()
