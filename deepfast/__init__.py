@@ -6,9 +6,13 @@ pure-torch reference as the definition and fallback; see ``deepfast.backends``.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from deepfast import backends, losses, nn, ops
-from deepfast.backends import BackendUnavailable, use_backend
-from deepfast.ops import reparameterize_kl
+from deepfast import hardware
+
+hardware.separate_compile_cache()  # before the ops' registration sets torch.compile's cache folder
+
+from deepfast import backends, losses, nn, ops  # noqa: E402
+from deepfast.backends import BackendUnavailable, use_backend  # noqa: E402
+from deepfast.ops import reparameterize_kl  # noqa: E402
 
 try:
     __version__ = version("deepfast")

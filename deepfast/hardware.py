@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import os
 import platform
+import tempfile
 
 import torch
 
@@ -123,3 +124,16 @@ def describe() -> str:
     limits = [f"{var}={os.environ[var]}" for var in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if var in os.environ]
     return (f"{cpu_model()}, {os.cpu_count()} logical CPUs; ISA {isa}; torch kernels {torch_isa()}, "
             f"bf16 {'native' if bf16_native() else 'emulated'}" + (f" ({', '.join(limits)})" if limits else ""))
+
+
+def separate_compile_cache() -> None:
+    """Under ATEN_CPU_CAPABILITY (torch held to a lower ISA, as the docs use it to measure what an
+    AVX2-only CPU runs), point torch.compile's kernel cache at a folder of that capability, unless
+    TORCHINDUCTOR_CACHE_DIR is set. torch's cache key leaves the variable out: a kernel cached under
+    ``ATEN_CPU_CAPABILITY=avx2`` and loaded without it corrupted the heap (torch 2.13, "corrupted
+    double-linked list") or gave wrong results. ``import deepfast`` calls this first (importing the
+    ops sets torch's default folder)."""
+    capability = os.environ.get("ATEN_CPU_CAPABILITY")
+    if capability and "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+        folder = f"torchinductor-{os.getuid() if hasattr(os, 'getuid') else 'user'}-aten-{capability}"
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(tempfile.gettempdir(), folder)

@@ -3,11 +3,12 @@
 import os
 import subprocess
 import sys
+import types
 import warnings
 
 import pytest
 
-from deepfast import hardware
+from deepfast import backends, hardware
 
 
 def test_isa_from_flags(monkeypatch):
@@ -38,8 +39,12 @@ def test_kernel_clone_from_flags(monkeypatch):
     v3 = {"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"}
     v4 = v3 | {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"}
     monkeypatch.setattr(hardware.platform, "machine", lambda: "x86_64")
-    for flags, clone in ((v4, "x86-64-v4 (AVX-512)"), (v3, "x86-64-v3 (AVX2)"), (v3 - {"fma"}, "baseline x86-64"),
-                         ({"avx512f"}, "baseline x86-64")):
+    full = types.SimpleNamespace(cpu_clones=("x86-64-v4", "x86-64-v3", "default"))
+    avx2 = types.SimpleNamespace(cpu_clones=("x86-64-v3", "default"))  # a DEEPFAST_CPU_ISA=avx2 build
+    for built, flags, clone in ((full, v4, "x86-64-v4 (AVX-512)"), (full, v3, "x86-64-v3 (AVX2)"),
+                                (full, v3 - {"fma"}, "baseline x86-64"), (full, {"avx512f"}, "baseline x86-64"),
+                                (avx2, v4, "x86-64-v3 (AVX2)"), (avx2, v3, "x86-64-v3 (AVX2)")):
+        monkeypatch.setattr(backends, "extension", built)
         monkeypatch.setattr(hardware, "cpu_flags", lambda flags=flags: frozenset(flags))
         assert hardware.kernel_isa() == clone
     monkeypatch.setattr(hardware.platform, "machine", lambda: "aarch64")
@@ -120,3 +125,24 @@ def test_info_says_which_kernels_and_autocast_paths_are_native(capsys):
     native = hardware.autocast_support()
     for name in ("bf16", "fp16"):
         assert f"{name} {'native' if native[name] else 'emulated'}" in out
+
+
+def test_compile_cache_is_kept_apart_under_a_lower_torch_isa(monkeypatch):
+    """torch.compile's cache key leaves ATEN_CPU_CAPABILITY out (a kernel cached under avx2 crashed a later
+    run without it): under the variable, the cache goes to a folder of that capability; a folder the user
+    set is kept, and without the variable nothing changes. `import deepfast` does it."""
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    hardware.separate_compile_cache()
+    assert "TORCHINDUCTOR_CACHE_DIR" not in os.environ
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    hardware.separate_compile_cache()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"].endswith("-aten-avx2")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/somewhere/mine")
+    hardware.separate_compile_cache()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == "/somewhere/mine"
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
+    code = "import os, deepfast; print(os.environ['TORCHINDUCTOR_CACHE_DIR'])"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().endswith("-aten-avx2")
