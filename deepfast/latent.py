@@ -1,5 +1,6 @@
 """Latent-space navigation for autoencoders, VAEs and GAN generators: interpolation (linear and
-spherical), 2-D sweeps around a centre latent, and latent arithmetic (attribute vectors, A - B + C).
+spherical), 2-D sweeps around a centre latent, latent arithmetic (attribute vectors, A - B + C), and
+a Gaussian mixture fitted to a model's latents to sample from (ex-post density estimation).
 
 Models: anything with ``encode`` / ``decode`` (``deepfast.models.VAE``: encode -> (mu, logvar), the
 mean mu is used; ``Autoencoder``: encode -> z), or a generator called as ``model(z)``
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -216,3 +218,59 @@ def add_attribute(model: nn.Module, images: Tensor, vector: Tensor, scales: Sequ
     shifted = torch.cat([z + s * vector for s in scales])
     out = decode(model, shifted)
     return out.reshape(len(scales), z.shape[0], *out.shape[1:])
+
+
+@dataclass
+class GaussianMixture:
+    """A mixture of K full-covariance Gaussians over latents of size D, float64:
+    p(z) = sum_k weights[k] N(z; means[k], covariances[k]); weights (K,), means (K, D),
+    covariances (K, D, D) symmetric positive definite. ``fit_gaussian_mixture`` makes one."""
+
+    weights: Tensor
+    means: Tensor
+    covariances: Tensor
+
+    def sample(self, n: int, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
+        """n latents (n, D) of ``dtype``: component k ~ Categorical(weights), then
+        z = means[k] + L_k eps, L_k the Cholesky factor of covariances[k], eps ~ N(0, I); drawn from
+        ``generator`` (torch's global generator by default), on the mixture's device."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive int, got {n!r}")
+        k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        eps = torch.randn(n, self.means.shape[1], 1, generator=generator, dtype=torch.float64,
+                          device=self.means.device)
+        scale = torch.linalg.cholesky(self.covariances)
+        return (self.means[k] + (scale[k] @ eps).squeeze(-1)).to(dtype)
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        """log p(z) (N,) float64 of latents z (N, D)."""
+        _check_latents(z, "z")
+        if z.shape[1] != self.means.shape[1]:
+            raise ValueError(f"z must be latents of size D = {self.means.shape[1]}, got shape {tuple(z.shape)}")
+        components = torch.distributions.MultivariateNormal(self.means, covariance_matrix=self.covariances)
+        return torch.logsumexp(components.log_prob(z.double()[:, None]) + self.weights.log(), dim=1)
+
+
+def fit_gaussian_mixture(latents: Tensor, components: int = 10, seed: int = 0, reg: float = 1e-6) -> GaussianMixture:
+    """The maximum-likelihood mixture of ``components`` full-covariance Gaussians for latents (N, D)
+    (EM from a k-means start, scikit-learn's GaussianMixture; ``reg`` added to each covariance's
+    diagonal; ``seed`` fixes the start).
+
+    Ex-post density estimation (Ghosh et al. 2020): a VAE's aggregate posterior, the distribution of
+    its encodings of the training data, does not fill N(0, I); decoding samples of a density fitted
+    to the training latents (``encode(vae, train_images)``) gives images like its reconstructions,
+    where samples of N(0, I) also land between the data's clusters."""
+    from sklearn.mixture import GaussianMixture as EM
+
+    _check_latents(latents, "latents")
+    n = latents.shape[0]
+    if isinstance(components, bool) or not isinstance(components, int) or not 1 <= components <= n:
+        raise ValueError(f"components must be an int in 1..N = {n}, got {components!r}")
+    check_finite_float(reg, "reg")
+    if reg < 0:
+        raise ValueError(f"reg must be >= 0, got {reg}")
+    if not torch.isfinite(latents).all():
+        raise ValueError("latents must be finite")
+    em = EM(components, covariance_type="full", reg_covar=reg, random_state=seed).fit(latents.detach().double().cpu().numpy())
+    as_tensor = lambda a: torch.as_tensor(a, dtype=torch.float64, device=latents.device)  # noqa: E731
+    return GaussianMixture(as_tensor(em.weights_), as_tensor(em.means_), as_tensor(em.covariances_))

@@ -1,5 +1,6 @@
 """deepfast demo at smoke-test settings: every section runs, the report's images exist, runs are reused."""
 
+import json
 import re
 
 import pytest
@@ -57,6 +58,40 @@ def test_a_failing_section_is_reported_not_fatal(tmp_path, monkeypatch):
     assert failed == ["Broken"] and "broken on purpose" in path.read_text()
     monkeypatch.setattr("deepfast.demo.run.run_demo", lambda *a, **k: (path, ["Broken"]))
     assert cli.main(["demo", "--out", str(tmp_path)]) == 1
+
+
+def test_the_run_uses_the_threads_asked_for_and_restores_them(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr("deepfast.demo.run.SECTIONS", [("Threads", lambda demo, section: seen.append(
+        torch.get_num_threads()))])
+    before = torch.get_num_threads()
+    run_demo(tmp_path, smoke=True, progress=False, threads=1)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert seen == [1] and torch.get_num_threads() == before
+    assert results["threads"] == 1 and results["threading"] == "1 torch thread (--threads)"
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="threads"):
+            run_demo(tmp_path, smoke=True, progress=False, threads=bad)
+
+
+def test_the_default_threads_leave_out_the_cpus_other_work_keeps_busy(monkeypatch):
+    from deepfast.demo.run import thread_count
+
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    try:
+        monkeypatch.setattr("os.getloadavg", lambda: (9.0, 9.0, 9.0))
+        assert thread_count(None).startswith("1 torch thread (") and torch.get_num_threads() == 1
+        torch.set_num_threads(4)
+        monkeypatch.setattr("os.getloadavg", lambda: (1.2, 1.0, 1.0))
+        assert thread_count(None) == "3 torch threads (torch's default 4, cut to the CPUs free at load average 1.2 on 4)"
+        monkeypatch.setattr("os.getloadavg", lambda: (0.1, 0.1, 0.1))
+        assert thread_count(None) == "3 torch threads (torch's default 3)"
+        monkeypatch.setenv("OMP_NUM_THREADS", "3")
+        assert thread_count(None) == "3 torch threads (OMP_NUM_THREADS=3)"
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_report_escapes_text_and_formats_numbers(tmp_path):

@@ -225,6 +225,77 @@ def test_attribute_bad_arguments():
         latent.add_attribute(LinearAE(d=4), torch.rand(2, 1, 4, 4), torch.zeros(4), [])
 
 
+# --- Gaussian mixture (ex-post density estimation) ---------------------------------------------
+
+
+def _two_blobs(n=1200, seed=0):
+    """Latents from a known mixture: weights 0.7 / 0.3, means (-4, 0, 1) / (5, 2, -1), correlated covariances."""
+    g = torch.Generator().manual_seed(seed)
+    means = torch.tensor([[-4.0, 0.0, 1.0], [5.0, 2.0, -1.0]], dtype=torch.float64)
+    scales = torch.tensor([[[1.0, 0, 0], [0.8, 0.6, 0], [0, 0, 0.5]], [[0.5, 0, 0], [0, 1.5, 0], [-0.4, 0, 0.3]]],
+                          dtype=torch.float64)
+    k = (torch.rand(n, generator=g) < 0.3).long()
+    eps = torch.randn(n, 3, 1, generator=g, dtype=torch.float64)
+    return means[k] + (scales[k] @ eps).squeeze(-1), means, scales @ scales.transpose(1, 2)
+
+
+def test_gaussian_mixture_recovers_a_known_mixture():
+    z, means, covs = _two_blobs()
+    mix = latent.fit_gaussian_mixture(z.float(), components=2)
+    order = mix.means[:, 0].argsort()
+    assert torch.allclose(mix.weights[order], torch.tensor([0.7, 0.3], dtype=torch.float64), atol=0.04)
+    assert torch.allclose(mix.means[order], means, atol=0.15)
+    assert torch.allclose(mix.covariances[order], covs, atol=0.2)
+    assert mix.weights.dtype == mix.means.dtype == mix.covariances.dtype == torch.float64
+
+
+def test_gaussian_mixture_samples_follow_the_mixture_and_are_reproducible():
+    _, means, covs = _two_blobs()
+    mix = latent.GaussianMixture(torch.tensor([0.25, 0.75], dtype=torch.float64), means, covs)
+    z = mix.sample(40000, torch.Generator().manual_seed(1), dtype=torch.float64)
+    assert z.shape == (40000, 3) and z.dtype == torch.float64
+    first = z[:, 0] < 0  # the components are 9 apart along the first axis
+    assert abs(first.double().mean().item() - 0.25) < 0.01
+    for k, part in enumerate((z[first], z[~first])):
+        assert torch.allclose(part.mean(0), means[k], atol=0.05)
+        assert torch.allclose(torch.cov(part.T), covs[k], atol=0.06)
+    again = mix.sample(5, torch.Generator().manual_seed(1))
+    assert again.dtype == torch.float32
+    assert torch.equal(again, mix.sample(5, torch.Generator().manual_seed(1)))
+
+
+def test_gaussian_mixture_log_prob_is_the_mixture_density():
+    _, means, covs = _two_blobs()
+    w = torch.tensor([0.6, 0.4], dtype=torch.float64)
+    mix = latent.GaussianMixture(w, means, covs)
+    z = torch.randn(7, 3, dtype=torch.float64) * 3
+    expected = []
+    for x in z:  # the density written out: sum_k w_k (2 pi)^(-D/2) |S_k|^(-1/2) exp(-(x - m_k)' S_k^-1 (x - m_k) / 2)
+        p = sum(w[k] * (2 * math.pi) ** -1.5 * torch.linalg.det(covs[k]) ** -0.5
+                * torch.exp(-0.5 * (x - means[k]) @ torch.linalg.solve(covs[k], x - means[k])) for k in range(2))
+        expected.append(torch.log(p))
+    assert torch.allclose(mix.log_prob(z.float()), torch.stack(expected), rtol=1e-5, atol=1e-6)
+
+
+def test_gaussian_mixture_bad_arguments():
+    z = torch.randn(20, 3)
+    with pytest.raises(ValueError, match="components"):
+        latent.fit_gaussian_mixture(z, components=21)
+    with pytest.raises(ValueError, match="components"):
+        latent.fit_gaussian_mixture(z, components=0)
+    with pytest.raises(ValueError, match="latents"):
+        latent.fit_gaussian_mixture(z[0])
+    with pytest.raises(ValueError, match="latents must be finite"):
+        latent.fit_gaussian_mixture(torch.cat([z, torch.full((1, 3), float("nan"))]))
+    with pytest.raises(ValueError, match="reg"):
+        latent.fit_gaussian_mixture(z, reg=-1.0)
+    mix = latent.fit_gaussian_mixture(z, components=2)
+    with pytest.raises(ValueError, match="n must be"):
+        mix.sample(0)
+    with pytest.raises(ValueError, match="size D = 3"):
+        mix.log_prob(torch.randn(4, 2))
+
+
 # --- digit attributes -------------------------------------------------------------------------
 
 

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from deepfast.models import (VAE, Autoencoder, ConditionalDiscriminator, ConditionalGenerator, Discriminator,
-                             Generator, LeNet, PatchDiscriminator, ResNet18, ResnetGenerator, UNet)
+                             Generator, LeNet, PatchDiscriminator, PixelGenerator, ResNet18, ResnetGenerator, UNet)
 from deepfast.models._blocks import upsample_block
 from deepfast.nn import BatchNormLeakyReLU2d, InstanceNormLeakyReLU2d
 
@@ -37,12 +37,23 @@ CASES = [
      (3, 16), (3, 1, 32, 32)),
     ("cdisc64", lambda impl: WithLabels(ConditionalDiscriminator(10, ndf=8, image_size=64, impl=impl), LABELS),
      (3, 3, 64, 64), (3,)),
+    ("gen8extra", lambda impl: Generator(nz=16, ngf=8, nc=1, image_size=8, impl=impl, extra_layers=2), (3, 16),
+     (3, 1, 8, 8)),
+    ("gen16", lambda impl: Generator(nz=16, ngf=8, image_size=16, impl=impl, upsample="resize"), (3, 16),
+     (3, 3, 16, 16)),
+    ("disc8extra", lambda impl: Discriminator(ndf=8, nc=1, image_size=8, impl=impl, extra_layers=2), (3, 1, 8, 8),
+     (3,)),
+    ("disc16", lambda impl: Discriminator(ndf=8, image_size=16, impl=impl), (3, 3, 16, 16), (3,)),
     ("disc32", lambda impl: Discriminator(ndf=8, image_size=32, impl=impl), (3, 3, 32, 32), (3,)),
     ("disc64", lambda impl: Discriminator(ndf=8, image_size=64, impl=impl), (3, 3, 64, 64), (3,)),
     ("resgen6", lambda impl: ResnetGenerator(ngf=8, n_blocks=6, impl=impl), (2, 3, 32, 32), (2, 3, 32, 32)),
     ("resgen9", lambda impl: ResnetGenerator(ngf=4, n_blocks=9, impl=impl), (1, 3, 24, 24), (1, 3, 24, 24)),
     ("resgen_resize", lambda impl: ResnetGenerator(ngf=8, n_blocks=2, impl=impl, upsample="resize"), (2, 3, 20, 28),
      (2, 3, 20, 28)),
+    ("cgen16extra", lambda impl: WithLabels(ConditionalGenerator(10, nz=16, ngf=8, nc=1, image_size=16, impl=impl,
+                                                                 extra_layers=1), LABELS), (3, 16), (3, 1, 16, 16)),
+    ("cdisc16extra", lambda impl: WithLabels(ConditionalDiscriminator(10, ndf=8, nc=1, image_size=16, impl=impl,
+                                                                      extra_layers=1), LABELS), (3, 1, 16, 16), (3,)),
     ("patch", lambda impl: PatchDiscriminator(ndf=8, impl=impl), (2, 3, 64, 64), (2, 1, 6, 6)),
     ("ae", lambda impl: Autoencoder(1, 32, latent_dim=8, width=8, impl=impl), (2, 1, 32, 32), (2, 1, 32, 32)),
     ("unet", lambda impl: UNet(1, 2, width=4, depth=3, impl=impl), (2, 1, 32, 32), (2, 2, 32, 32)),
@@ -131,6 +142,25 @@ def test_dcgan_parameter_counts():
     assert count(Discriminator(image_size=32)) == 663_296
 
 
+def test_dcgan_extra_layers_are_3x3_convs_at_the_last_hidden_size():
+    """extra_layers=k adds k 3x3 stride-1 conv + BatchNorm blocks (no conv bias) where G's last hidden map
+    is (S/2) and after D's first conv, as the n_extra_layers of the WGAN reference code's DCGAN."""
+    extra = reference_count(nn.Conv2d(32, 32, 3, 1, 1, bias=False), nn.BatchNorm2d(32))
+    for k in (1, 3):
+        assert count(Generator(nz=10, ngf=32, nc=1, image_size=16, extra_layers=k)) == (
+            count(Generator(nz=10, ngf=32, nc=1, image_size=16)) + k * extra)
+        assert count(Discriminator(ndf=32, nc=1, image_size=16, extra_layers=k)) == (
+            count(Discriminator(ndf=32, nc=1, image_size=16)) + k * extra)
+    shapes = []
+    g = Generator(nz=10, ngf=32, nc=1, image_size=16, extra_layers=2)
+    hooks = [m.register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape)))
+             for m in g.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+    g(torch.randn(2, 10))
+    assert shapes == [(2, 32, 8, 8)] * 2
+    for h in hooks:
+        h.remove()
+
+
 def test_cyclegan_parameter_counts():
     """ngf=ndf=64, RGB: ResnetGenerator 11,378,179 (9 blocks) / 7,837,699 (6), PatchDiscriminator
     2,764,737: the counts of the CycleGAN reference code, recomputed from its nn layers."""
@@ -188,6 +218,13 @@ def test_bad_arguments(bad):
         Generator(**bad)
 
 
+@pytest.mark.parametrize("bad", [-1, 1.5, True])
+def test_extra_layers_must_be_a_count(bad):
+    for cls in (Generator, Discriminator, ConditionalGenerator, ConditionalDiscriminator):
+        with pytest.raises(ValueError, match="extra_layers"):
+            cls(image_size=8, extra_layers=bad)
+
+
 @pytest.mark.parametrize("impl", ["fused", "reference"])
 def test_resize_upsampling_has_no_checkerboard(impl):
     """Odena et al. 2016: from a constant input, a stride-2 transposed conv whose kernel does not divide
@@ -242,3 +279,39 @@ def test_resnet_generator_skip_adds_the_input_before_tanh():
         torch.testing.assert_close(g(x), torch.tanh(x))
         plain = ResnetGenerator(3, 3, ngf=4, n_blocks=1)
         torch.testing.assert_close(plain(x), torch.tanh(plain.model(x)))
+
+
+@pytest.mark.parametrize("impl", ["fused", "reference"])
+def test_pixel_generator_maps_each_pixel_by_its_own_channels(impl):
+    """Each output pixel is one function of the same input pixel's channels: shuffling the pixels
+    commutes with the generator, and a constant image stays constant (no texture, no checkerboard)."""
+    torch.manual_seed(0)
+    g = PixelGenerator(3, 3, width=8, depth=4, impl=impl)
+    x = torch.rand(2, 3, 7, 11) * 2 - 1
+    perm = torch.randperm(77)
+    shuffle = lambda t: t.flatten(2)[:, :, perm].reshape(t.shape)  # noqa: E731
+    with torch.no_grad():
+        torch.testing.assert_close(g(shuffle(x)), shuffle(g(x)))
+        flat = g(torch.full((1, 3, 6, 6), 0.3))
+        assert (flat - flat[..., :1, :1]).abs().max() == 0
+        same = torch.cat([x[:1], torch.rand(1, 3, 7, 11)])
+        same[1, :, 2, 5] = x[0, :, 2, 5]  # the same pixel in another image: the same output there
+        torch.testing.assert_close(g(same)[1, :, 2, 5], g(x)[0, :, 2, 5])
+        skip = PixelGenerator(3, 3, width=8, depth=2, impl=impl, skip=True)
+        torch.testing.assert_close(skip(x), torch.tanh(skip.model(x) + x))
+        other = PixelGenerator(3, 3, width=8, depth=4, impl="reference" if impl == "fused" else "fused")
+        other.load_state_dict(g.state_dict())  # the same keys; no norm, so the same function
+        torch.testing.assert_close(other(x), g(x))
+
+
+def test_pixel_generator_parameter_count_and_arguments():
+    """(in + 1) w + (depth - 2)(w + 1) w + (w + 1) out: 1x1 convs with biases, no norm."""
+    for depth, width in ((2, 16), (3, 64), (5, 7)):
+        expected = 4 * width + (depth - 2) * (width + 1) * width + (width + 1) * 3
+        assert count(PixelGenerator(3, 3, width=width, depth=depth)) == expected
+        assert count(PixelGenerator(3, 3, width=width, depth=depth, impl="reference")) == expected
+    for bad in (1, 2.0, True):
+        with pytest.raises(ValueError, match="depth"):
+            PixelGenerator(depth=bad)
+    with pytest.raises(ValueError, match="impl"):
+        PixelGenerator(impl="fast")

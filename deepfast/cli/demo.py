@@ -10,7 +10,8 @@ def demo(args: argparse.Namespace) -> int:
     from deepfast.demo.run import run_demo
 
     only = [w for w in (args.only or "").split(",") if w]
-    path, failed = run_demo(args.out, full=args.full, device=args.device, progress=not args.no_progress, only=only)
+    path, failed = run_demo(args.out, full=args.full, device=args.device, progress=not args.no_progress, only=only,
+                            threads=args.threads)
     print(f"wrote {path}" + (f"; failed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
 
@@ -30,4 +31,6 @@ def add_parsers(commands) -> None:
     p.add_argument("--only", help="comma-separated words: run only the sections whose titles contain one")
     p.add_argument("--device", help="cpu or cuda (default: cuda when there is one)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: OMP_NUM_THREADS, else one per physical "
+                                               "core not kept busy by other work, from the load average)")
     p.set_defaults(func=demo)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from torch.utils.data import Dataset
 
-from deepfast.data._common import ImageTensors, ValueRange
+from deepfast.data._common import ImageTensors, ValueRange, resize
 from deepfast.data.bundled import Patches, digits, ihc
 from deepfast.data.folders import ImageFiles, Unpaired, image_folder, read_image, unpaired
 from deepfast.data.stain import Crops, Paired, ihc_to_he, stain_domains, stain_domains_skewed, tissue_fraction
@@ -79,6 +79,7 @@ __all__ = [
     "image_folder",
     "mnist",
     "read_image",
+    "resize",
     "stain_domains",
     "stain_domains_skewed",
     "tissue_fraction",

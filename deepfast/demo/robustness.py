@@ -75,7 +75,7 @@ def robustness_section(demo: Demo, section: Section) -> None:
     pgd = functools.partial(PGD, steps=steps, alpha=2.5 * max(EPS) / steps)
     apgd = functools.partial(APGDDLR, steps=steps)
     models = {"standard training": demo.judge}
-    epochs = demo.epochs(20, 60)
+    epochs = demo.epochs(12, 60)
     for name, defense in (("adversarial training (PGD-10, eps 0.2)", "at"), ("adversarial logit pairing", "alp")):
         trainer = demo.train(f"classifier_{defense}", model="classifier", epochs=epochs, lr=3e-3,
                              options={"adversarial": "pgd", "defense": defense, "eps": max(EPS)})

@@ -31,7 +31,7 @@ def step_ms(step: TrainStep, repeats: int) -> float:
 
 
 def speed_section(demo: Demo, section: Section) -> None:
-    repeats = 1 if demo.smoke else demo.pick(5, 15)
+    repeats = 1 if demo.smoke else demo.pick(3, 15)
     sizes = {"size": 32} if demo.smoke else {}
     rows = []
     for model, batch in STEPS:

@@ -3,9 +3,9 @@ or impl="reference" (plain torch layers) with the same state_dict keys."""
 
 from deepfast.models.autoencoder import Autoencoder, UNet
 from deepfast.models.classifiers import LeNet, ResNet18
-from deepfast.models.cyclegan import PatchDiscriminator, ResnetGenerator
+from deepfast.models.cyclegan import PatchDiscriminator, PixelGenerator, ResnetGenerator
 from deepfast.models.dcgan import ConditionalDiscriminator, ConditionalGenerator, Discriminator, Generator
 from deepfast.models.vae import VAE
 
-__all__ = ["VAE", "Generator", "Discriminator", "ConditionalGenerator", "ConditionalDiscriminator", "ResnetGenerator", "PatchDiscriminator", "Autoencoder", "UNet",
+__all__ = ["VAE", "Generator", "Discriminator", "ConditionalGenerator", "ConditionalDiscriminator", "ResnetGenerator", "PixelGenerator", "PatchDiscriminator", "Autoencoder", "UNet",
            "LeNet", "ResNet18"]

@@ -56,6 +56,36 @@ class ResnetGenerator(nn.Module):
         return torch.tanh(h + x if self.skip else h)
 
 
+class PixelGenerator(nn.Module):
+    """image (N, input_nc, H, W) -> image (N, output_nc, H, W) in (-1, 1), each output pixel a function of
+    the same input pixel's channels only: ``depth`` 1x1 convs (an MLP applied to every pixel), LeakyReLU(0.2)
+    between them, no norm (an image's statistics would make a pixel depend on the others), then tanh;
+    ``skip`` adds the input before the tanh as ResnetGenerator's. For translations that change colour
+    and keep every structure, such as re-staining: it cannot paint texture, noise or checkerboards.
+    Init: the hidden 1x1 convs keep torch's default (Kaiming-uniform: without a norm, N(0, 0.02) weights
+    would shrink the activations and their gradients 10x a layer), the last one N(0, 0.02) with a zero bias
+    (with ``skip`` the generator starts near tanh(x)). (input_nc + 1) width + (depth - 2)(width + 1) width
+    + (width + 1) output_nc parameters.
+    """
+
+    def __init__(self, input_nc: int = 3, output_nc: int = 3, width: int = 64, depth: int = 3, impl: str = "fused",
+                 skip: bool = False) -> None:
+        super().__init__()
+        check_impl(impl)
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 2:
+            raise ValueError(f"depth must be an int >= 2 (1x1 convs), got {depth!r}")
+        widths = [input_nc] + [width] * (depth - 1)
+        layers: list[nn.Module] = [conv_norm_act(impl, a, b, 1, norm=None, negative_slope=0.2)
+                                   for a, b in zip(widths, widths[1:])]
+        layers.append(init_normal_(nn.Conv2d(width, output_nc, 1)))
+        self.model = nn.Sequential(*layers)
+        self.skip = skip and input_nc == output_nc
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.model(x)
+        return torch.tanh(h + x if self.skip else h)
+
+
 class PatchDiscriminator(nn.Module):
     """image (N, input_nc, H, W) -> patch logits (N, 1, H/8 - 2, W/8 - 2) (30x30 for 256x256); each
     logit sees a 70x70 patch (n_layers=3). 4x4 convs: stride 2 doubling the width (capped at 8 * ndf)

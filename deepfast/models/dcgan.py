@@ -1,4 +1,4 @@
-"""DCGAN generator and discriminator (Radford et al. 2015), for 32x32 and 64x64 images."""
+"""DCGAN generator and discriminator (Radford et al. 2015), for 8x8 to 64x64 images."""
 
 from __future__ import annotations
 
@@ -8,6 +8,14 @@ from torch import Tensor, nn
 from deepfast.models._blocks import UPSAMPLINGS, check_impl, conv_norm_act, init_normal_, num_halvings, upsample_block
 from deepfast._validation import check_choice
 
+GAN_SIZES = (8, 16, 32, 64)
+
+
+def check_extra_layers(extra_layers: object) -> None:
+    """extra_layers must be an int >= 0 (bools refused)."""
+    if isinstance(extra_layers, bool) or not isinstance(extra_layers, int) or extra_layers < 0:
+        raise ValueError(f"extra_layers must be an int >= 0, got {extra_layers!r}")
+
 
 class Generator(nn.Module):
     """z (N, nz) or (N, nz, 1, 1) -> image (N, nc, S, S) in (-1, 1).
@@ -15,21 +23,25 @@ class Generator(nn.Module):
     4x4 transposed conv from z, then 2x upsamplings halving the width, each with BatchNorm + ReLU;
     the last one to nc channels with tanh. ``upsample``: "transposed" (4x4 stride-2 transposed convs,
     the paper's) or "resize" (nearest 2x resize + 3x3 conv, Odena et al. 2016; see
-    ``upsample_block``). N(0, 0.02) init. At S=64, nz=100, ngf=64, nc=3: 3,576,704 parameters
-    (transposed).
+    ``upsample_block``). ``extra_layers`` 3x3 stride-1 conv + BatchNorm + ReLU blocks (ngf wide) before
+    the last upsampling, at S/2 (the n_extra_layers of the WGAN reference DCGAN). S in 8, 16, 32, 64.
+    N(0, 0.02) init. At S=64, nz=100, ngf=64, nc=3: 3,576,704 parameters (transposed).
     """
 
     def __init__(self, nz: int = 100, ngf: int = 64, nc: int = 3, image_size: int = 64, impl: str = "fused",
-                 upsample: str = "transposed") -> None:
+                 upsample: str = "transposed", extra_layers: int = 0) -> None:
         super().__init__()
         check_impl(impl)
         check_choice(upsample, "upsample", UPSAMPLINGS)
-        n = num_halvings(image_size) - 3
+        check_extra_layers(extra_layers)
+        n = num_halvings(image_size, GAN_SIZES) - 3
         widths = [ngf * 2**i for i in reversed(range(n + 1))]
         layers: list[nn.Module] = [conv_norm_act(impl, nz, widths[0], 4, 1, 0, transposed=True, norm="batch",
                                                  negative_slope=0.0)]
         layers += [upsample_block(impl, a, b, upsample, norm="batch", negative_slope=0.0)
                    for a, b in zip(widths, widths[1:])]
+        layers += [conv_norm_act(impl, widths[-1], widths[-1], 3, 1, 1, norm="batch", negative_slope=0.0)
+                   for _ in range(extra_layers)]
         if upsample == "transposed":
             layers.append(nn.ConvTranspose2d(widths[-1], nc, 4, 2, 1, bias=False))
         else:
@@ -47,15 +59,21 @@ class Discriminator(nn.Module):
     """image (N, nc, S, S) -> logits (N,) (use BCEWithLogitsLoss; sigmoid gives the probability).
 
     Stride-2 4x4 convs doubling the width with LeakyReLU(0.2), BatchNorm on all but the first,
-    then a 4x4 conv to one logit. N(0, 0.02) init. At S=64, ndf=64, nc=3: 2,765,568 parameters.
+    then a 4x4 conv to one logit; ``extra_layers`` 3x3 stride-1 conv + BatchNorm + LeakyReLU blocks (ndf
+    wide) after the first conv, at S/2. S in 8, 16, 32, 64. N(0, 0.02) init. At S=64, ndf=64, nc=3:
+    2,765,568 parameters.
     """
 
-    def __init__(self, ndf: int = 64, nc: int = 3, image_size: int = 64, impl: str = "fused") -> None:
+    def __init__(self, ndf: int = 64, nc: int = 3, image_size: int = 64, impl: str = "fused",
+                 extra_layers: int = 0) -> None:
         super().__init__()
         check_impl(impl)
-        n = num_halvings(image_size) - 3
+        check_extra_layers(extra_layers)
+        n = num_halvings(image_size, GAN_SIZES) - 3
         widths = [ndf * 2**i for i in range(n + 1)]
         layers: list[nn.Module] = [conv_norm_act(impl, nc, ndf, 4, 2, 1, norm=None, bias=False, negative_slope=0.2)]
+        layers += [conv_norm_act(impl, ndf, ndf, 3, 1, 1, norm="batch", negative_slope=0.2)
+                   for _ in range(extra_layers)]
         layers += [conv_norm_act(impl, a, b, 4, 2, 1, norm="batch", negative_slope=0.2)
                    for a, b in zip(widths, widths[1:])]
         layers += [nn.Conv2d(widths[-1], 1, 4, 1, 0, bias=False), nn.Flatten(0)]
@@ -85,9 +103,10 @@ class ConditionalGenerator(Generator):
     """
 
     def __init__(self, num_classes: int = 10, nz: int = 100, ngf: int = 64, nc: int = 3, image_size: int = 64,
-                 impl: str = "fused", upsample: str = "transposed", embed_dim: int | None = None) -> None:
+                 impl: str = "fused", upsample: str = "transposed", embed_dim: int | None = None,
+                 extra_layers: int = 0) -> None:
         embed_dim = embed_dim or num_classes
-        super().__init__(nz + embed_dim, ngf, nc, image_size, impl, upsample)
+        super().__init__(nz + embed_dim, ngf, nc, image_size, impl, upsample, extra_layers)
         self.nz, self.num_classes = nz, num_classes
         self.embed = nn.Embedding(num_classes, embed_dim)
 
@@ -108,8 +127,8 @@ class ConditionalDiscriminator(Discriminator):
     """
 
     def __init__(self, num_classes: int = 10, ndf: int = 64, nc: int = 3, image_size: int = 64,
-                 impl: str = "fused") -> None:
-        super().__init__(ndf, nc, image_size, impl)
+                 impl: str = "fused", extra_layers: int = 0) -> None:
+        super().__init__(ndf, nc, image_size, impl, extra_layers)
         self.num_classes = num_classes
         self.embed = nn.Embedding(num_classes, self.main[-2].in_channels)
         nn.init.normal_(self.embed.weight, 0.0, 0.02)

@@ -8,7 +8,8 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from deepfast.losses import CycleConsistencyLoss, GANLoss, ImagePool, SaliencyLoss
-from deepfast.models import PatchDiscriminator, ResnetGenerator
+from deepfast.models import PatchDiscriminator, PixelGenerator, ResnetGenerator
+from deepfast._validation import check_choice
 from deepfast.train.dcgan import GAN_BETAS
 from deepfast.train.trainer import Trainer
 
@@ -38,6 +39,9 @@ class CycleGANTrainer(Trainer):
     digit's class (loss "semantic"). The B -> A term of CyCADA is left out: it needs f's labels of B
     images, which are what is unreliable in domain adaptation.
 
+    ``generator``: "resnet" (deepfast.models.ResnetGenerator: ngf, n_blocks, upsample, skip) or "pixel"
+    (deepfast.models.PixelGenerator, ngf wide: 1x1 convs, each output pixel a function of its own input
+    pixel; for re-staining, where the translation changes colours and keeps every structure).
     ``upsample``: the generators' upsampling, "transposed" (the reference code's) or "resize"
     (resize-convolution, no checkerboard artifacts; see deepfast.models.ResnetGenerator)."""
 
@@ -47,12 +51,12 @@ class CycleGANTrainer(Trainer):
                 "options": {"ngf": 32, "ndf": 64, "n_blocks": 6, "lambda_a": 10.0, "lambda_b": 10.0,
                             "lambda_identity": 0.5, "pool_size": 50, "loss": "lsgan", "decay_epochs": None,
                             "saliency": 0.0, "saliency_k": 100.0, "saliency_tau": 0.5, "saliency_tau_b": None,
-                            "upsample": "transposed", "skip": False, "semantic": 0.0, "semantic_classifier": None}}
+                            "generator": "resnet", "upsample": "transposed", "skip": False, "semantic": 0.0,
+                            "semantic_classifier": None}}
 
     def build(self, channels: int) -> None:
         o, impl = self.options, self.config.impl
-        self.g_a, self.g_b = (self.add_model(k, ResnetGenerator(channels, channels, o["ngf"], o["n_blocks"], impl=impl,
-                                                                upsample=o["upsample"], skip=o["skip"])) for k in ("g_a", "g_b"))
+        self.g_a, self.g_b = (self.add_model(k, self.generator(channels)) for k in ("g_a", "g_b"))
         self.d_a = self.add_model("d_a", PatchDiscriminator(channels, o["ndf"], impl=impl))
         self.d_b = self.add_model("d_b", PatchDiscriminator(channels, o["ndf"], impl=impl))
         self.optimizers["g"] = self.adam(self.g_a, self.g_b, betas=GAN_BETAS)
@@ -81,6 +85,15 @@ class CycleGANTrainer(Trainer):
             from deepfast.train.registry import load_trainer
 
             self.semantic = load_trainer(o["semantic_classifier"], device=str(self.device)).model.requires_grad_(False)
+
+    def generator(self, channels: int) -> ResnetGenerator | PixelGenerator:
+        """A generator of option ``generator``: "resnet" (ngf, n_blocks, upsample, skip) or "pixel" (ngf wide)."""
+        o, impl = self.options, self.config.impl
+        check_choice(o["generator"], "option generator", ("resnet", "pixel"))
+        if o["generator"] == "pixel":
+            return PixelGenerator(channels, channels, o["ngf"], impl=impl, skip=o["skip"])
+        return ResnetGenerator(channels, channels, o["ngf"], o["n_blocks"], impl=impl, upsample=o["upsample"],
+                               skip=o["skip"])
 
     def train_step(self, batch: object) -> dict[str, Tensor]:
         if not isinstance(batch, (tuple, list)) or len(batch) != 2:

@@ -33,14 +33,15 @@ class DCGANTrainer(Trainer):
     value_range = (-1.0, 1.0)
     defaults = {"data": "digits", "epochs": 25, "batch_size": 64, "lr": 2e-4, "image_size": 32,
                 "options": {"nz": 100, "ngf": 64, "ndf": 64, "loss": "non-saturating", "upsample": "transposed",
-                            "ema": 0.0, "augment": ""}}
+                            "ema": 0.0, "augment": "", "extra_layers": 0}}
     sample_count = 64
 
     def networks(self, channels: int) -> tuple[nn.Module, nn.Module]:
         """The generator and the discriminator for images of ``channels``."""
         o, size, impl = self.options, self.config.image_size, self.config.impl
-        return (Generator(o["nz"], o["ngf"], channels, size, impl=impl, upsample=o["upsample"]),
-                Discriminator(o["ndf"], channels, size, impl=impl))
+        return (Generator(o["nz"], o["ngf"], channels, size, impl=impl, upsample=o["upsample"],
+                          extra_layers=o["extra_layers"]),
+                Discriminator(o["ndf"], channels, size, impl=impl, extra_layers=o["extra_layers"]))
 
     def conditions(self, batch: object) -> tuple[Tensor, ...]:
         """What G and D take besides z and images: nothing here, the labels in the conditional trainer."""
@@ -106,8 +107,9 @@ class CDCGANTrainer(DCGANTrainer):
     def networks(self, channels: int) -> tuple[nn.Module, nn.Module]:
         o, size, impl = self.options, self.config.image_size, self.config.impl
         return (ConditionalGenerator(o["num_classes"], o["nz"], o["ngf"], channels, size, impl=impl,
-                                     upsample=o["upsample"]),
-                ConditionalDiscriminator(o["num_classes"], o["ndf"], channels, size, impl=impl))
+                                     upsample=o["upsample"], extra_layers=o["extra_layers"]),
+                ConditionalDiscriminator(o["num_classes"], o["ndf"], channels, size, impl=impl,
+                                         extra_layers=o["extra_layers"]))
 
     def conditions(self, batch: object) -> tuple[Tensor, ...]:
         if not isinstance(batch, (tuple, list)):
