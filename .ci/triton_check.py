@@ -50,6 +50,7 @@ from triton.compiler import ASTSource  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / ".ci"))
 from sass import local_traffic  # noqa: E402
+
 KERNELS = ROOT / "kernels"
 DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from deepfast._validation import ValueRange, check_value_range
-from deepfast._validation import check_finite_float, check_float
+from deepfast._validation import ValueRange, check_finite_float, check_float, check_value_range
 
 TINY = torch.finfo(torch.float64).tiny
 

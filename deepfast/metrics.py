@@ -14,9 +14,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from deepfast._validation import ValueRange, check_value_range
 from deepfast._inference import evaluating
-from deepfast._validation import check_finite_float, check_float
+from deepfast._validation import ValueRange, check_finite_float, check_float, check_value_range
 
 
 def _check_images(images: object, name: str) -> Tensor:

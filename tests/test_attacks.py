@@ -12,11 +12,25 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from deepfast._fixtures import train_lenet
 from deepfast.attacks import (
-    APGD, APGDDLR, APGDT, BIM, EOTPGD, FAB, FABT, FGSM, MIFGSM, PGD, GradientMaskingWarning, RandomTransform, Square, evaluate, generate_class,
+    APGD,
+    APGDDLR,
+    APGDT,
+    BIM,
+    EOTPGD,
+    FAB,
+    FABT,
+    FGSM,
+    MIFGSM,
+    PGD,
+    GradientMaskingWarning,
+    RandomTransform,
+    Square,
+    evaluate,
+    generate_class,
     pgd_reference,
 )
-from deepfast._fixtures import train_lenet
 from deepfast.data import digits
 from deepfast.models import LeNet
 

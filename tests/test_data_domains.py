@@ -94,7 +94,7 @@ def test_tissue_fraction_and_skewed_domains():
     assert len(train.a) > 50 and (fa >= lo_a).all()
     # B patches are chosen on the IHC image at the same places (the re-staining changes the darkness)
     ihc = train.a.image
-    fb = torch.stack([data.tissue_fraction(ihc[:, t : t + 32, l : l + 32]) for t, l in train.b.positions])
+    fb = torch.stack([data.tissue_fraction(ihc[:, top : top + 32, left : left + 32]) for top, left in train.b.positions])
     assert len(train.b) > 20 and (fb <= stain.SKEWED_TISSUE_B[1]).all()
     test = data.stain_domains_skewed("test", patch_size=32)
     assert (data.tissue_fraction(torch.stack([test[i][0] for i in range(len(test))])) >= lo_a).all()

@@ -14,8 +14,14 @@ from conftest import registered, tiny_digits
 from deepfast import cli
 from deepfast.attacks import PGD
 from deepfast.defenses import AdversarialTraining, TradesPGD
-from deepfast.defenses.detection import (ActivationDetector, AdaptivePGD, detection_auc, detection_report,
-                                         find_layer, fit_detector)
+from deepfast.defenses.detection import (
+    ActivationDetector,
+    AdaptivePGD,
+    detection_auc,
+    detection_report,
+    find_layer,
+    fit_detector,
+)
 from deepfast.losses.robust import adversarial_training_loss, logit_pairing_loss, trades_loss
 from deepfast.train import TrainConfig, load_checkpoint, make_trainer
 

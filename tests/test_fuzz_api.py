@@ -21,10 +21,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fuzzing import cases, close, named, sprinkle
 from deepfast.attacks import APGD, APGDDLR, BIM, EOTPGD, FGSM, MIFGSM, PGD, Square
 from deepfast.losses import CycleConsistencyLoss, GANLoss, VAELoss
 from deepfast.nn import BatchNormLeakyReLU2d, InstanceNormLeakyReLU2d
+from fuzzing import cases, close, named, sprinkle
 
 pytestmark = [pytest.mark.fuzz, pytest.mark.usefixtures("one_thread")]
 

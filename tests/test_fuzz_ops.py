@@ -34,10 +34,9 @@ import random
 
 import pytest
 import torch
-from conftest import BACKEND_DEVICES
-from fuzzing import cases, close, named
 
 import deepfast
+from conftest import BACKEND_DEVICES
 from deepfast.ops import (
     batch_norm_leaky_relu,
     cycle_l1,
@@ -47,6 +46,7 @@ from deepfast.ops import (
     pgd_step_,
     reparameterize_kl,
 )
+from fuzzing import cases, close, named
 
 pytestmark = [pytest.mark.fuzz, pytest.mark.usefixtures("one_thread")]
 

@@ -4,8 +4,20 @@ import pytest
 import torch
 from torch import nn
 
-from deepfast.models import (VAE, Autoencoder, ConditionalDiscriminator, ConditionalGenerator, Discriminator,
-                             Generator, LeNet, PatchDiscriminator, PixelGenerator, ResNet18, ResnetGenerator, UNet)
+from deepfast.models import (
+    VAE,
+    Autoencoder,
+    ConditionalDiscriminator,
+    ConditionalGenerator,
+    Discriminator,
+    Generator,
+    LeNet,
+    PatchDiscriminator,
+    PixelGenerator,
+    ResNet18,
+    ResnetGenerator,
+    UNet,
+)
 from deepfast.models._blocks import upsample_block
 from deepfast.nn import BatchNormLeakyReLU2d, InstanceNormLeakyReLU2d
 

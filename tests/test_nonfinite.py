@@ -3,9 +3,9 @@ NaN and the same infinities (compiled tl.minimum / tl.maximum drop NaN where tor
 
 import pytest
 import torch
-from conftest import TOLERANCE
 
 import deepfast
+from conftest import TOLERANCE
 from deepfast.ops import batch_norm_leaky_relu, instance_norm_leaky_relu, pgd_step, pgd_step_reference
 
 NAN, INF = float("nan"), float("inf")

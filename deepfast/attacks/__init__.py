@@ -13,8 +13,8 @@ replayed from a CUDA graph, ``deepfast.attacks.graphed``).
 """
 
 from deepfast.attacks.apgd import APGD, APGDDLR, APGDT, dlr_loss, dlr_targeted_loss
-from deepfast.attacks.ensemble import AutoAttack
 from deepfast.attacks.base import Attack, eval_mode
+from deepfast.attacks.ensemble import AutoAttack
 from deepfast.attacks.eot import EOTPGD, RandomTransform
 from deepfast.attacks.evaluate import Evaluation, GradientMaskingWarning, evaluate
 from deepfast.attacks.fab import FAB, FABT

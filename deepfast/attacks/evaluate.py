@@ -25,7 +25,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from deepfast._validation import check_finite_float
 from deepfast.attacks.base import (
-    Attack, Normalization, check_classes, check_finite_logits, check_images, check_labels, eval_mode,
+    Attack,
+    Normalization,
+    check_classes,
+    check_finite_logits,
+    check_images,
+    check_labels,
+    eval_mode,
     model_device,
 )
 from deepfast.attacks.ensemble import in_turn

@@ -85,8 +85,8 @@ def select_tissue(image: Tensor, positions: list[tuple[int, int]], patch_size: i
     if not (isinstance(tissue, (tuple, list)) and len(tissue) == 2 and 0.0 <= tissue[0] <= tissue[1] <= 1.0):
         raise ValueError(f"a tissue range must be a pair (lo, hi) with 0 <= lo <= hi <= 1, got {tissue!r}")
     p = patch_size
-    kept = [(t, l) for t, l in positions
-            if tissue[0] <= float(tissue_fraction(image[:, t : t + p, l : l + p])) <= tissue[1]]
+    kept = [(top, left) for top, left in positions
+            if tissue[0] <= float(tissue_fraction(image[:, top : top + p, left : left + p])) <= tissue[1]]
     if not kept:
         raise ValueError(f"no {p}x{p} patch has a tissue fraction in {tuple(tissue)}")
     return kept

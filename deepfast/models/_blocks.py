@@ -9,8 +9,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from deepfast.nn import BatchNormLeakyReLU2d, ConvNormAct, InstanceNormLeakyReLU2d, Reparameterize
 from deepfast._validation import check_choice
+from deepfast.nn import BatchNormLeakyReLU2d, ConvNormAct, InstanceNormLeakyReLU2d, Reparameterize
 from deepfast.ops.reparameterize_kl import reparameterize_kl_reference
 
 IMPLS = ("fused", "reference")

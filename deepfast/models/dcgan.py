@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from deepfast.models._blocks import UPSAMPLINGS, check_impl, conv_norm_act, init_normal_, num_halvings, upsample_block
 from deepfast._validation import check_choice
+from deepfast.models._blocks import UPSAMPLINGS, check_impl, conv_norm_act, init_normal_, num_halvings, upsample_block
 
 GAN_SIZES = (8, 16, 32, 64)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from deepfast.ops.reparameterize_kl import REDUCTIONS, reparameterize_kl
 from deepfast._validation import check_choice
+from deepfast.ops.reparameterize_kl import REDUCTIONS, reparameterize_kl
 
 
 class Reparameterize(nn.Module):

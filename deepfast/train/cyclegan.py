@@ -7,9 +7,9 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from deepfast._validation import check_choice
 from deepfast.losses import CycleConsistencyLoss, GANLoss, ImagePool, SaliencyLoss
 from deepfast.models import PatchDiscriminator, PixelGenerator, ResnetGenerator
-from deepfast._validation import check_choice
 from deepfast.train.dcgan import GAN_BETAS
 from deepfast.train.trainer import Trainer
 

@@ -23,9 +23,9 @@ import deepfast
 from deepfast import progress
 from deepfast._inference import evaluating
 from deepfast.amp import autocast
+from deepfast.files import remove_temp_files
 from deepfast.grid import save_grid
 from deepfast.nn import convert_sync_batchnorm
-from deepfast.files import remove_temp_files
 from deepfast.train.config import TrainConfig, check_option
 from deepfast.train.data import ShardSampler, load_split, make_loader, to_device
 from deepfast.train.distributed import World, all_sum, close_world, data_parallel, init_process
