@@ -11,23 +11,26 @@ def logits(*shape, seed=0):
     return (torch.randn(*shape, generator=g, dtype=torch.float64) * 4).requires_grad_()
 
 
-def reference_gan(mode, real, fake):
-    """(J_D, J_G) from D = sigmoid(logit), straight from the papers' formulas."""
+def reference_gan(mode, real, fake, r=1.0):
+    """(J_D, J_G) from D = sigmoid(logit), straight from the papers' formulas; r the real images' label."""
     if mode == "lsgan":
-        return ((real - 1) ** 2).mean() + (fake**2).mean(), ((fake - 1) ** 2).mean()
+        return ((real - r) ** 2).mean() + (fake**2).mean(), ((fake - 1) ** 2).mean()
+    if mode == "hinge":
+        return torch.clamp(1 - real, min=0).mean() + torch.clamp(1 + fake, min=0).mean(), -fake.mean()
     d_real, d_fake = torch.sigmoid(real), torch.sigmoid(fake)
-    j_d = -torch.log(d_real).mean() - torch.log(1 - d_fake).mean()
+    j_d = -(r * torch.log(d_real) + (1 - r) * torch.log(1 - d_real)).mean() - torch.log(1 - d_fake).mean()
     j_g = -torch.log(d_fake).mean() if mode == "non-saturating" else torch.log(1 - d_fake).mean()
     return j_d, j_g
 
 
-@pytest.mark.parametrize("mode", GAN_MODES)
+@pytest.mark.parametrize(("mode", "real_label"), [(m, 1.0) for m in GAN_MODES] +
+                         [(m, 0.9) for m in GAN_MODES if m != "hinge"])  # one-sided label smoothing
 @pytest.mark.parametrize("shape", [(7,), (3, 1, 5, 6)])
-def test_gan_loss_matches_formulas(mode, shape):
+def test_gan_loss_matches_formulas(mode, real_label, shape):
     real, fake = logits(*shape, seed=1), logits(*shape, seed=2)
-    loss = GANLoss(mode)
+    loss = GANLoss(mode, real_label)
     got_d, got_g = loss.discriminator(real, fake), loss(fake)
-    want_d, want_g = reference_gan(mode, real, fake)
+    want_d, want_g = reference_gan(mode, real, fake, real_label)
     assert got_d.dtype == got_g.dtype == torch.float32 and got_d.dim() == 0
     for got, want, inputs in ((got_d, want_d, (real, fake)), (got_g, want_g, (fake,))):
         torch.testing.assert_close(got.double(), want.detach(), rtol=1e-5, atol=1e-6)
@@ -57,6 +60,11 @@ def test_gan_loss_bad_input():
         GANLoss("wasserstein")
     with pytest.raises(TypeError, match="fake"):
         GANLoss()(torch.ones(3, dtype=torch.int64))
+    for bad in (0.0, 1.5, "0.9"):
+        with pytest.raises(ValueError, match="real_label"):
+            GANLoss("non-saturating", bad)
+    with pytest.raises(ValueError, match="hinge"):
+        GANLoss("hinge", 0.9)
 
 
 @pytest.mark.parametrize("reconstruction", ["bce", "mse"])

@@ -1,6 +1,7 @@
 """deepfast.train: every trainer learns a tiny fixed set, resumes exactly (after an epoch and after
 Ctrl-C mid-epoch), stops on divergence keeping the last good checkpoint; the command line."""
 
+import copy
 import os
 import signal
 
@@ -9,7 +10,9 @@ import torch
 
 from conftest import registered, tiny_digits
 from deepfast import cli
+from deepfast.nn import recompute_batchnorm
 from deepfast.train import TRAINERS, TrainConfig, TrainingDiverged, load_checkpoint, load_trainer, make_trainer
+from deepfast.train.dcgan import EMA_STAT_BATCH, top_scores
 
 # Small models so that each run takes a second or two on two CPU cores.
 SMALL = {
@@ -284,6 +287,35 @@ def test_dcgan_ema_generator_is_the_running_average(tmp_path):
         assert torch.equal(b_ema, b)
     with pytest.raises(ValueError, match="ema"):
         make_trainer(config("dcgan", tmp_path, options={"ema": 1.0})).setup(1)
+
+
+@pytest.mark.parametrize("model", ["dcgan", "cdcgan"])
+def test_ema_generator_batchnorm_statistics_are_its_own(tmp_path, model):
+    """After each epoch the EMA generator's BatchNorm statistics are recomputed for its weights from
+    fresh z (and labels), seeded by (seed, epoch): not G's, and the run's random stream untouched."""
+    trainer = make_trainer(config(model, tmp_path, epochs=1, options={**SMALL[model], "ema": 0.9}))
+    trainer.fit()
+    expected = copy.deepcopy(trainer.g_ema)
+    gen = torch.Generator().manual_seed(trainer.config.seed * 1000)
+    nz, sizes = trainer.options["nz"], torch.arange(len(trainer.train_data)).split(EMA_STAT_BATCH)
+    batches = [(torch.randn(len(n), nz, generator=gen), *trainer.random_conditions(len(n), gen)) for n in sizes]
+    recompute_batchnorm(expected, batches)
+    for name, b in trainer.g_ema.named_buffers():
+        torch.testing.assert_close(b, dict(expected.named_buffers())[name])
+        if name.endswith("running_mean"):
+            assert not torch.allclose(b, dict(trainer.g.named_buffers())[name])
+
+
+def test_topk_takes_the_generator_cost_over_the_best_scored_fakes(tmp_path):
+    scores = torch.tensor([0.3, -2.0, 1.5, 0.7, -0.1, 4.0, 0.2], requires_grad=True)
+    top = top_scores(scores, 0.4)  # round(2.8) = 3
+    assert top.tolist() == pytest.approx([4.0, 1.5, 0.7])
+    grad, = torch.autograd.grad(top.sum() * 0.5, scores)
+    assert grad.tolist() == [0.0, 0.0, 0.5, 0.5, 0.0, 0.5, 0.0]
+    assert top_scores(scores, 1.0) is scores and top_scores(scores, 0.01).tolist() == [4.0]
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="topk"):
+            make_trainer(config("dcgan", tmp_path, options={"topk": bad})).setup(1)
 
 
 def test_cdcgan_samples_one_class_per_row_and_needs_labels(tmp_path):

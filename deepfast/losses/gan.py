@@ -1,5 +1,6 @@
 """GAN losses on discriminator logits: the minimax game of Goodfellow et al. 2014 with the saturating
-or non-saturating generator cost, and least squares (LSGAN, Mao et al. 2017)."""
+or non-saturating generator cost, least squares (LSGAN, Mao et al. 2017) and hinge (Lim & Ye 2017);
+one-sided label smoothing (Salimans et al. 2016)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from torch.nn import functional as F
 
 from deepfast._validation import check_choice, check_float
 
-GAN_MODES = ("non-saturating", "saturating", "lsgan")
+GAN_MODES = ("non-saturating", "saturating", "lsgan", "hinge")
 
 
 class GANLoss(nn.Module):
@@ -25,22 +26,35 @@ class GANLoss(nn.Module):
     "lsgan" reads the outputs as scores s, not logits: J_D = mean (s(x) - 1)^2 + mean s(G(z))^2,
     J_G = mean (s(G(z)) - 1)^2 (the CycleGAN reference code's MSE against 1 and 0).
 
+    "hinge" reads them as scores s too: J_D = mean relu(1 - s(x)) + mean relu(1 + s(G(z))),
+    J_G = -mean s(G(z)).
+
+    ``real_label`` r in (0, 1] (1: off) is one-sided label smoothing: the target of D on real images is
+    r instead of 1, J_D's real term -mean [r log D(x) + (1 - r) log(1 - D(x))] (lsgan: mean (s(x) - r)^2).
+    Generated images keep the target 0. Not with "hinge".
+
     Computed in float32 (also under autocast); returns 0-dim float32 tensors.
     """
 
-    def __init__(self, mode: str = "non-saturating") -> None:
+    def __init__(self, mode: str = "non-saturating", real_label: float = 1.0) -> None:
         super().__init__()
         check_choice(mode, "mode", GAN_MODES)
-        self.mode = mode
+        if not (isinstance(real_label, (int, float)) and 0.0 < real_label <= 1.0):
+            raise ValueError(f"real_label must be a number in (0, 1], got {real_label!r}")
+        if mode == "hinge" and real_label != 1.0:
+            raise ValueError(f"real_label {real_label} (label smoothing) does not apply to mode 'hinge'")
+        self.mode, self.real_label = mode, float(real_label)
 
     def discriminator(self, real: Tensor, fake: Tensor) -> Tensor:
         """J_D from the outputs on real images and on generated ones (detach them from G)."""
         check_float(real, "real")
         check_float(fake, "fake")
-        real, fake = real.float(), fake.float()
+        real, fake, r = real.float(), fake.float(), self.real_label
         if self.mode == "lsgan":
-            return (real - 1).square().mean() + fake.square().mean()
-        return F.softplus(-real).mean() + F.softplus(fake).mean()
+            return (real - r).square().mean() + fake.square().mean()
+        if self.mode == "hinge":
+            return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
+        return (r * F.softplus(-real) + (1 - r) * F.softplus(real)).mean() + F.softplus(fake).mean()
 
     def generator(self, fake: Tensor) -> Tensor:
         """J_G from the discriminator's outputs on generated images."""
@@ -48,6 +62,8 @@ class GANLoss(nn.Module):
         fake = fake.float()
         if self.mode == "lsgan":
             return (fake - 1).square().mean()
+        if self.mode == "hinge":
+            return -fake.mean()
         if self.mode == "saturating":
             return -F.softplus(fake).mean()
         return F.softplus(-fake).mean()
@@ -57,4 +73,4 @@ class GANLoss(nn.Module):
         return self.generator(fake)
 
     def extra_repr(self) -> str:
-        return f"mode={self.mode!r}"
+        return f"mode={self.mode!r}, real_label={self.real_label}"

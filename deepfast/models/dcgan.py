@@ -61,11 +61,13 @@ class Discriminator(nn.Module):
     Stride-2 4x4 convs doubling the width with LeakyReLU(0.2), BatchNorm on all but the first,
     then a 4x4 conv to one logit; ``extra_layers`` 3x3 stride-1 conv + BatchNorm + LeakyReLU blocks (ndf
     wide) after the first conv, at S/2. S in 8, 16, 32, 64. N(0, 0.02) init. At S=64, ndf=64, nc=3:
-    2,765,568 parameters.
+    2,765,568 parameters. ``spectral_norm``: every conv weight W used as W / sigma(W), its largest
+    singular value estimated by one power iteration a training forward (Miyato et al. 2018; the
+    parameter is then conv.parametrizations.weight.original).
     """
 
     def __init__(self, ndf: int = 64, nc: int = 3, image_size: int = 64, impl: str = "fused",
-                 extra_layers: int = 0) -> None:
+                 extra_layers: int = 0, spectral_norm: bool = False) -> None:
         super().__init__()
         check_impl(impl)
         check_extra_layers(extra_layers)
@@ -79,6 +81,11 @@ class Discriminator(nn.Module):
         layers += [nn.Conv2d(widths[-1], 1, 4, 1, 0, bias=False), nn.Flatten(0)]
         self.main = nn.Sequential(*layers)
         init_normal_(self)
+        if not isinstance(spectral_norm, bool):
+            raise ValueError(f"spectral_norm must be True or False, got {spectral_norm!r}")
+        for m in self.modules() if spectral_norm else ():
+            if isinstance(m, nn.Conv2d):
+                nn.utils.parametrizations.spectral_norm(m)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.main(x)
@@ -124,11 +131,12 @@ class ConditionalDiscriminator(Discriminator):
 
     phi(x) the Discriminator's last hidden features (N, 8 ndf, 4, 4) at S=64 / (N, 4 ndf, 4, 4) at 32,
     w its final 4x4 conv, E a learned embedding (num_classes, channels of phi), N(0, 0.02) init.
+    ``spectral_norm`` as Discriminator's (the convs; E is not normalized).
     """
 
     def __init__(self, num_classes: int = 10, ndf: int = 64, nc: int = 3, image_size: int = 64,
-                 impl: str = "fused", extra_layers: int = 0) -> None:
-        super().__init__(ndf, nc, image_size, impl, extra_layers)
+                 impl: str = "fused", extra_layers: int = 0, spectral_norm: bool = False) -> None:
+        super().__init__(ndf, nc, image_size, impl, extra_layers, spectral_norm)
         self.num_classes = num_classes
         self.embed = nn.Embedding(num_classes, self.main[-2].in_channels)
         nn.init.normal_(self.embed.weight, 0.0, 0.02)

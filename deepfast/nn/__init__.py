@@ -1,5 +1,6 @@
 """Drop-in layers built on the fused ops."""
 
+from deepfast.nn.batchnorm_stats import recompute_batchnorm
 from deepfast.nn.convert import convert, fuse_conv_bn
 from deepfast.nn.norm_leaky_relu import BatchNormLeakyReLU2d, ConvNormAct, InstanceNormLeakyReLU2d
 from deepfast.nn.reparameterize import Reparameterize
@@ -14,4 +15,5 @@ __all__ = [
     "convert",
     "convert_sync_batchnorm",
     "fuse_conv_bn",
+    "recompute_batchnorm",
 ]

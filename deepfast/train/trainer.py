@@ -63,6 +63,7 @@ class Trainer:
         samples()              optional images in value_range for the epoch's PNG grid: (N, C, H, W)
                                (a square grid) or a list of such batches of one size (one row each)
         evaluate()             optional {metric: float} on the held-out split ``self.held_out``
+        end_epoch()            optional work after an epoch's steps (before evaluate, samples, checkpoint)
 
     ``fit(resume)`` runs the epochs. Under torchrun every process runs it (DDP, a shard of each batch).
     During ``train_step``, ``self.epoch`` and ``self.batch`` (0-based) locate the step and
@@ -112,6 +113,9 @@ class Trainer:
 
     def evaluate(self) -> dict[str, float]:
         return {}
+
+    def end_epoch(self) -> None:
+        """Optional work after an epoch's last step, before its evaluation, samples and checkpoint."""
 
     def held_out_batches(self, batch_size: int = 256) -> Iterator[object]:
         """Batches of the held-out split (rank 0; none without one), on the device."""
@@ -339,6 +343,7 @@ class Trainer:
         row.update({name: total / n for name, total in zip(sums, totals) if name != "_batches"})
         for sched in self.schedulers.values():
             sched.step()
+        self.end_epoch()
         if world.main:
             if self.held_out is not None:
                 row.update(self.evaluate())
