@@ -22,7 +22,7 @@ MIXTURE_COMPONENTS = 20
 # them by heart). An EMA generator (0.99, BatchNorm statistics recomputed for the averaged weights) did not
 # help the small-subset classifier: the generated digits changed its accuracy by -8.4 / -10.0 points (the
 # statistics from 1024 / 100 z each epoch) against -7.5 without EMA; the judge agreed with 84% of their labels
-# instead of 92%, and the section took 1.45x as long
+# instead of 92%
 GAN_OPTIONS = {"upsample": "transposed", "ema": 0.0, "augment": "translation,cutout"}
 # The demo's DCGAN makes 8x8 digits: the bundled digits are 8x8 scans, and the 32x32 digits the judge reads
 # are their bilinear upscalings; its samples are upscaled the same way (as_digits). Measured with the judge
