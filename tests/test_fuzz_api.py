@@ -109,7 +109,7 @@ def test_layers_refuse_bad_input_naming_it():
 # ------------------------------------------------------------------------------------------------ losses
 def test_gan_loss_matches_its_formula():
     for i, rng, g in cases("gan", 120, 3000):
-        mode = rng.choice(["non-saturating", "saturating", "lsgan"])
+        mode = rng.choice(["non-saturating", "saturating", "lsgan", "hinge"])
         shape = rng.choice([(rng.randint(1, 5),), (rng.randint(1, 3), 1, rng.randint(1, 4), rng.randint(1, 4))])
         dtype = rng.choice([torch.float32, torch.float64, torch.bfloat16])
         real, fake = sprinkle(rng, g, shape, dtype), sprinkle(rng, g, shape, dtype)
@@ -117,6 +117,8 @@ def test_gan_loss_matches_its_formula():
         r, f = real.double(), fake.double()
         if mode == "lsgan":
             want_d, want_g = (r - 1).square().mean() + f.square().mean(), (f - 1).square().mean()
+        elif mode == "hinge":
+            want_d, want_g = F.relu(1 - r).mean() + F.relu(1 + f).mean(), -f.mean()
         else:
             want_d = F.softplus(-r).mean() + F.softplus(f).mean()
             want_g = -F.softplus(f).mean() if mode == "saturating" else F.softplus(-f).mean()

@@ -54,7 +54,9 @@ class GANLoss(nn.Module):
             return (real - r).square().mean() + fake.square().mean()
         if self.mode == "hinge":
             return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
-        return (r * F.softplus(-real) + (1 - r) * F.softplus(real)).mean() + F.softplus(fake).mean()
+        # r = 1 without the (1 - r) term: 0 * softplus(inf) would make an infinite logit NaN
+        real_term = F.softplus(-real) if r == 1.0 else r * F.softplus(-real) + (1 - r) * F.softplus(real)
+        return real_term.mean() + F.softplus(fake).mean()
 
     def generator(self, fake: Tensor) -> Tensor:
         """J_G from the discriminator's outputs on generated images."""
