@@ -7,16 +7,16 @@
 namespace deepfast {
 
 inline void check_float(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(at::isFloatingType(t.scalar_type()),
-              "deepfast: ", name, " must be a floating-point tensor, got ", t.scalar_type());
+  TORCH_CHECK(at::isFloatingType(t.scalar_type()), "deepfast: ", name, " must be a floating-point tensor, got ",
+              t.scalar_type());
 }
 
 // `t` must match `ref` in shape, dtype and device.
 inline void check_like(const at::Tensor& t, const char* name, const at::Tensor& ref, const char* ref_name) {
-  TORCH_CHECK(t.sizes() == ref.sizes(), "deepfast: ", name, " must have the shape of ", ref_name, " ",
-              ref.sizes(), ", got ", t.sizes());
-  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), "deepfast: ", name, " must have the dtype of ", ref_name,
-              " (", ref.scalar_type(), "), got ", t.scalar_type());
+  TORCH_CHECK(t.sizes() == ref.sizes(), "deepfast: ", name, " must have the shape of ", ref_name, " ", ref.sizes(),
+              ", got ", t.sizes());
+  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), "deepfast: ", name, " must have the dtype of ", ref_name, " (",
+              ref.scalar_type(), "), got ", t.scalar_type());
   TORCH_CHECK(t.device() == ref.device(), "deepfast: ", name, " must be on the device of ", ref_name, " (",
               ref.device(), "), got ", t.device());
 }

@@ -39,9 +39,9 @@ DF_HD float exp_f32(float x) {
   return expf(x);
 #else
   const float kLog2e = 1.44269504088896341f;
-  const float kLn2Hi = 0.693145751953125f;   // ln2 with its low 12 bits cleared: n * kLn2Hi is exact
+  const float kLn2Hi = 0.693145751953125f;  // ln2 with its low 12 bits cleared: n * kLn2Hi is exact
   const float kLn2Lo = 1.42860682030941723e-6f;
-  const float kRound = 12582912.0f;          // 1.5 * 2^23: adding it rounds to an integer
+  const float kRound = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
   float t = x * kLog2e;
   t = t < -126.0f ? -126.0f : (t > 127.0f ? 127.0f : t);
   const float n = (t + kRound) - kRound;

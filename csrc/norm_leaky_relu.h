@@ -93,8 +93,8 @@ DF_HD T norm_z(T x, T mean, T A, T b) {
 // z - b (from_y true). batch_stats: the statistics were computed from this batch (training), so they
 // depend on x; else P = Q = 0.
 template <typename T>
-DF_HD void backward_coefficients(T w, T invstd, T sum_dz, T sum_dz_xhat, int64_t m, bool batch_stats, bool from_y,
-                                 T& P, T& Q) {
+DF_HD void backward_coefficients(T w, T invstd, T sum_dz, T sum_dz_xhat, int64_t m, bool batch_stats, bool from_y, T& P,
+                                 T& Q) {
   if (!batch_stats) {
     P = T(0);
     Q = T(0);

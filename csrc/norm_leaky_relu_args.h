@@ -30,7 +30,7 @@ struct NormLayout {
 // the same on every device): rows [r0, r0 + rows) by values [s0, s0 + seg) of one channel when S > 1,
 // or rows [r0, r0 + rows) of `lanes` channels side by side when S == 1 (channels contiguous).
 struct NormGeometry {
-  static constexpr int64_t kChunk = 16384;  // values per block (about)
+  static constexpr int64_t kChunk = 16384;          // values per block (about)
   int64_t R, C, S, rows, seg, spr, chunks, ctiles;  // spr: segments per row
   NormGeometry(const NormLayout& L, int64_t lanes) : R(L.R), C(L.C), S(L.S) {
     if (S == 1) {
@@ -103,8 +103,8 @@ inline NormLayout check_backward(const at::Tensor& grad_y, const at::Tensor& sav
   check_norm_args(saved, weight, bias, slope, inplace);
   check_like(grad_y, "grad_y", saved, inplace ? "y" : "x");
   const NormLayout L = norm_layout(saved, instance);
-  TORCH_CHECK(mean.numel() == L.groups() && var.numel() == L.groups(), "deepfast: mean and var must have ",
-              L.groups(), " values (one per statistics group), got ", mean.numel(), " and ", var.numel());
+  TORCH_CHECK(mean.numel() == L.groups() && var.numel() == L.groups(), "deepfast: mean and var must have ", L.groups(),
+              " values (one per statistics group), got ", mean.numel(), " and ", var.numel());
   return L;
 }
 

@@ -15,6 +15,7 @@ import functools
 import os
 import platform
 import tempfile
+import time
 
 import torch
 
@@ -116,6 +117,25 @@ def kernel_isa() -> str:
 def autocast_support() -> dict[str, bool]:
     """{"bf16": native?, "fp16": native?}: which autocast dtypes run natively on this CPU."""
     return {"bf16": bf16_native(), "fp16": fp16_native()}
+
+
+def busy_cpus(seconds: float = 0.5) -> float:
+    """How many CPUs other work keeps busy now: the non-idle share of all CPUs' time in /proc/stat over
+    ``seconds``, times the CPU count (Linux); elsewhere the 1-minute load average. Measured over an
+    instant, so a job that has just ended does not count, as it does in the load average for a minute."""
+    def times() -> list[int]:
+        with open("/proc/stat") as f:
+            return [int(v) for v in f.readline().split()[1:]]
+
+    try:
+        before = times()
+    except OSError:
+        return os.getloadavg()[0]
+    time.sleep(seconds)
+    delta = [b - a for a, b in zip(before, times())]
+    total = sum(delta)
+    idle = delta[3] + (delta[4] if len(delta) > 4 else 0)  # idle + iowait
+    return (total - idle) / total * (os.cpu_count() or 1) if total > 0 else 0.0
 
 
 def describe() -> str:

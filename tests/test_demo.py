@@ -81,12 +81,12 @@ def test_the_default_threads_leave_out_the_cpus_other_work_keeps_busy(monkeypatc
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3})
     try:
-        monkeypatch.setattr("os.getloadavg", lambda: (9.0, 9.0, 9.0))
+        monkeypatch.setattr("deepfast.hardware.busy_cpus", lambda: 9.0)
         assert thread_count(None).startswith("1 torch thread (") and torch.get_num_threads() == 1
         torch.set_num_threads(4)
-        monkeypatch.setattr("os.getloadavg", lambda: (1.2, 1.0, 1.0))
-        assert thread_count(None) == "3 torch threads (torch's default 4, cut to the CPUs free at load average 1.2 on 4)"
-        monkeypatch.setattr("os.getloadavg", lambda: (0.1, 0.1, 0.1))
+        monkeypatch.setattr("deepfast.hardware.busy_cpus", lambda: 1.2)
+        assert thread_count(None) == "3 torch threads (torch's default 4, cut to the CPUs free with 1.2 of 4 busy)"
+        monkeypatch.setattr("deepfast.hardware.busy_cpus", lambda: 0.1)
         assert thread_count(None) == "3 torch threads (torch's default 3)"
         monkeypatch.setenv("OMP_NUM_THREADS", "3")
         assert thread_count(None) == "3 torch threads (OMP_NUM_THREADS=3)"

@@ -146,3 +146,23 @@ def test_compile_cache_is_kept_apart_under_a_lower_torch_isa(monkeypatch):
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip().endswith("-aten-avx2")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="busy_cpus samples /proc/stat (Linux)")
+def test_busy_cpus_counts_a_spinning_process():
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        busy = hardware.busy_cpus(0.5)
+    finally:
+        spin.kill()
+        spin.wait()
+    assert 0.8 <= busy <= os.cpu_count()
+
+
+def test_busy_cpus_falls_back_to_the_load_average(monkeypatch):
+    def no_proc(*args, **kwargs):
+        raise OSError("no /proc")
+
+    monkeypatch.setattr("builtins.open", no_proc)
+    monkeypatch.setattr("os.getloadavg", lambda: (1.5, 1.0, 1.0))
+    assert hardware.busy_cpus(0.01) == 1.5

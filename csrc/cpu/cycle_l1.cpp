@@ -39,14 +39,15 @@ at::Tensor cycle_l1_cpu(const at::Tensor& rec_, const at::Tensor& orig_, double 
   at::Tensor loss = at::empty({}, rec.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, rec.scalar_type(), "cycle_l1_cpu", [&] {
     const scalar_t *pr = rec.const_data_ptr<scalar_t>(), *po = orig.const_data_ptr<scalar_t>();
-    const sum_t sum = deterministic_sum<sum_t>(rec.numel(), [&](int64_t b, int64_t e) { return abs_diff_sum(pr, po, b, e); });
+    const sum_t sum =
+        deterministic_sum<sum_t>(rec.numel(), [&](int64_t b, int64_t e) { return abs_diff_sum(pr, po, b, e); });
     *loss.mutable_data_ptr<scalar_t>() = scalar_t(sum * scale);  // rounded as IEEE does (inf beyond the range)
   });
   return loss;
 }
 
-CycleGrads cycle_l1_backward_cpu(const at::Tensor& grad, const at::Tensor& rec_, const at::Tensor& orig_,
-                                 double scale, std::array<bool, 2> output_mask) {
+CycleGrads cycle_l1_backward_cpu(const at::Tensor& grad, const at::Tensor& rec_, const at::Tensor& orig_, double scale,
+                                 std::array<bool, 2> output_mask) {
   at::Tensor rec, orig;
   std::tie(rec, orig) = cycle_l1_inputs(rec_, orig_);
   check_cycle_l1_grad(grad, rec);

@@ -168,11 +168,11 @@ void for_each_element(const NormLayout& L, const F& f) {
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_leaky_relu_cpu(const at::Tensor& x_,
-                                                            const c10::optional<at::Tensor>& weight,
-                                                            const c10::optional<at::Tensor>& bias,
-                                                            const c10::optional<at::Tensor>& mean_,
-                                                            const c10::optional<at::Tensor>& var_, bool instance,
-                                                            double eps, double slope, bool inplace) {
+                                                                   const c10::optional<at::Tensor>& weight,
+                                                                   const c10::optional<at::Tensor>& bias,
+                                                                   const c10::optional<at::Tensor>& mean_,
+                                                                   const c10::optional<at::Tensor>& var_, bool instance,
+                                                                   double eps, double slope, bool inplace) {
   const NormLayout L = check_forward(x_, weight, bias, mean_, var_, instance, slope, inplace);
   const bool batch_stats = !mean_.has_value();
   const at::Tensor x = x_.contiguous(L.format());
@@ -221,9 +221,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_leaky_relu_cpu(const at::Ten
     }
     const T *pa = A.data(), *pmg = mg.data(), sl = T(slope);
     scalar_t* py = y.mutable_data_ptr<scalar_t>();
-    for_each_element(L, [=](int64_t i, int64_t g) {
-      py[i] = scalar_t(leaky<T>(norm_z<T>(T(px[i]), pmg[g], pa[g], pb[g]), sl));
-    });
+    for_each_element(
+        L, [=](int64_t i, int64_t g) { py[i] = scalar_t(leaky<T>(norm_z<T>(T(px[i]), pmg[g], pa[g], pb[g]), sl)); });
   });
   return {y, mean, var};
 }

@@ -73,8 +73,12 @@ struct Samples {
   T lo, hi;
   int64_t n, per_sample;
   explicit Samples(const PgdProblem& pr)
-      : step(pr.step.const_data_ptr<T>()), eps(pr.eps.const_data_ptr<T>()), lo(T(pr.lo)), hi(T(pr.hi)),
-        n(pr.samples), per_sample(pr.per_sample) {}
+      : step(pr.step.const_data_ptr<T>()),
+        eps(pr.eps.const_data_ptr<T>()),
+        lo(T(pr.lo)),
+        hi(T(pr.hi)),
+        n(pr.samples),
+        per_sample(pr.per_sample) {}
 };
 
 // Sum of chunk_sum(begin, end) over the chunks [c * kBlock, min(n, (c + 1) * kBlock)) of [0, n), in

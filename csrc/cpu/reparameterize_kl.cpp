@@ -31,22 +31,22 @@ DF_CPU_CLONES sum_t forward_range(const scalar_t* mu, const scalar_t* logvar, co
 }
 
 template <typename scalar_t, bool kReduced>
-DF_CPU_CLONES void backward_range(const scalar_t* gz, const scalar_t* gkl, acc_t<scalar_t> gkl_scalar, const scalar_t* mu,
-                    const scalar_t* logvar, const scalar_t* eps, scalar_t* dmu, scalar_t* dlogvar, int64_t begin,
-                    int64_t end) {
+DF_CPU_CLONES void backward_range(const scalar_t* gz, const scalar_t* gkl, acc_t<scalar_t> gkl_scalar,
+                                  const scalar_t* mu, const scalar_t* logvar, const scalar_t* eps, scalar_t* dmu,
+                                  scalar_t* dlogvar, int64_t begin, int64_t end) {
   using T = acc_t<scalar_t>;
 #pragma omp simd
   for (int64_t i = begin; i < end; ++i) {
     T dmui, dlvi;
     reparameterize_kl_backward<T>(T(gz[i]), kReduced ? gkl_scalar : T(gkl[i]), T(mu[i]), T(logvar[i]), T(eps[i]), dmui,
-                           dlvi);
+                                  dlvi);
     dmu[i] = scalar_t(dmui);
     dlogvar[i] = scalar_t(dlvi);
   }
 }
 
 std::tuple<at::Tensor, at::Tensor> reparameterize_kl_cpu(const at::Tensor& mu_, const at::Tensor& logvar_,
-                                                  const at::Tensor& eps_, bool reduce, double scale) {
+                                                         const at::Tensor& eps_, bool reduce, double scale) {
   const ReparamKLForward a(mu_, logvar_, eps_, reduce);
   const at::Tensor &mu = a.mu, &logvar = a.logvar, &eps = a.eps, &z = a.z, &kl = a.kl;
   const int64_t n = mu.numel();
@@ -57,7 +57,8 @@ std::tuple<at::Tensor, at::Tensor> reparameterize_kl_cpu(const at::Tensor& mu_, 
     scalar_t* pz = z.mutable_data_ptr<scalar_t>();
     if (!reduce) {
       scalar_t* pk = kl.mutable_data_ptr<scalar_t>();
-      at::parallel_for(0, n, kBlock, [&](int64_t b, int64_t e) { forward_range<scalar_t, false>(pm, pl, pe, pz, pk, b, e); });
+      at::parallel_for(0, n, kBlock,
+                       [&](int64_t b, int64_t e) { forward_range<scalar_t, false>(pm, pl, pe, pz, pk, b, e); });
       return;
     }
     const sum_t sum = deterministic_sum<sum_t>(
@@ -68,11 +69,11 @@ std::tuple<at::Tensor, at::Tensor> reparameterize_kl_cpu(const at::Tensor& mu_, 
 }
 
 std::tuple<at::Tensor, at::Tensor> reparameterize_kl_backward_cpu(const at::Tensor& grad_z_, const at::Tensor& grad_kl_,
-                                                           const at::Tensor& mu_, const at::Tensor& logvar_,
-                                                           const at::Tensor& eps_, double scale) {
+                                                                  const at::Tensor& mu_, const at::Tensor& logvar_,
+                                                                  const at::Tensor& eps_, double scale) {
   const ReparamKLBackward a(grad_z_, grad_kl_, mu_, logvar_, eps_);
-  const at::Tensor &mu = a.mu, &logvar = a.logvar, &eps = a.eps, &gz = a.grad_z, &gkl = a.grad_kl,
-                   &dmu = a.grad_mu, &dlogvar = a.grad_logvar;
+  const at::Tensor &mu = a.mu, &logvar = a.logvar, &eps = a.eps, &gz = a.grad_z, &gkl = a.grad_kl, &dmu = a.grad_mu,
+                   &dlogvar = a.grad_logvar;
   const bool reduced = a.reduced;
   const int64_t n = mu.numel();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mu.scalar_type(), "reparameterize_kl_backward_cpu", [&] {

@@ -15,8 +15,9 @@ namespace {
 
 // One partial sum of |rec - orig| per block; finish_sum adds them in a fixed order.
 template <typename scalar_t>
-__global__ void __launch_bounds__(kThreads) cycle_l1_forward_kernel(const scalar_t* __restrict__ rec, const scalar_t* __restrict__ orig,
-                                        acc_t<scalar_t>* __restrict__ partial, int64_t n) {
+__global__ void __launch_bounds__(kThreads)
+    cycle_l1_forward_kernel(const scalar_t* __restrict__ rec, const scalar_t* __restrict__ orig,
+                            acc_t<scalar_t>* __restrict__ partial, int64_t n) {
   using T = acc_t<scalar_t>;
   T sum = 0;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
@@ -27,9 +28,10 @@ __global__ void __launch_bounds__(kThreads) cycle_l1_forward_kernel(const scalar
 }
 
 template <typename scalar_t, bool kRec, bool kOrig>
-__global__ void __launch_bounds__(kThreads) cycle_l1_backward_kernel(const scalar_t* __restrict__ grad, double scale,
-                                         const scalar_t* __restrict__ rec, const scalar_t* __restrict__ orig,
-                                         scalar_t* __restrict__ grad_rec, scalar_t* __restrict__ grad_orig, int64_t n) {
+__global__ void __launch_bounds__(kThreads)
+    cycle_l1_backward_kernel(const scalar_t* __restrict__ grad, double scale, const scalar_t* __restrict__ rec,
+                             const scalar_t* __restrict__ orig, scalar_t* __restrict__ grad_rec,
+                             scalar_t* __restrict__ grad_orig, int64_t n) {
   using T = acc_t<scalar_t>;
   const T c = T(double(T(grad[0])) * scale);
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
@@ -53,15 +55,15 @@ at::Tensor cycle_l1_cuda(const at::Tensor& rec_, const at::Tensor& orig_, double
     cycle_l1_forward_kernel<scalar_t><<<blocks, kThreads, 0, stream>>>(
         rec.const_data_ptr<scalar_t>(), orig.const_data_ptr<scalar_t>(), partial.mutable_data_ptr<T>(), n);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    finish_sum<scalar_t><<<1, kThreads, 0, stream>>>(partial.const_data_ptr<T>(), blocks, scale,
-                                                     loss.mutable_data_ptr<scalar_t>());
+    finish_sum<scalar_t>
+        <<<1, kThreads, 0, stream>>>(partial.const_data_ptr<T>(), blocks, scale, loss.mutable_data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return loss;
 }
 
-CycleGrads cycle_l1_backward_cuda(const at::Tensor& grad, const at::Tensor& rec_, const at::Tensor& orig_,
-                                  double scale, std::array<bool, 2> output_mask) {
+CycleGrads cycle_l1_backward_cuda(const at::Tensor& grad, const at::Tensor& rec_, const at::Tensor& orig_, double scale,
+                                  std::array<bool, 2> output_mask) {
   const c10::cuda::CUDAGuard guard(rec_.device());
   at::Tensor rec, orig;
   std::tie(rec, orig) = cycle_l1_inputs(rec_, orig_);

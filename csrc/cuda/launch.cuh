@@ -57,8 +57,8 @@ __device__ T block_sum(T v) {
 
 // out[0] = scale * sum(partial[0:count]), in one block, in a fixed order.
 template <typename scalar_t, typename T>
-__global__ void __launch_bounds__(kThreads) finish_sum(const T* __restrict__ partial, int count, double scale,
-                                                       scalar_t* __restrict__ out) {
+__global__ void __launch_bounds__(kThreads)
+    finish_sum(const T* __restrict__ partial, int count, double scale, scalar_t* __restrict__ out) {
   T v = 0;
   for (int i = threadIdx.x; i < count; i += blockDim.x) v += partial[i];
   v = block_sum(v);

@@ -23,7 +23,7 @@ namespace deepfast {
 namespace {
 
 enum Mode { kStats = 0, kFromX = 1, kFromY = 2, kGiven = 3 };
-constexpr int kForwardCoefs = 3, kBackwardCoefs = 5;  // per group: (mean, A, b), (mean, A, b, P, Q)
+constexpr int kForwardCoefs = 3, kBackwardCoefs = 5;   // per group: (mean, A, b), (mean, A, b, P, Q)
 constexpr int kLanes = 32, kRows = kThreads / kLanes;  // a column block: kRows rows of kLanes channels
 
 // The chunk of a block, and the channel of its thread.
@@ -79,7 +79,7 @@ __device__ __forceinline__ void weight_bias(const T* w, const T* bias, int64_t c
 }
 
 template <typename T>
-struct Params {  // what the passes read besides the data
+struct Params {                    // what the passes read besides the data
   const T *w, *bias, *mean, *var;  // (C,), (C,), (B * C,), (B * C,); w, bias may be null
   double eps, slope;
   bool inplace;
@@ -215,11 +215,11 @@ __global__ void __launch_bounds__(kThreads)
     for_chunk<kColumns>(q, ch, [&](int64_t i) {
       const T av = T(a[i]);
       if constexpr (kMode == kFromX) {
-        out[i] = scalar_t(norm_dx<T>(A, leaky_grad<T>(T(dy[i]), norm_z<T>(av, mean, A, b), sl), av - mean, P, Q,
-                                     batch_stats));
+        out[i] = scalar_t(
+            norm_dx<T>(A, leaky_grad<T>(T(dy[i]), norm_z<T>(av, mean, A, b), sl), av - mean, P, Q, batch_stats));
       } else {
-        out[i] = scalar_t(norm_dx<T>(A, leaky_grad<T>(T(dy[i]), av, sl), leaky_inverse<T>(av, inv_sl) - b, P, Q,
-                                     batch_stats));
+        out[i] = scalar_t(
+            norm_dx<T>(A, leaky_grad<T>(T(dy[i]), av, sl), leaky_inverse<T>(av, inv_sl) - b, P, Q, batch_stats));
       }
     });
   }
@@ -246,17 +246,19 @@ void run_passes(const NormLayout& L, const scalar_t* a, const scalar_t* dy, cons
   const int64_t blocks = q.blocks(L), groups = L.groups();
   TORCH_CHECK(blocks < (int64_t(1) << 31), "deepfast: norm_leaky_relu: too many blocks (", blocks, ") for one launch");
   at::Tensor part = at::empty({2, groups * q.chunks}, out1.options());
-  at::Tensor coef = at::empty({groups * (kFinishMode == kStats || kFinishMode == kGiven ? kForwardCoefs : kBackwardCoefs)},
-                              out1.options());
+  at::Tensor coef = at::empty(
+      {groups * (kFinishMode == kStats || kFinishMode == kGiven ? kForwardCoefs : kBackwardCoefs)}, out1.options());
   T *part1 = part.mutable_data_ptr<T>(), *part2 = part1 + groups * q.chunks;
   if (kFinishMode != kGiven && blocks > 0) {
-    sums_kernel<scalar_t, kSumsMode, kColumns><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(a, dy, p, part1, part2, q);
+    sums_kernel<scalar_t, kSumsMode, kColumns>
+        <<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(a, dy, p, part1, part2, q);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
   if (groups == 0) return;
-  finish_kernel<scalar_t, kFinishMode><<<static_cast<unsigned>((groups + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
-      a, p, part1, part2, out1.mutable_data_ptr<T>(), out2.mutable_data_ptr<T>(), coef.mutable_data_ptr<T>(), groups,
-      q, batch_stats);
+  finish_kernel<scalar_t, kFinishMode>
+      <<<static_cast<unsigned>((groups + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
+          a, p, part1, part2, out1.mutable_data_ptr<T>(), out2.mutable_data_ptr<T>(), coef.mutable_data_ptr<T>(),
+          groups, q, batch_stats);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   if (blocks == 0) return;
   constexpr int kApplyMode = kFinishMode == kGiven ? kStats : kFinishMode;
@@ -275,12 +277,10 @@ void run_layout(const NormLayout& L, Args&&... args) {
   }
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_leaky_relu_cuda(const at::Tensor& x_,
-                                                             const c10::optional<at::Tensor>& weight,
-                                                             const c10::optional<at::Tensor>& bias,
-                                                             const c10::optional<at::Tensor>& mean_,
-                                                             const c10::optional<at::Tensor>& var_, bool instance,
-                                                             double eps, double slope, bool inplace) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_leaky_relu_cuda(
+    const at::Tensor& x_, const c10::optional<at::Tensor>& weight, const c10::optional<at::Tensor>& bias,
+    const c10::optional<at::Tensor>& mean_, const c10::optional<at::Tensor>& var_, bool instance, double eps,
+    double slope, bool inplace) {
   const NormLayout L = check_forward(x_, weight, bias, mean_, var_, instance, slope, inplace);
   const bool batch_stats = !mean_.has_value();
   const c10::cuda::CUDAGuard guard(x_.device());

@@ -36,9 +36,7 @@ struct PgdArgs {
   int64_t per_sample, tile, tiles_per_sample, tiles;
 };
 
-struct Tile {
-  int64_t sample, begin, end;
-};
+struct Tile { int64_t sample, begin, end; };
 
 template <typename scalar_t>
 __device__ __forceinline__ Tile tile_at(const PgdArgs<scalar_t>& a, int64_t t) {
@@ -72,7 +70,8 @@ __global__ void __launch_bounds__(kThreads) pgd_linf_kernel(PgdArgs<scalar_t> a)
 
 // Pass 1: gpartial[t] = sum of g^2 over tile t.
 template <typename scalar_t>
-__global__ void __launch_bounds__(kThreads) pgd_grad_sumsq_kernel(PgdArgs<scalar_t> a, acc_t<scalar_t>* __restrict__ gpartial) {
+__global__ void __launch_bounds__(kThreads)
+    pgd_grad_sumsq_kernel(PgdArgs<scalar_t> a, acc_t<scalar_t>* __restrict__ gpartial) {
   using T = acc_t<scalar_t>;
   for (int64_t t = blockIdx.x; t < a.tiles; t += gridDim.x) {
     const Tile tile = tile_at(a, t);
@@ -89,8 +88,9 @@ __global__ void __launch_bounds__(kThreads) pgd_grad_sumsq_kernel(PgdArgs<scalar
 
 // Pass 2: dpartial[t] = sum of d^2 over tile t; pass 3 (kWrite): the output of tile t.
 template <typename scalar_t, bool kWrite>
-__global__ void __launch_bounds__(kThreads) pgd_l2_kernel(PgdArgs<scalar_t> a, const acc_t<scalar_t>* __restrict__ gpartial,
-                              acc_t<scalar_t>* __restrict__ dpartial) {
+__global__ void __launch_bounds__(kThreads)
+    pgd_l2_kernel(PgdArgs<scalar_t> a, const acc_t<scalar_t>* __restrict__ gpartial,
+                  acc_t<scalar_t>* __restrict__ dpartial) {
   using T = acc_t<scalar_t>;
   __shared__ T ginv_factor[2];  // of the tile's sample, computed by the first warp
   for (int64_t t = blockIdx.x; t < a.tiles; t += gridDim.x) {
@@ -109,7 +109,8 @@ __global__ void __launch_bounds__(kThreads) pgd_l2_kernel(PgdArgs<scalar_t> a, c
       const T factor = ginv_factor[1];
       for (int64_t i = tile.begin + threadIdx.x; i < tile.end; i += blockDim.x) {
         const T x0 = T(a.x0[i]);
-        a.out[i] = scalar_t(pgd_l2_out<T>(x0, pgd_l2_delta<T>(T(a.x[i]), T(a.g[i]), x0, step, ginv), factor, a.lo, a.hi));
+        a.out[i] =
+            scalar_t(pgd_l2_out<T>(x0, pgd_l2_delta<T>(T(a.x[i]), T(a.g[i]), x0, step, ginv), factor, a.lo, a.hi));
       }
     } else {
       T sum = 0;
@@ -130,19 +131,25 @@ void pgd_cuda(const PgdProblem& pr) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, pr.x.scalar_type(), "pgd_step_cuda", [&] {
     using T = acc_t<scalar_t>;
     // one grid for the three L2 passes: the one with the fewest resident blocks sizes it
-    const int64_t resident =
-        pr.l2 ? std::min({resident_blocks<pgd_grad_sumsq_kernel<scalar_t>>(),
-                          resident_blocks<pgd_l2_kernel<scalar_t, false>>(), resident_blocks<pgd_l2_kernel<scalar_t, true>>()})
-              : resident_blocks<pgd_linf_kernel<scalar_t>>();
+    const int64_t resident = pr.l2 ? std::min({resident_blocks<pgd_grad_sumsq_kernel<scalar_t>>(),
+                                               resident_blocks<pgd_l2_kernel<scalar_t, false>>(),
+                                               resident_blocks<pgd_l2_kernel<scalar_t, true>>()})
+                                   : resident_blocks<pgd_linf_kernel<scalar_t>>();
     int64_t tile = kMaxTile;
     while (tile > kMinTile && pr.samples * ((pr.per_sample + tile - 1) / tile) < 4 * resident) tile /= 2;
     const int64_t tiles_per_sample = (pr.per_sample + tile - 1) / tile;
-    const PgdArgs<scalar_t> a{pr.x.const_data_ptr<scalar_t>(), pr.grad.const_data_ptr<scalar_t>(),
-                              pr.x0.const_data_ptr<scalar_t>(), pr.out.mutable_data_ptr<scalar_t>(),
-                              pr.step.const_data_ptr<T>(),      pr.eps.const_data_ptr<T>(),
-                              T(pr.lo),                         T(pr.hi),
-                              pr.per_sample,                    tile,
-                              tiles_per_sample,                 pr.samples * tiles_per_sample};
+    const PgdArgs<scalar_t> a{pr.x.const_data_ptr<scalar_t>(),
+                              pr.grad.const_data_ptr<scalar_t>(),
+                              pr.x0.const_data_ptr<scalar_t>(),
+                              pr.out.mutable_data_ptr<scalar_t>(),
+                              pr.step.const_data_ptr<T>(),
+                              pr.eps.const_data_ptr<T>(),
+                              T(pr.lo),
+                              T(pr.hi),
+                              pr.per_sample,
+                              tile,
+                              tiles_per_sample,
+                              pr.samples * tiles_per_sample};
     const int blocks = static_cast<int>(std::min(a.tiles, resident));  // grid-stride over the tiles
     if (!pr.l2) {
       pgd_linf_kernel<scalar_t><<<blocks, kThreads, 0, stream>>>(a);

@@ -32,5 +32,5 @@ def add_parsers(commands) -> None:
     p.add_argument("--device", help="cpu or cuda (default: cuda when there is one)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: OMP_NUM_THREADS, else one per physical "
-                                               "core not kept busy by other work, from the load average)")
+                                               "core not kept busy by other work, sampled over half a second)")
     p.set_defaults(func=demo)

@@ -17,7 +17,7 @@ IMPLS = ("fused", "reference")
 UPSAMPLINGS = ("resize", "transposed")
 
 
-class BatchNormAct2d(nn.BatchNorm2d):
+class ReferenceBatchNormLeakyReLU2d(nn.BatchNorm2d):
     """Reference of BatchNormLeakyReLU2d: nn.BatchNorm2d then F.leaky_relu. (N, C, H, W) -> same."""
 
     def __init__(self, num_features: int, negative_slope: float = 0.2) -> None:
@@ -28,7 +28,7 @@ class BatchNormAct2d(nn.BatchNorm2d):
         return F.leaky_relu(super().forward(x), self.negative_slope)
 
 
-class InstanceNormAct2d(nn.InstanceNorm2d):
+class ReferenceInstanceNormLeakyReLU2d(nn.InstanceNorm2d):
     """Reference of InstanceNormLeakyReLU2d: nn.InstanceNorm2d then F.leaky_relu. (N, C, H, W) -> same."""
 
     def __init__(self, num_features: int, negative_slope: float = 0.2) -> None:
@@ -47,9 +47,9 @@ class ReferenceConvNormAct(ConvNormAct):
                  **kwargs) -> None:
         super().__init__(in_ch, out_ch, *args, norm=norm, negative_slope=negative_slope, **kwargs)
         if norm == "batch":
-            self.act = BatchNormAct2d(out_ch, negative_slope)
+            self.act = ReferenceBatchNormLeakyReLU2d(out_ch, negative_slope)
         elif norm == "instance":
-            self.act = InstanceNormAct2d(out_ch, negative_slope)
+            self.act = ReferenceInstanceNormLeakyReLU2d(out_ch, negative_slope)
 
 
 class ReferenceReparameterize(Reparameterize):
@@ -99,9 +99,9 @@ def norm_act(impl: str, num_features: int, negative_slope: float, norm: str = "b
     check_impl(impl)
     check_choice(norm, "norm", ("batch", "instance"))
     if norm == "batch":
-        cls = BatchNormLeakyReLU2d if impl == "fused" else BatchNormAct2d
+        cls = BatchNormLeakyReLU2d if impl == "fused" else ReferenceBatchNormLeakyReLU2d
     else:
-        cls = InstanceNormLeakyReLU2d if impl == "fused" else InstanceNormAct2d
+        cls = InstanceNormLeakyReLU2d if impl == "fused" else ReferenceInstanceNormLeakyReLU2d
     return cls(num_features, negative_slope)
 
 

@@ -27,7 +27,7 @@ class _AllReduceSum(torch.autograd.Function):
         return grad
 
 
-class SyncBatchNormAct2d(nn.BatchNorm2d):
+class SyncBatchNormLeakyReLU2d(nn.BatchNorm2d):
     """LeakyReLU(BatchNorm2d(x)) whose training statistics are those of the global batch.
 
     In training mode with a process group of more than one process: per channel, the sums of x and x^2
@@ -76,12 +76,12 @@ class SyncBatchNormAct2d(nn.BatchNorm2d):
 
 def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
     """Returns ``module`` with every 2-d batch norm (nn.BatchNorm2d, deepfast's BatchNormLeakyReLU2d and
-    the models' reference BatchNormAct2d) replaced by a SyncBatchNormAct2d with the same state and
+    the models' ReferenceBatchNormLeakyReLU2d) replaced by a SyncBatchNormLeakyReLU2d with the same state and
     activation (``negative_slope`` attribute, none = identity). Children are replaced in place."""
-    if isinstance(module, _BatchNorm) and not isinstance(module, SyncBatchNormAct2d):
+    if isinstance(module, _BatchNorm) and not isinstance(module, SyncBatchNormLeakyReLU2d):
         if module.running_mean is None or not module.affine:
             raise ValueError(f"convert_sync_batchnorm needs affine batch norms with running stats, got {module}")
-        sync = SyncBatchNormAct2d(module.num_features, getattr(module, "negative_slope", 1.0), module.eps,
+        sync = SyncBatchNormLeakyReLU2d(module.num_features, getattr(module, "negative_slope", 1.0), module.eps,
                                   module.momentum)
         sync.load_state_dict(module.state_dict())
         sync.train(module.training)
