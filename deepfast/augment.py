@@ -1,7 +1,8 @@
 """Differentiable augmentation for GAN training on little data (DiffAugment, Zhao et al. 2020): the same
 kind of random transformation is applied to the real and to the generated images that the
 discriminator sees, in its step and in the generator's, so that it cannot learn the few real images by
-heart and the generator's gradient passes through the transformation.
+heart and the generator's gradient passes through the transformation. And ``colour_jitter``, random
+colours for a classifier's training images (a classifier that is to ignore colour).
 
 Draws from torch's global generator (a checkpoint's RNG state makes a resumed run draw the same).
 """
@@ -60,3 +61,21 @@ def diff_augment(x: Tensor, policy: str = "translation,cutout") -> Tensor:
     for part in parts:
         x = translate(x) if part == "translation" else cutout(x)
     return x
+
+
+def colour_jitter(x: Tensor, strength: float = 0.6, value_range: tuple[float, float] = (0.0, 1.0)) -> Tensor:
+    """Each image (N, C, H, W) with its channels in a random order, then each channel c scaled and shifted:
+    y_c = clamp(lo + (x_c - lo) * g_c + (hi - lo) * b_c, lo, hi), g_c ~ U(1 - s, 1 + s), b_c ~ U(-s/2, s/2)
+    drawn per image and channel, s = ``strength`` in [0, 1], (lo, hi) = ``value_range``."""
+    check_float(x, "x")
+    if x.dim() != 4:
+        raise ValueError(f"x must be images (N, C, H, W), got shape {tuple(x.shape)}")
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 <= strength <= 1:
+        raise ValueError(f"strength must be a number in [0, 1], got {strength!r}")
+    lo, hi = value_range
+    n, c = x.shape[:2]
+    order = torch.rand(n, c).argsort(1).to(x.device)
+    x = x.gather(1, order.view(n, c, 1, 1).expand_as(x))
+    gain = 1 + strength * (2 * torch.rand(n, c, 1, 1) - 1)
+    shift = (hi - lo) * strength / 2 * (2 * torch.rand(n, c, 1, 1) - 1)
+    return (lo + (x - lo) * gain.to(x) + shift.to(x)).clamp(lo, hi)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from deepfast.augment import check_policy, cutout, diff_augment, translate
+from deepfast.augment import check_policy, colour_jitter, cutout, diff_augment, translate
 
 
 def test_translate_shifts_each_image_by_at_most_r_pixels():
@@ -48,3 +48,33 @@ def test_bad_policy_and_input():
             check_policy(bad)
     with pytest.raises(ValueError, match="x must be images"):
         diff_augment(torch.zeros(3, 8, 8))
+
+
+def test_colour_jitter_shuffles_channels_then_scales_and_shifts_each():
+    torch.manual_seed(4)
+    x = torch.rand(300, 3, 5, 7, dtype=torch.float64) * 0.5 + 0.25  # inside (0, 1): the clamp never acts at 0.2
+    y = colour_jitter(x, 0.2)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    # each output channel is an affine map g * x_p + b of one input channel p, g in [0.8, 1.2], b in [-0.1, 0.1]
+    sources = set()
+    for i in range(0, 300, 7):
+        for c in range(3):
+            fits = []
+            for p in range(3):
+                design = torch.stack([x[i, p].flatten(), torch.ones(35, dtype=x.dtype)], 1)
+                g, b = torch.linalg.lstsq(design, y[i, c].flatten().unsqueeze(1)).solution.flatten()
+                if torch.allclose(design @ torch.stack([g, b]), y[i, c].flatten(), atol=1e-12):
+                    fits.append((p, g.item(), b.item()))
+            assert len(fits) == 1 and 0.8 <= fits[0][1] <= 1.2 and -0.1 <= fits[0][2] <= 0.1
+            sources.add((c, fits[0][0]))
+    assert len(sources) == 9  # every output channel drawn from every input channel in some image
+    z = colour_jitter(torch.rand(64, 3, 4, 4) * 2 - 1, 1.0, (-1.0, 1.0))
+    assert z.min() >= -1 and z.max() <= 1 and (z == 1).any()  # clamped to the value range
+    assert torch.equal(colour_jitter(x, 0.0).sort(1).values, x.sort(1).values)  # strength 0: only the shuffle
+
+
+def test_colour_jitter_bad_input():
+    with pytest.raises(ValueError, match="strength"):
+        colour_jitter(torch.zeros(2, 3, 4, 4), 1.5)
+    with pytest.raises(ValueError, match="x must be images"):
+        colour_jitter(torch.zeros(3, 4, 4))

@@ -10,6 +10,7 @@ import torch
 
 from conftest import registered, tiny_digits
 from deepfast import cli
+from deepfast.augment import colour_jitter
 from deepfast.nn import recompute_batchnorm
 from deepfast.train import TRAINERS, TrainConfig, TrainingDiverged, load_checkpoint, load_trainer, make_trainer
 from deepfast.train.dcgan import EMA_STAT_BATCH, top_scores
@@ -394,3 +395,26 @@ def test_evaluating_restores_each_submodules_own_mode():
     with Trainer.evaluating(a, b):
         assert not any(m.training for m in [*a.modules(), b]) and not torch.is_grad_enabled()
     assert [m.training for m in a.modules()] == [True, True, False] and not b.training
+
+
+def test_classifier_colour_jitter_jitters_the_training_batches_and_still_learns(tmp_path, monkeypatch):
+    import deepfast.train.classifier as classifier
+
+    calls = []
+
+    def recording(x, strength, value_range):
+        y = colour_jitter(x, strength, value_range)
+        calls.append((x, y, strength, value_range))
+        return y
+
+    monkeypatch.setattr(classifier, "colour_jitter", recording)
+    result = make_trainer(config("classifier", tmp_path, epochs=6, lr=3e-3, sample_every=0,
+                                 options={"colour_jitter": 0.5})).fit()
+    assert result.metrics[-1]["loss"] < 0.5 * result.metrics[0]["loss"]
+    x, y, strength, value_range = calls[0]
+    assert strength == 0.5 and value_range == (0.0, 1.0) and (y - x).abs().max() > 0.05
+    calls.clear()
+    make_trainer(config("classifier", tmp_path / "off", epochs=1, sample_every=0)).fit()
+    assert calls == []
+    with pytest.raises(ValueError, match="option colour_jitter must be in"):
+        make_trainer(config("classifier", tmp_path / "bad", options={"colour_jitter": 2.0})).fit()

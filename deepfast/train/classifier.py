@@ -6,6 +6,7 @@ from __future__ import annotations
 from torch import Tensor
 from torch.nn import functional as F
 
+from deepfast.augment import colour_jitter
 from deepfast.defenses.adversarial_training import AdversarialTraining
 from deepfast.models import LeNet, ResNet18
 from deepfast.train.trainer import Trainer
@@ -23,13 +24,17 @@ class ClassifierTrainer(Trainer):
     the step that ends t = epoch + (batch + 1) / batches_per_epoch epochs attacks with s * eps and
     s * alpha, s = min(1, t / W)). It logs "adv_acc" (training batch) and "val_adv_acc" (held-out robust
     accuracy under the same attack with early stop at the full eps, seeded; PGD on the cross-entropy for
-    "trades")."""
+    "trades").
+
+    ``colour_jitter`` s > 0: each training batch through deepfast.augment.colour_jitter of strength s (channels
+    shuffled, random per-channel gains and shifts), for a classifier that is to ignore colour (e.g. one trained
+    on translations into a domain of random colours); 0: off."""
 
     name = "classifier"
     defaults = {"data": "digits", "epochs": 10, "batch_size": 64, "lr": 1e-3, "image_size": 32,
                 "options": {"arch": "auto", "num_classes": 10, "width": 64, "adversarial": None, "defense": "at",
                             "eps": 0.2, "adv_steps": 10, "adv_alpha": None, "adv_lambda": None,
-                            "eps_warmup": 0.0}}
+                            "eps_warmup": 0.0, "colour_jitter": 0.0}}
 
     def build(self, channels: int) -> None:
         o, impl = self.options, self.config.impl
@@ -40,6 +45,8 @@ class ClassifierTrainer(Trainer):
             model = ResNet18(o["num_classes"], channels, o["width"], impl=impl)
         else:
             raise ValueError(f'option arch must be "auto", "lenet" or "resnet18", got {o["arch"]!r}')
+        if not 0 <= o["colour_jitter"] <= 1:
+            raise ValueError(f"option colour_jitter must be in [0, 1], got {o['colour_jitter']!r}")
         self.model = self.add_model("model", model)
         self.optimizers["model"] = self.adam(self.model)
         self.defense = None
@@ -54,6 +61,8 @@ class ClassifierTrainer(Trainer):
         if not isinstance(batch, (tuple, list)):
             raise ValueError(f"classifier needs labelled data; {self.config.data!r} gives images without labels")
         x, y = batch
+        if self.options["colour_jitter"] > 0:
+            x = colour_jitter(x, self.options["colour_jitter"], self.value_range)
         if self.defense is None:
             with self.autocast():
                 logits = self.nets["model"](x)
