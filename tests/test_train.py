@@ -2,6 +2,7 @@
 Ctrl-C mid-epoch), stops on divergence keeping the last good checkpoint; the command line."""
 
 import copy
+import dataclasses
 import os
 import signal
 
@@ -298,7 +299,7 @@ def test_ema_generator_batchnorm_statistics_are_its_own(tmp_path, model):
     trainer.fit()
     expected = copy.deepcopy(trainer.g_ema)
     gen = torch.Generator().manual_seed(trainer.config.seed * 1000)
-    nz, sizes = trainer.options["nz"], torch.arange(len(trainer.train_data)).split(EMA_STAT_BATCH)
+    nz, sizes = trainer.options.nz, torch.arange(len(trainer.train_data)).split(EMA_STAT_BATCH)
     batches = [(torch.randn(len(n), nz, generator=gen), *trainer.random_conditions(len(n), gen)) for n in sizes]
     recompute_batchnorm(expected, batches)
     for name, b in trainer.g_ema.named_buffers():
@@ -418,3 +419,18 @@ def test_classifier_colour_jitter_jitters_the_training_batches_and_still_learns(
     assert calls == []
     with pytest.raises(ValueError, match="option colour_jitter must be in"):
         make_trainer(config("classifier", tmp_path / "bad", options={"colour_jitter": 2.0})).fit()
+
+
+def test_options_are_a_typed_dataclass_saved_as_a_dict():
+    from deepfast.train.cyclegan import CycleGANOptions
+
+    trainer = make_trainer(TrainConfig(model="cyclegan", options={"ngf": 8, "saliency_tau_b": 0.3}, progress=False))
+    assert trainer.options == CycleGANOptions(ngf=8, saliency_tau_b=0.3)
+    assert trainer.config.options == dataclasses.asdict(CycleGANOptions(ngf=8, saliency_tau_b=0.3))
+    for options, message in [({"ngf": 1.5}, "option ngf must be an int \\(default 32\\), got 1.5"),
+                             ({"skip": 1}, "option skip must be True or False"),
+                             ({"decay_epochs": "x"}, "option decay_epochs must be an int or None"),
+                             ({"loss": 3}, "option loss must be a string"),
+                             ({"nope": 1}, "unknown option\\(s\\) for cyclegan: nope \\(known: ngf, ndf")]:
+        with pytest.raises(ValueError, match=message):
+            make_trainer(TrainConfig(model="cyclegan", options=options, progress=False))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -53,17 +55,25 @@ class _ImageToImage(Trainer):
             return [inp, self.output(inp, self.model), x]
 
 
+@dataclass
+class AutoencoderOptions:
+    """Options of the ae trainer: code size and conv width."""
+
+    latent_dim: int = 32
+    width: int = 32
+
+
 class AutoencoderTrainer(_ImageToImage):
     """deepfast.models.Autoencoder: x -> code -> x, mean BCE."""
 
     name = "ae"
-    defaults = {"data": "digits", "epochs": 20, "batch_size": 128, "lr": 1e-3, "image_size": 32,
-                "options": {"latent_dim": 32, "width": 32}}
+    defaults = {"data": "digits", "epochs": 20, "batch_size": 128, "lr": 1e-3, "image_size": 32}
+    Options = AutoencoderOptions
 
     def build(self, channels: int) -> None:
         o = self.options
-        self.model = self.add_model("model", Autoencoder(channels, self.config.image_size, o["latent_dim"],
-                                                         o["width"], impl=self.config.impl))
+        self.model = self.add_model("model", Autoencoder(channels, self.config.image_size, o.latent_dim,
+                                                         o.width, impl=self.config.impl))
         self.optimizers["model"] = self.adam(self.model)
 
     def output(self, inp: Tensor, net: nn.Module) -> Tensor:
@@ -73,21 +83,30 @@ class AutoencoderTrainer(_ImageToImage):
         return F.binary_cross_entropy(net(x).float(), x.float())
 
 
+@dataclass
+class UNetOptions:
+    """Options of the unet trainer: the noise level ``sigma`` of the denoised inputs, width and depth."""
+
+    sigma: float = 0.4
+    width: int = 16
+    depth: int = 3
+
+
 class UNetTrainer(_ImageToImage):
     """deepfast.models.UNet as a denoiser: clamp(x + sigma * noise, 0, 1) -> logits of x, mean BCE."""
 
     name = "unet"
-    defaults = {"data": "digits", "epochs": 15, "batch_size": 64, "lr": 1e-3, "image_size": 32,
-                "options": {"sigma": 0.4, "width": 16, "depth": 3}}
+    defaults = {"data": "digits", "epochs": 15, "batch_size": 64, "lr": 1e-3, "image_size": 32}
+    Options = UNetOptions
 
     def build(self, channels: int) -> None:
         o = self.options
-        self.model = self.add_model("model", UNet(channels, channels, o["width"], o["depth"], impl=self.config.impl))
+        self.model = self.add_model("model", UNet(channels, channels, o.width, o.depth, impl=self.config.impl))
         self.optimizers["model"] = self.adam(self.model)
 
     def source(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        return (x + self.options["sigma"] * noise).clamp(0, 1)
+        return (x + self.options.sigma * noise).clamp(0, 1)
 
     def output(self, inp: Tensor, net: nn.Module) -> Tensor:
         return torch.sigmoid(net(inp))

@@ -3,6 +3,8 @@ adversarial training (deepfast.defenses.AdversarialTraining)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torch import Tensor
 from torch.nn import functional as F
 
@@ -10,6 +12,23 @@ from deepfast.augment import colour_jitter
 from deepfast.defenses.adversarial_training import AdversarialTraining
 from deepfast.models import LeNet, ResNet18
 from deepfast.train.trainer import Trainer
+
+
+@dataclass
+class ClassifierOptions:
+    """Options of the classifier trainer (see ClassifierTrainer)."""
+
+    arch: str = "auto"
+    num_classes: int = 10
+    width: int = 64
+    adversarial: str | None = None
+    defense: str = "at"
+    eps: float = 0.2
+    adv_steps: int = 10
+    adv_alpha: float | None = None
+    adv_lambda: float | None = None
+    eps_warmup: float = 0.0
+    colour_jitter: float = 0.0
 
 
 class ClassifierTrainer(Trainer):
@@ -31,28 +50,26 @@ class ClassifierTrainer(Trainer):
     on translations into a domain of random colours); 0: off."""
 
     name = "classifier"
-    defaults = {"data": "digits", "epochs": 10, "batch_size": 64, "lr": 1e-3, "image_size": 32,
-                "options": {"arch": "auto", "num_classes": 10, "width": 64, "adversarial": None, "defense": "at",
-                            "eps": 0.2, "adv_steps": 10, "adv_alpha": None, "adv_lambda": None,
-                            "eps_warmup": 0.0, "colour_jitter": 0.0}}
+    defaults = {"data": "digits", "epochs": 10, "batch_size": 64, "lr": 1e-3, "image_size": 32}
+    Options = ClassifierOptions
 
     def build(self, channels: int) -> None:
         o, impl = self.options, self.config.impl
-        arch = o["arch"] if o["arch"] != "auto" else ("lenet" if channels == 1 else "resnet18")
+        arch = o.arch if o.arch != "auto" else ("lenet" if channels == 1 else "resnet18")
         if arch == "lenet":
-            model = LeNet(channels, o["num_classes"], impl=impl)
+            model = LeNet(channels, o.num_classes, impl=impl)
         elif arch == "resnet18":
-            model = ResNet18(o["num_classes"], channels, o["width"], impl=impl)
+            model = ResNet18(o.num_classes, channels, o.width, impl=impl)
         else:
-            raise ValueError(f'option arch must be "auto", "lenet" or "resnet18", got {o["arch"]!r}')
-        if not 0 <= o["colour_jitter"] <= 1:
-            raise ValueError(f"option colour_jitter must be in [0, 1], got {o['colour_jitter']!r}")
+            raise ValueError(f'option arch must be "auto", "lenet" or "resnet18", got {o.arch!r}')
+        if not 0 <= o.colour_jitter <= 1:
+            raise ValueError(f"option colour_jitter must be in [0, 1], got {o.colour_jitter!r}")
         self.model = self.add_model("model", model)
         self.optimizers["model"] = self.adam(self.model)
         self.defense = None
-        if o["adversarial"] is not None:
-            self.defense = AdversarialTraining(o["defense"], o["adversarial"], o["eps"], o["adv_steps"],
-                                               o["adv_alpha"], o["adv_lambda"], o["eps_warmup"], name_prefix="option ")
+        if o.adversarial is not None:
+            self.defense = AdversarialTraining(o.defense, o.adversarial, o.eps, o.adv_steps,
+                                               o.adv_alpha, o.adv_lambda, o.eps_warmup, name_prefix="option ")
             # the raw model (eval mode, no DDP, no compile), under the run's --amp
             self.attack = self.defense.make_attack(self.model, amp=self.config.amp)
             self.full_radius = (self.attack.eps, self.attack.alpha)
@@ -61,8 +78,8 @@ class ClassifierTrainer(Trainer):
         if not isinstance(batch, (tuple, list)):
             raise ValueError(f"classifier needs labelled data; {self.config.data!r} gives images without labels")
         x, y = batch
-        if self.options["colour_jitter"] > 0:
-            x = colour_jitter(x, self.options["colour_jitter"], self.value_range)
+        if self.options.colour_jitter > 0:
+            x = colour_jitter(x, self.options.colour_jitter, self.value_range)
         if self.defense is None:
             with self.autocast():
                 logits = self.nets["model"](x)

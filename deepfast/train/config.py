@@ -65,19 +65,37 @@ class TrainConfig:
         return cls(**d)
 
 
-def check_option(name: str, value: object, default: object) -> None:
-    """A trainer option must have the type of its default: a number (an int where the default is an
-    int), a bool, a str; any value where the default is None. ValueError naming the option."""
+@dataclass
+class NoOptions:
+    """A trainer without options of its own."""
+
+
+def check_option(name: str, value: object, annotation: str, default: object) -> None:
+    """A trainer option must have the type its options field declares (``annotation``, e.g. "int" or
+    "float | None"): a number (an int for "int"), a bool, a str, or None where the field allows it.
+    ValueError naming the option."""
+    types = [t.strip() for t in annotation.split("|")]
+    if value is None and "None" in types:
+        return
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if isinstance(default, bool):
-        ok, kind = isinstance(value, bool), "True or False"
-    elif isinstance(default, int):
-        ok, kind = number and isinstance(value, int), "an int"
-    elif isinstance(default, float):
-        ok, kind = number, "a number"
-    elif isinstance(default, str):
-        ok, kind = isinstance(value, str), "a string"
-    else:
-        ok, kind = True, ""
+    ok, kind = {"bool": (isinstance(value, bool), "True or False"),
+                "int": (number and isinstance(value, int), "an int"),
+                "float": (number, "a number"),
+                "str": (isinstance(value, str), "a string")}[types[0]]
     if not ok:
+        kind += " or None" if "None" in types else ""
         raise ValueError(f"option {name} must be {kind} (default {default!r}), got {value!r}")
+
+
+def options_from_dict(cls: type, given: dict, trainer: str):
+    """The options dataclass ``cls`` of ``trainer`` with the values of ``given`` ({option: value}, as
+    TrainConfig.options holds them) over its defaults. ValueError naming an unknown option or one of the
+    wrong type (see check_option)."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(given) - set(fields)
+    if unknown:
+        raise ValueError(f"unknown option(s) for {trainer}: {', '.join(sorted(unknown))} "
+                         f"(known: {', '.join(fields) or 'none'})")
+    for key, value in given.items():
+        check_option(key, value, str(fields[key].type), fields[key].default)
+    return cls(**given)

@@ -3,6 +3,8 @@ image pools of 50, Adam 2e-4 betas (0.5, 0.999), constant learning rate then lin
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 from torch.nn import functional as F
@@ -19,6 +21,30 @@ def linear_decay(epochs: int, decay_epochs: int):
     linearly (the reference code's rule 1 - max(0, e + 1 - n_constant) / (decay_epochs + 1))."""
     constant = epochs - decay_epochs
     return lambda e: 1.0 - max(0, e + 1 - constant) / (decay_epochs + 1)
+
+
+@dataclass
+class CycleGANOptions:
+    """Options of the cyclegan trainer (see CycleGANTrainer)."""
+
+    ngf: int = 32
+    ndf: int = 64
+    n_blocks: int = 6
+    lambda_a: float = 10.0
+    lambda_b: float = 10.0
+    lambda_identity: float = 0.5
+    pool_size: int = 50
+    loss: str = "lsgan"
+    decay_epochs: int | None = None
+    saliency: float = 0.0
+    saliency_k: float = 100.0
+    saliency_tau: float = 0.5
+    saliency_tau_b: float | None = None
+    generator: str = "resnet"
+    upsample: str = "transposed"
+    skip: bool = False
+    semantic: float = 0.0
+    semantic_classifier: str | None = None
 
 
 class CycleGANTrainer(Trainer):
@@ -47,53 +73,49 @@ class CycleGANTrainer(Trainer):
 
     name = "cyclegan"
     value_range = (-1.0, 1.0)
-    defaults = {"data": "stain", "epochs": 10, "batch_size": 1, "lr": 2e-4, "image_size": 64,
-                "options": {"ngf": 32, "ndf": 64, "n_blocks": 6, "lambda_a": 10.0, "lambda_b": 10.0,
-                            "lambda_identity": 0.5, "pool_size": 50, "loss": "lsgan", "decay_epochs": None,
-                            "saliency": 0.0, "saliency_k": 100.0, "saliency_tau": 0.5, "saliency_tau_b": None,
-                            "generator": "resnet", "upsample": "transposed", "skip": False, "semantic": 0.0,
-                            "semantic_classifier": None}}
+    defaults = {"data": "stain", "epochs": 10, "batch_size": 1, "lr": 2e-4, "image_size": 64}
+    Options = CycleGANOptions
 
     def build(self, channels: int) -> None:
         o, impl = self.options, self.config.impl
         self.g_a, self.g_b = (self.add_model(k, self.generator(channels)) for k in ("g_a", "g_b"))
-        self.d_a = self.add_model("d_a", PatchDiscriminator(channels, o["ndf"], impl=impl))
-        self.d_b = self.add_model("d_b", PatchDiscriminator(channels, o["ndf"], impl=impl))
+        self.d_a = self.add_model("d_a", PatchDiscriminator(channels, o.ndf, impl=impl))
+        self.d_b = self.add_model("d_b", PatchDiscriminator(channels, o.ndf, impl=impl))
         self.optimizers["g"] = self.adam(self.g_a, self.g_b, betas=GAN_BETAS)
         self.optimizers["d"] = self.adam(self.d_a, self.d_b, betas=GAN_BETAS)
         epochs = self.config.epochs
-        decay = o["decay_epochs"] if o["decay_epochs"] is not None else epochs // 2
+        decay = o.decay_epochs if o.decay_epochs is not None else epochs // 2
         if not 0 <= decay <= epochs:
             raise ValueError(f"decay_epochs must be in 0..epochs ({epochs}), got {decay}")
         for key, opt in self.optimizers.items():
             self.schedulers[key] = torch.optim.lr_scheduler.LambdaLR(opt, linear_decay(epochs, decay))
-        self.gan = GANLoss(o["loss"])
-        self.cycle = CycleConsistencyLoss(o["lambda_a"], o["lambda_b"], o["lambda_identity"])
-        self.pool_a, self.pool_b = ImagePool(o["pool_size"]), ImagePool(o["pool_size"])
+        self.gan = GANLoss(o.loss)
+        self.cycle = CycleConsistencyLoss(o.lambda_a, o.lambda_b, o.lambda_identity)
+        self.pool_a, self.pool_b = ImagePool(o.pool_size), ImagePool(o.pool_size)
         self.saliency = None
-        if o["saliency"] > 0:
-            tau_a = o["saliency_tau"]
-            tau_b = tau_a if o["saliency_tau_b"] is None else o["saliency_tau_b"]
+        if o.saliency > 0:
+            tau_a = o.saliency_tau
+            tau_b = tau_a if o.saliency_tau_b is None else o.saliency_tau_b
             # (A -> B on (a, G_A(a)), B -> A on (b, G_B(b)))
-            self.saliency = [SaliencyLoss(o["saliency_k"], taus, o["saliency"], epochs, self.value_range)
+            self.saliency = [SaliencyLoss(o.saliency_k, taus, o.saliency, epochs, self.value_range)
                              for taus in ((tau_a, tau_b), (tau_b, tau_a))]
         self.semantic = None
-        if o["semantic"] > 0:
-            if not o["semantic_classifier"]:
+        if o.semantic > 0:
+            if not o.semantic_classifier:
                 raise ValueError("option semantic needs option semantic_classifier: the checkpoint of a classifier "
                                  "trained on domain A")
             from deepfast.train.registry import load_trainer
 
-            self.semantic = load_trainer(o["semantic_classifier"], device=str(self.device)).model.requires_grad_(False)
+            self.semantic = load_trainer(o.semantic_classifier, device=str(self.device)).model.requires_grad_(False)
 
     def generator(self, channels: int) -> ResnetGenerator | PixelGenerator:
         """A generator of option ``generator``: "resnet" (ngf, n_blocks, upsample, skip) or "pixel" (ngf wide)."""
         o, impl = self.options, self.config.impl
-        check_choice(o["generator"], "option generator", ("resnet", "pixel"))
-        if o["generator"] == "pixel":
-            return PixelGenerator(channels, channels, o["ngf"], impl=impl, skip=o["skip"])
-        return ResnetGenerator(channels, channels, o["ngf"], o["n_blocks"], impl=impl, upsample=o["upsample"],
-                               skip=o["skip"])
+        check_choice(o.generator, "option generator", ("resnet", "pixel"))
+        if o.generator == "pixel":
+            return PixelGenerator(channels, channels, o.ngf, impl=impl, skip=o.skip)
+        return ResnetGenerator(channels, channels, o.ngf, o.n_blocks, impl=impl, upsample=o.upsample,
+                               skip=o.skip)
 
     def train_step(self, batch: object) -> dict[str, Tensor]:
         if not isinstance(batch, (tuple, list)) or len(batch) != 2:
@@ -101,7 +123,7 @@ class CycleGANTrainer(Trainer):
                              "gives single images")
         real_a, real_b = batch
         g_a, g_b = self.nets["g_a"], self.nets["g_b"]
-        identity = self.options["lambda_identity"] > 0
+        identity = self.options.lambda_identity > 0
         with self.frozen(self.d_a, self.d_b), self.autocast():
             fake_b, fake_a = g_a(real_a), g_b(real_b)
             rec_a, rec_b = g_b(fake_b), g_a(fake_a)
@@ -139,7 +161,7 @@ class CycleGANTrainer(Trainer):
         to01 = lambda t: (t - lo) / (hi - lo)  # noqa: E731
         with torch.no_grad():
             labels = self.semantic(to01(real_a)).argmax(1)
-        return self.options["semantic"] * F.cross_entropy(self.semantic(to01(fake_b)).float(), labels)
+        return self.options.semantic * F.cross_entropy(self.semantic(to01(fake_b)).float(), labels)
 
     def rank_state(self) -> dict:
         return {"pool_a": self.pool_a.state_dict(), "pool_b": self.pool_b.state_dict()}

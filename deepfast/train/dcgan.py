@@ -4,6 +4,7 @@ betas (0.5, 0.999), images in [-1, 1]; and its class-conditional variant (cdcgan
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -26,6 +27,23 @@ def top_scores(scores: Tensor, fraction: float) -> Tensor:
     return scores if k == scores.shape[0] else scores.topk(k).values
 
 
+@dataclass
+class DCGANOptions:
+    """Options of the dcgan trainer (see DCGANTrainer)."""
+
+    nz: int = 100
+    ngf: int = 64
+    ndf: int = 64
+    loss: str = "non-saturating"
+    upsample: str = "transposed"
+    ema: float = 0.0
+    augment: str = ""
+    extra_layers: int = 0
+    real_label: float = 1.0
+    spectral_norm: bool = False
+    topk: float = 1.0
+
+
 class DCGANTrainer(Trainer):
     """Per batch: D step on J_D(D(x), D(G(z)).detach()), then G step on J_G(D(G(z))) with D frozen
     (GANLoss, non-saturating by default). Losses "d_loss", "g_loss", and "d_real", "d_fake": the mean
@@ -44,19 +62,17 @@ class DCGANTrainer(Trainer):
 
     name = "dcgan"
     value_range = (-1.0, 1.0)
-    defaults = {"data": "digits", "epochs": 25, "batch_size": 64, "lr": 2e-4, "image_size": 32,
-                "options": {"nz": 100, "ngf": 64, "ndf": 64, "loss": "non-saturating", "upsample": "transposed",
-                            "ema": 0.0, "augment": "", "extra_layers": 0, "real_label": 1.0,
-                            "spectral_norm": False, "topk": 1.0}}
+    defaults = {"data": "digits", "epochs": 25, "batch_size": 64, "lr": 2e-4, "image_size": 32}
+    Options = DCGANOptions
     sample_count = 64
 
     def networks(self, channels: int) -> tuple[nn.Module, nn.Module]:
         """The generator and the discriminator for images of ``channels``."""
         o, size, impl = self.options, self.config.image_size, self.config.impl
-        return (Generator(o["nz"], o["ngf"], channels, size, impl=impl, upsample=o["upsample"],
-                          extra_layers=o["extra_layers"]),
-                Discriminator(o["ndf"], channels, size, impl=impl, extra_layers=o["extra_layers"],
-                              spectral_norm=o["spectral_norm"]))
+        return (Generator(o.nz, o.ngf, channels, size, impl=impl, upsample=o.upsample,
+                          extra_layers=o.extra_layers),
+                Discriminator(o.ndf, channels, size, impl=impl, extra_layers=o.extra_layers,
+                              spectral_norm=o.spectral_norm))
 
     def conditions(self, batch: object) -> tuple[Tensor, ...]:
         """What G and D take besides z and images: nothing here, the labels in the conditional trainer."""
@@ -68,26 +84,26 @@ class DCGANTrainer(Trainer):
 
     def build(self, channels: int) -> None:
         o = self.options
-        if not (isinstance(o["ema"], (int, float)) and 0.0 <= o["ema"] < 1.0):
-            raise ValueError(f"option ema must be a decay in [0, 1), got {o['ema']!r}")
-        check_policy(o["augment"])
-        if not 0.0 < o["topk"] <= 1.0:
-            raise ValueError(f"option topk must be a fraction in (0, 1], got {o['topk']!r}")
+        if not (isinstance(o.ema, (int, float)) and 0.0 <= o.ema < 1.0):
+            raise ValueError(f"option ema must be a decay in [0, 1), got {o.ema!r}")
+        check_policy(o.augment)
+        if not 0.0 < o.topk <= 1.0:
+            raise ValueError(f"option topk must be a fraction in (0, 1], got {o.topk!r}")
         g, d = self.networks(channels)
         self.g = self.add_model("g", g)
         self.d = self.add_model("d", d)
         self.generator = self.g
-        if o["ema"] > 0:
+        if o.ema > 0:
             self.generator = self.g_ema = self.add_model("g_ema", copy.deepcopy(g).requires_grad_(False))
         self.optimizers["g"] = self.adam(self.g, betas=GAN_BETAS)
         self.optimizers["d"] = self.adam(self.d, betas=GAN_BETAS)
-        self.gan = GANLoss(o["loss"], o["real_label"])
-        self.z = self.fixed_noise(self.num_samples(self.sample_count), o["nz"])
+        self.gan = GANLoss(o.loss, o.real_label)
+        self.z = self.fixed_noise(self.num_samples(self.sample_count), o.nz)
 
     def train_step(self, batch: object) -> dict[str, Tensor]:
         real, cond = images_of(batch), self.conditions(batch)
-        z = torch.randn(real.shape[0], self.options["nz"], device=self.device)
-        policy = self.options["augment"]
+        z = torch.randn(real.shape[0], self.options.nz, device=self.device)
+        policy = self.options.augment
         aug = (lambda t: diff_augment(t, policy)) if policy else (lambda t: t)
         with self.autocast():
             fake = self.nets["g"](z, *cond)
@@ -96,7 +112,7 @@ class DCGANTrainer(Trainer):
         self.backward(d_loss, self.optimizers["d"])
         with self.frozen(self.d), self.autocast():
             scores = self.frozen_net("d")(aug(fake), *cond)
-            g_loss = self.gan.generator(top_scores(scores, self.options["topk"]))
+            g_loss = self.gan.generator(top_scores(scores, self.options.topk))
         self.backward(g_loss, self.optimizers["g"])
         if self.generator is not self.g:
             self.update_ema()
@@ -106,7 +122,7 @@ class DCGANTrainer(Trainer):
     @torch.no_grad()
     def update_ema(self) -> None:
         """w_ema <- ema * w_ema + (1 - ema) * w for G's parameters; its buffers copied (until end_epoch)."""
-        torch._foreach_lerp_(list(self.g_ema.parameters()), list(self.g.parameters()), 1.0 - self.options["ema"])
+        torch._foreach_lerp_(list(self.g_ema.parameters()), list(self.g.parameters()), 1.0 - self.options.ema)
         for b_ema, b in zip(self.g_ema.buffers(), self.g.buffers()):
             b_ema.copy_(b)
 
@@ -122,7 +138,7 @@ class DCGANTrainer(Trainer):
 
         def batches():
             for n in map(len, sizes):
-                z = torch.randn(n, self.options["nz"], generator=gen, device=self.device)
+                z = torch.randn(n, self.options.nz, generator=gen, device=self.device)
                 yield (z, *self.random_conditions(n, gen))
 
         with self.autocast():
@@ -133,6 +149,13 @@ class DCGANTrainer(Trainer):
             return self.generator(self.z)
 
 
+@dataclass
+class CDCGANOptions(DCGANOptions):
+    """Options of the cdcgan trainer: the dcgan trainer's and the number of classes."""
+
+    num_classes: int = 10
+
+
 class CDCGANTrainer(DCGANTrainer):
     """Class-conditional DCGAN (Mirza & Osindero 2014): deepfast.models.ConditionalGenerator G(z, y)
     and the projection discriminator ConditionalDiscriminator D(x, y) (Miyato & Koyama 2018), on
@@ -141,15 +164,15 @@ class CDCGANTrainer(DCGANTrainer):
     the labels in rows of one class (10 per class)."""
 
     name = "cdcgan"
-    defaults = {**DCGANTrainer.defaults, "options": {**DCGANTrainer.defaults["options"], "num_classes": 10}}
+    Options = CDCGANOptions
     sample_count = 100
 
     def networks(self, channels: int) -> tuple[nn.Module, nn.Module]:
         o, size, impl = self.options, self.config.image_size, self.config.impl
-        return (ConditionalGenerator(o["num_classes"], o["nz"], o["ngf"], channels, size, impl=impl,
-                                     upsample=o["upsample"], extra_layers=o["extra_layers"]),
-                ConditionalDiscriminator(o["num_classes"], o["ndf"], channels, size, impl=impl,
-                                         extra_layers=o["extra_layers"], spectral_norm=o["spectral_norm"]))
+        return (ConditionalGenerator(o.num_classes, o.nz, o.ngf, channels, size, impl=impl,
+                                     upsample=o.upsample, extra_layers=o.extra_layers),
+                ConditionalDiscriminator(o.num_classes, o.ndf, channels, size, impl=impl,
+                                         extra_layers=o.extra_layers, spectral_norm=o.spectral_norm))
 
     def conditions(self, batch: object) -> tuple[Tensor, ...]:
         if not isinstance(batch, (tuple, list)):
@@ -157,11 +180,11 @@ class CDCGANTrainer(DCGANTrainer):
         return (batch[1],)
 
     def random_conditions(self, n: int, gen: torch.Generator) -> tuple[Tensor, ...]:
-        return (torch.randint(self.options["num_classes"], (n,), generator=gen, device=self.device),)
+        return (torch.randint(self.options.num_classes, (n,), generator=gen, device=self.device),)
 
     def build(self, channels: int) -> None:
         super().build(channels)
-        n, k = self.z.shape[0], self.options["num_classes"]
+        n, k = self.z.shape[0], self.options.num_classes
         self.sample_labels = (torch.arange(n) * k // n).to(self.device)  # rows of one class each
 
     def samples(self) -> Tensor:

@@ -5,6 +5,7 @@ deepfast.train.run_checkpoint's; processes, devices and DDP deepfast.train.distr
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import random
 import signal
@@ -26,7 +27,7 @@ from deepfast.amp import autocast
 from deepfast.files import remove_temp_files
 from deepfast.grid import save_grid
 from deepfast.nn import convert_sync_batchnorm
-from deepfast.train.config import TrainConfig, check_option
+from deepfast.train.config import NoOptions, TrainConfig, options_from_dict
 from deepfast.train.data import ShardSampler, load_split, make_loader, to_device
 from deepfast.train.distributed import World, all_sum, close_world, data_parallel, init_process
 from deepfast.train.lock import RunFolderError, run_lock
@@ -56,7 +57,8 @@ class RunResult:
 
 class Trainer:
     """Base of the trainers. A subclass sets ``name``, ``defaults`` (values for the TrainConfig fields
-    left None, plus an "options" dict of its own settings) and ``value_range``, and implements
+    left None), ``Options`` (a dataclass of its own settings, filled from TrainConfig.options and kept as
+    ``self.options``) and ``value_range``, and implements
 
         build(channels)        models (self.add_model), optimizers, schedulers (stepped every epoch)
         train_step(batch)      one step on a batch (tensors on the device); returns {name: 0-dim loss}
@@ -72,23 +74,18 @@ class Trainer:
 
     name: ClassVar[str]
     defaults: ClassVar[dict]
+    Options: ClassVar[type] = NoOptions
     value_range: ClassVar[tuple[float, float]] = (0.0, 1.0)
 
     def __init__(self, config: TrainConfig) -> None:
         config.check()
-        defaults = dict(self.defaults)
-        options = {**defaults.pop("options", {}), **config.options}
-        unknown = set(config.options) - set(self.defaults.get("options", {}))
-        if unknown:
-            known = ", ".join(self.defaults.get("options", {})) or "none"
-            raise ValueError(f"unknown option(s) for {self.name}: {', '.join(sorted(unknown))} (known: {known})")
-        for key, value in config.options.items():
-            check_option(key, value, self.defaults["options"][key])
+        self.options = options_from_dict(self.Options, config.options, self.name)
+        defaults = self.defaults
         resolved = {k: (defaults[k] if v is None and k in defaults else v) for k, v in config.to_dict().items()}
-        resolved.update(model=self.name, options=options, out=resolved["out"] or f"runs/{self.name}")
+        resolved.update(model=self.name, options=dataclasses.asdict(self.options),
+                        out=resolved["out"] or f"runs/{self.name}")
         self.config = TrainConfig.from_dict(resolved)
         self.config.check()
-        self.options = options
         self.out = Path(self.config.out)
         self.models: dict[str, nn.Module] = {}
         self.nets: dict[str, nn.Module] = {}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torch import Tensor
 
 from deepfast.losses import VAELoss
@@ -14,21 +16,32 @@ def images_of(batch: object) -> Tensor:
     return batch[0] if isinstance(batch, (tuple, list)) else batch
 
 
+@dataclass
+class VAEOptions:
+    """Options of the vae trainer: the KL weight ``beta`` (beta-VAE), latent size, conv width and the
+    reconstruction loss ("bce" or "mse"; deepfast.losses.VAELoss)."""
+
+    beta: float = 1.0
+    latent_dim: int = 16
+    width: int = 32
+    reconstruction: str = "bce"
+
+
 class VAETrainer(Trainer):
     """deepfast.models.VAE on a dataset of images in [0, 1]; losses "loss", "recon", "kl" (per image);
     held-out "val_loss"; samples decoded from fixed z ~ N(0, I)."""
 
     name = "vae"
-    defaults = {"data": "digits", "epochs": 20, "batch_size": 128, "lr": 1e-3, "image_size": 32,
-                "options": {"beta": 1.0, "latent_dim": 16, "width": 32, "reconstruction": "bce"}}
+    defaults = {"data": "digits", "epochs": 20, "batch_size": 128, "lr": 1e-3, "image_size": 32}
+    Options = VAEOptions
 
     def build(self, channels: int) -> None:
         o = self.options
-        self.vae = self.add_model("vae", VAE(channels, self.config.image_size, o["latent_dim"], o["width"],
+        self.vae = self.add_model("vae", VAE(channels, self.config.image_size, o.latent_dim, o.width,
                                              impl=self.config.impl))
         self.optimizers["vae"] = self.adam(self.vae)
-        self.loss = VAELoss(o["beta"], o["reconstruction"])
-        self.z = self.fixed_noise(self.num_samples(64), o["latent_dim"])
+        self.loss = VAELoss(o.beta, o.reconstruction)
+        self.z = self.fixed_noise(self.num_samples(64), o.latent_dim)
 
     def train_step(self, batch: object) -> dict[str, Tensor]:
         x = images_of(batch)
