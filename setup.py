@@ -77,8 +77,18 @@ def extensions():
 ext_modules, cmdclass = extensions()
 setup(
     packages=[
-        "deepfast", "deepfast.ops", "deepfast.nn", "deepfast.losses", "deepfast.data", "deepfast.models",
-        "deepfast.train", "deepfast.demo", "deepfast.attacks", "deepfast.defenses", "deepfast.cli", "deepfast.kernels",
+        "deepfast",
+        "deepfast.ops",
+        "deepfast.nn",
+        "deepfast.losses",
+        "deepfast.data",
+        "deepfast.models",
+        "deepfast.train",
+        "deepfast.demo",
+        "deepfast.attacks",
+        "deepfast.defenses",
+        "deepfast.cli",
+        "deepfast.kernels",
     ],
     package_dir={"deepfast.kernels": "kernels"},
     package_data={"deepfast": ["py.typed", "_C.pyi"]},  # PEP 561: the package and its compiled module are typed

@@ -39,7 +39,9 @@ def main() -> int:
 
     site = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
     repo = os.environ.get("DEEPFAST_REPO")
-    print(f"python {sys.executable}\ntorch {torch.__version__} (CUDA {torch.version.cuda}), GPU visible: {torch.cuda.is_available()}")
+    print(
+        f"python {sys.executable}\ntorch {torch.__version__} (CUDA {torch.version.cuda}), GPU visible: {torch.cuda.is_available()}"
+    )
 
     # 1. the installed package, not the checkout
     import deepfast
@@ -116,10 +118,15 @@ def _cuobjdump() -> str | None:
 def _demangle(names: list[str]) -> dict[str, str]:
     """Mangled -> readable kernel names (c++filt), shortened: no namespace, no argument list."""
     tool = shutil.which("c++filt")
-    readable = (subprocess.run([tool], input="\n".join(names), capture_output=True, text=True).stdout.splitlines()
-                if tool else names)
-    short = [r.removeprefix("void ").replace("(anonymous namespace)::", "").replace("deepfast::", "").split("(")[0]
-             for r in readable]
+    readable = (
+        subprocess.run([tool], input="\n".join(names), capture_output=True, text=True).stdout.splitlines()
+        if tool
+        else names
+    )
+    short = [
+        r.removeprefix("void ").replace("(anonymous namespace)::", "").replace("deepfast::", "").split("(")[0]
+        for r in readable
+    ]
     return dict(zip(names, short if len(short) == len(names) else names))
 
 
@@ -139,8 +146,13 @@ def check_resources(so: str) -> None:
         elif m := re.match(r"\s*Function (\S+):", line):
             name = m[1]
         elif m := re.search(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)", line):
-            kernels[(name, arch)] = {"reg": int(m[1]), "stack": int(m[2]), "shared": int(m[3]), "local": int(m[4]),
-                                     "ldst": 0}
+            kernels[(name, arch)] = {
+                "reg": int(m[1]),
+                "stack": int(m[2]),
+                "shared": int(m[3]),
+                "local": int(m[4]),
+                "ldst": 0,
+            }
     sass = subprocess.run([tool, "-sass", so], capture_output=True, text=True).stdout
     for key, (inside, outside) in local_traffic(sass).items():
         if key in kernels:
@@ -150,10 +162,16 @@ def check_resources(so: str) -> None:
     print(f"    {'kernel':<78} {'arch':<6} {'regs':>4} {'stack':>5} {'smem':>5} {'local ld/st':>11}")
     for (name, arch), r in sorted(kernels.items(), key=lambda kv: (names[kv[0][0]], kv[0][1])):
         print(f"    {names[name][:78]:<78} {arch:<6} {r['reg']:>4} {r['stack']:>5} {r['shared']:>5} {r['ldst']:>11}")
-    spilling = sorted(f"{names[n]} ({a}: {r['ldst']} local loads/stores, stack {r['stack']} B)"
-                      for (n, a), r in kernels.items() if r["ldst"] or r["local"])
-    check(bool(kernels) and not spilling, f"{len(kernels)} kernel builds use no local memory (no spills)",
-          "; ".join(spilling) or "no kernels found")
+    spilling = sorted(
+        f"{names[n]} ({a}: {r['ldst']} local loads/stores, stack {r['stack']} B)"
+        for (n, a), r in kernels.items()
+        if r["ldst"] or r["local"]
+    )
+    check(
+        bool(kernels) and not spilling,
+        f"{len(kernels)} kernel builds use no local memory (no spills)",
+        "; ".join(spilling) or "no kernels found",
+    )
 
 
 def check_fatbinary(so: str) -> None:

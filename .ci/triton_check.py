@@ -68,8 +68,7 @@ class Launch:
     num_stages: int
 
     def label(self) -> str:
-        consts = ", ".join(f"{self.signature[p[0]][0]}={v}" for p, v in self.constexprs
-                           if v is not None)
+        consts = ", ".join(f"{self.signature[p[0]][0]}={v}" for p, v in self.constexprs if v is not None)
         types = ",".join(t for _, t in self.signature if t != "constexpr")
         return f"{self.name}[{consts}]({types})"
 
@@ -158,7 +157,11 @@ def wrapper_calls() -> Iterator[tuple[str, Callable, tuple]]:
         for shape in [(37, 53), (5,)]:
             mu, lv, eps = (_t(shape, dtype) for _ in range(3))
             for reduce in (True, False):
-                yield f"reparameterize_kl.forward {d} reduce={reduce}", reparameterize_kl.forward, (mu, lv, eps, reduce, 0.5)
+                yield (
+                    f"reparameterize_kl.forward {d} reduce={reduce}",
+                    reparameterize_kl.forward,
+                    (mu, lv, eps, reduce, 0.5),
+                )
             yield f"reparameterize_kl.backward {d} reduced", reparameterize_kl.backward, (mu, one, mu, lv, eps, 0.5)
             yield f"reparameterize_kl.backward {d}", reparameterize_kl.backward, (mu, mu, mu, lv, eps, 1.0)
         rec, orig = _t((2, 3, 7, 5), dtype), _t((2, 3, 7, 5), dtype)
@@ -170,12 +173,20 @@ def wrapper_calls() -> Iterator[tuple[str, Callable, tuple]]:
             per = torch.full((shape[0],), 0.1, dtype=acc)
             for norm in ("inf", "2"):
                 for inplace in (False, True):
-                    yield (f"pgd_step.step {d} {shape} {norm} inplace={inplace}", pgd_step.step,
-                           (x.clone(), g, x0, per, per, norm, 0.0, 1.0, inplace))
+                    yield (
+                        f"pgd_step.step {d} {shape} {norm} inplace={inplace}",
+                        pgd_step.step,
+                        (x.clone(), g, x0, per, per, norm, 0.0, 1.0, inplace),
+                    )
         # norm_leaky_relu: NCHW rows (S = 35), short rows (S = 2), long rows in segments (S > CHUNK), columns
         # (channels_last, C = 3 and C = 200), each mode, with and without weight / bias, in-place or not
-        for shape, cl in [((2, 3, 5, 7), False), ((3, 4, 1, 2), False), ((1, 2, 131, 131), False),
-                          ((2, 3, 5, 7), True), ((2, 200, 2, 3), True)]:
+        for shape, cl in [
+            ((2, 3, 5, 7), False),
+            ((3, 4, 1, 2), False),
+            ((1, 2, 131, 131), False),
+            ((2, 3, 5, 7), True),
+            ((2, 200, 2, 3), True),
+        ]:
             x = _t(shape, dtype, cl)
             c = shape[1]
             w, b = _t((c,), dtype), _t((c,), dtype)
@@ -187,14 +198,23 @@ def wrapper_calls() -> Iterator[tuple[str, Callable, tuple]]:
                 mean, var = torch.zeros(lay.B * c, dtype=acc), torch.ones(lay.B * c, dtype=acc)
                 for wb, inplace in [((w, b), False), ((w, b), True), ((None, None), False)]:
                     tag = f"norm_leaky_relu {d} {shape}{' cl' if cl else ''} instance={instance} affine={wb[0] is not None}"
-                    yield f"{tag} forward inplace={inplace}", norm_leaky_relu.forward, (dense, *wb, None, None, shp, 1e-5,
-                                                                                 0.2, inplace)
+                    yield (
+                        f"{tag} forward inplace={inplace}",
+                        norm_leaky_relu.forward,
+                        (dense, *wb, None, None, shp, 1e-5, 0.2, inplace),
+                    )
                     if not instance:
-                        yield (f"{tag} forward eval inplace={inplace}", norm_leaky_relu.forward,
-                               (dense, *wb, rm, rv, shp, 1e-5, 0.2, inplace))
+                        yield (
+                            f"{tag} forward eval inplace={inplace}",
+                            norm_leaky_relu.forward,
+                            (dense, *wb, rm, rv, shp, 1e-5, 0.2, inplace),
+                        )
                     for batch_stats in (True, False):
-                        yield (f"{tag} backward inplace={inplace} batch_stats={batch_stats}", norm_leaky_relu.backward,
-                               (dense, dense, *wb, mean, var, shp, batch_stats, 1e-5, 0.2, inplace))
+                        yield (
+                            f"{tag} backward inplace={inplace} batch_stats={batch_stats}",
+                            norm_leaky_relu.backward,
+                            (dense, dense, *wb, mean, var, shp, batch_stats, 1e-5, 0.2, inplace),
+                        )
 
 
 # --- compiling and inspecting ---------------------------------------------------------------------------
@@ -214,16 +234,26 @@ def _cuobjdump() -> str | None:
 def compile_one(launch: Launch, arch: int) -> dict:
     """Compiles ``launch`` for sm_<arch>; returns {"problems": [...], "regs": int|None, "seconds": float}."""
     fn = getattr(importlib.import_module(launch.module), launch.name)
-    src = ASTSource(fn, dict(launch.signature), {k: _thaw(v) for k, v in launch.constexprs},
-                    {k: [list(a) for a in v] for k, v in launch.attrs})
+    src = ASTSource(
+        fn,
+        dict(launch.signature),
+        {k: _thaw(v) for k, v in launch.constexprs},
+        {k: [list(a) for a in v] for k, v in launch.attrs},
+    )
     start = time.perf_counter()
     try:
-        kernel = triton.compile(src, target=GPUTarget("cuda", arch, 32),
-                                options={"num_warps": launch.num_warps, "num_stages": launch.num_stages})
+        kernel = triton.compile(
+            src,
+            target=GPUTarget("cuda", arch, 32),
+            options={"num_warps": launch.num_warps, "num_stages": launch.num_stages},
+        )
     except Exception as exc:  # noqa: BLE001 - the compile error is the finding
         message = [line for line in str(exc).strip().splitlines() if line.strip()]
-        return {"problems": [f"compile: {message[-1][:300] if message else type(exc).__name__}"], "regs": None,
-                "seconds": 0.0}
+        return {
+            "problems": [f"compile: {message[-1][:300] if message else type(exc).__name__}"],
+            "regs": None,
+            "seconds": 0.0,
+        }
     result = inspect_code(launch, kernel.asm)
     result["seconds"] = time.perf_counter() - start
     return result
@@ -249,6 +279,8 @@ def narrow_offsets(ttir: str) -> list[str]:
         if defs.get(name, ("", None))[0] not in ("tt.make_range", "arith.constant"):
             found.append(line.strip()[:160])
     return found
+
+
 _NAIVE_EXP = re.compile(r"mul(?:\.rn)?\.f32\s+(%r\d+), %r\d+, 0f3FB8AA3B;")
 _RESOURCES = re.compile(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)")
 
@@ -261,8 +293,11 @@ def inspect_code(launch: Launch, asm: dict) -> dict:
         problems += [f"f64-scalar: argument {name} is {t} in a float64 kernel" for name, t in scalars if t == "fp32"]
         if "cvt.f64.f32" in asm["ptx"]:
             problems.append("f64-scalar: cvt.f64.f32 in the PTX of a float64 kernel")
-    problems += [f"i32-size: argument {name} is {t} (sizes must be int64)" for name, t in scalars
-                 if t.startswith(("i", "u")) and t not in ("i64", "i1")]
+    problems += [
+        f"i32-size: argument {name} is {t} (sizes must be int64)"
+        for name, t in scalars
+        if t.startswith(("i", "u")) and t not in ("i64", "i1")
+    ]
     narrow = narrow_offsets(asm["ttir"])
     if narrow:
         problems.append(f"i32-size: a computed 32-bit offset: {narrow[0]}")
@@ -320,9 +355,11 @@ def main(argv: list[str] | None = None) -> int:
     archs = [int(a) for a in args.arch.split(",")]
     start = time.perf_counter()
     launches = {k: v for k, v in record(list(wrapper_calls())).items() if args.only in f"{k.module}.{k.name}"}
-    print(f"triton-check: triton {triton.__version__}, torch {torch.__version__}; {len(launches)} specializations "
-          f"of {len({(k.module, k.name) for k in launches})} kernels, for sm_{', sm_'.join(map(str, archs))}",
-          flush=True)
+    print(
+        f"triton-check: triton {triton.__version__}, torch {torch.__version__}; {len(launches)} specializations "
+        f"of {len({(k.module, k.name) for k in launches})} kernels, for sm_{', sm_'.join(map(str, archs))}",
+        flush=True,
+    )
     jobs = [(launch, arch) for launch in launches for arch in archs]
     results = {}
     with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
@@ -334,11 +371,20 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  compiled {done}/{len(jobs)} ({time.perf_counter() - start:.0f} s)", flush=True)
     failures = unguarded_launches()
     rows = []
-    for (launch, arch), res in sorted(results.items(), key=lambda kv: (kv[0][0].module, kv[0][0].name,
-                                                                         kv[0][0].label(), kv[0][1])):
-        rows.append({"kernel": f"{launch.module}.{launch.name}", "specialization": launch.label(), "arch": arch,
-                     "registers": res["regs"], "local_outside_loops": res.get("local_outside_loops"),
-                     "problems": res["problems"], "from": launches[launch]})
+    for (launch, arch), res in sorted(
+        results.items(), key=lambda kv: (kv[0][0].module, kv[0][0].name, kv[0][0].label(), kv[0][1])
+    ):
+        rows.append(
+            {
+                "kernel": f"{launch.module}.{launch.name}",
+                "specialization": launch.label(),
+                "arch": arch,
+                "registers": res["regs"],
+                "local_outside_loops": res.get("local_outside_loops"),
+                "problems": res["problems"],
+                "from": launches[launch],
+            }
+        )
         failures += [f"{launch.label()} sm_{arch} (from {launches[launch]}): {p}" for p in res["problems"]]
     by_kernel: dict[str, list[dict]] = {}
     for row in rows:

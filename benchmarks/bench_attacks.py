@@ -83,6 +83,7 @@ def test_attack_pgd(benchmark, device, copy_bandwidth, lenet_digits, mode, impl)
     args = MODES[mode]
     eps, alpha, norm = args["eps"], args["alpha"], args["norm"]
     if impl == "plain torch":
+
         def step():
             return pgd_reference(model, x, y, eps, alpha, STEPS, norm, start=pgd_random_start(x, eps, norm))
     elif impl == "torchattacks":
@@ -96,8 +97,15 @@ def test_attack_pgd(benchmark, device, copy_bandwidth, lenet_digits, mode, impl)
         steps = STEPS if norm == "inf" else 1
         same = PGD(model, eps, alpha, steps, random_start=False, norm=norm, early_stop=False)
         torch.testing.assert_close(same(x, y), pgd_reference(model, x, y, eps, alpha, steps, norm), rtol=0, atol=1e-6)
-        attack = PGD(model, eps, alpha, STEPS, norm=norm, early_stop=impl.endswith("early-stop"),
-                     amp="bf16" if "bf16" in impl else None)
+        attack = PGD(
+            model,
+            eps,
+            alpha,
+            STEPS,
+            norm=norm,
+            early_stop=impl.endswith("early-stop"),
+            amp="bf16" if "bf16" in impl else None,
+        )
 
         def step():
             return attack(x, y)
@@ -105,10 +113,21 @@ def test_attack_pgd(benchmark, device, copy_bandwidth, lenet_digits, mode, impl)
     adv = step()
     with torch.no_grad():
         robust = (model(adv).argmax(1) == y).float().mean().item()
-    measure(benchmark, step, device=device, copy_bandwidth=copy_bandwidth, bytes_moved=0, op=OP,
-            shape=tuple(x.shape), mode=mode, impl=impl, role="eager" if impl == "plain torch" else impl,
-            dtype="float32", robust_accuracy=robust,
-            note="attack PGD-10: LeNet on digits; images/s = 256 / median")
+    measure(
+        benchmark,
+        step,
+        device=device,
+        copy_bandwidth=copy_bandwidth,
+        bytes_moved=0,
+        op=OP,
+        shape=tuple(x.shape),
+        mode=mode,
+        impl=impl,
+        role="eager" if impl == "plain torch" else impl,
+        dtype="float32",
+        robust_accuracy=robust,
+        note="attack PGD-10: LeNet on digits; images/s = 256 / median",
+    )
 
 
 AUTOATTACK_IMPLS = ("torchattacks", "deepfast 10 steps", "deepfast")
@@ -126,10 +145,23 @@ def test_autoattack(benchmark, device, copy_bandwidth, lenet_digits, impl):
     adv = attack(x, y)
     with torch.no_grad():
         robust = (model(adv).argmax(1) == y).float().mean().item()
-    measure(benchmark, functools.partial(attack, x, y), device=device, copy_bandwidth=copy_bandwidth, bytes_moved=0,
-            op="attack AutoAttack", shape=tuple(x.shape), mode="Linf", impl=impl,
-            role="eager" if impl == "torchattacks" else impl, dtype="float32", robust_accuracy=robust, warmup=0,
-            rounds=1, note="AutoAttack standard, Linf 8/255, LeNet on 64 digits; images/s = 64 / median")
+    measure(
+        benchmark,
+        functools.partial(attack, x, y),
+        device=device,
+        copy_bandwidth=copy_bandwidth,
+        bytes_moved=0,
+        op="attack AutoAttack",
+        shape=tuple(x.shape),
+        mode="Linf",
+        impl=impl,
+        role="eager" if impl == "torchattacks" else impl,
+        dtype="float32",
+        robust_accuracy=robust,
+        warmup=0,
+        rounds=1,
+        note="AutoAttack standard, Linf 8/255, LeNet on 64 digits; images/s = 64 / median",
+    )
 
 
 RESNET_IMPLS = {  # impl -> PGD settings beyond eps, alpha, steps (None: the plain loop or torchattacks)
@@ -184,7 +216,20 @@ def test_attack_pgd_resnet18(benchmark, device, copy_bandwidth, resnet_batch, im
     with torch.no_grad():
         robust = (model(adv).argmax(1) == y).float().mean().item()
     role = {"plain torch": "eager", "plain torch compiled": "compile"}.get(impl, impl)
-    measure(benchmark, step, device=device, copy_bandwidth=copy_bandwidth, bytes_moved=0,
-            op="attack PGD-10 ResNet-18", shape=tuple(x.shape), mode="Linf", impl=impl, role=role,
-            dtype="float32", robust_accuracy=robust, warmup=1, rounds=None if device.type == "cuda" else 3,
-            note=f"ResNet-18 (reference layers, random weights) at batch {len(x)}; images/s = {len(x)} / median")
+    measure(
+        benchmark,
+        step,
+        device=device,
+        copy_bandwidth=copy_bandwidth,
+        bytes_moved=0,
+        op="attack PGD-10 ResNet-18",
+        shape=tuple(x.shape),
+        mode="Linf",
+        impl=impl,
+        role=role,
+        dtype="float32",
+        robust_accuracy=robust,
+        warmup=1,
+        rounds=None if device.type == "cuda" else 3,
+        note=f"ResNet-18 (reference layers, random weights) at batch {len(x)}; images/s = {len(x)} / median",
+    )

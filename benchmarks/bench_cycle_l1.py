@@ -57,5 +57,18 @@ def test_cycle_l1(benchmark, device, copy_bandwidth, shape, mode, impl):
 
     nbytes = TENSORS_MOVED[mode] * rec.numel() * rec.element_size()
     # the gradients are +-WEIGHT / numel: compared relatively
-    measure_impl(benchmark, impl, _reference, _fused, make_step, atol=0.0, device=device,
-                 copy_bandwidth=copy_bandwidth, bytes_moved=nbytes, op=OP, shape=shape, mode=mode, dtype="float32")
+    measure_impl(
+        benchmark,
+        impl,
+        _reference,
+        _fused,
+        make_step,
+        atol=0.0,
+        device=device,
+        copy_bandwidth=copy_bandwidth,
+        bytes_moved=nbytes,
+        op=OP,
+        shape=shape,
+        mode=mode,
+        dtype="float32",
+    )

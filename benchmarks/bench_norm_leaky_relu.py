@@ -51,8 +51,11 @@ def _modules(norm: str, channels: int, impl: str, device) -> tuple[nn.Module, st
             module = torch.compile(module, dynamic=False)
         return module, None
     backend, _, inplace = impl.partition(" ")
-    layer = BatchNormLeakyReLU2d(channels, 0.2, inplace=bool(inplace)) if norm == "batch" else (
-        InstanceNormLeakyReLU2d(channels, 0.2, affine=True, inplace=bool(inplace)))
+    layer = (
+        BatchNormLeakyReLU2d(channels, 0.2, inplace=bool(inplace))
+        if norm == "batch"
+        else (InstanceNormLeakyReLU2d(channels, 0.2, affine=True, inplace=bool(inplace)))
+    )
     return layer.to(device), backend
 
 
@@ -115,8 +118,11 @@ def _memory_note(device) -> str:
     return (
         f"activation memory of one training step of 6 x (conv 3x3, BN, LeakyReLU) at {STACK_SHAPE} "
         "(bytes autograd saves for backward): "
-        + ", ".join(f"{name} {mb(saved[name])} (norm+act part {mb(part[name])}, "
-                    f"{100 * part[name] / part['eager']:.0f}% of eager)" for name in part)
+        + ", ".join(
+            f"{name} {mb(saved[name])} (norm+act part {mb(part[name])}, "
+            f"{100 * part[name] / part['eager']:.0f}% of eager)"
+            for name in part
+        )
     )
 
 
@@ -132,7 +138,17 @@ def test_train_step_memory(benchmark, device, copy_bandwidth, impl):
         model(x).sum().backward()
 
     with deepfast.use_backend("auto" if impl == "eager" else backend):
-        measure(benchmark, step, device=device, copy_bandwidth=copy_bandwidth, bytes_moved=0, op="conv_bn_stack",
-                shape="x".join(map(str, STACK_SHAPE)), mode="train step (6 blocks)", impl=impl,
-                role=impl if " " not in impl else None, dtype="float32", note=note)
-
+        measure(
+            benchmark,
+            step,
+            device=device,
+            copy_bandwidth=copy_bandwidth,
+            bytes_moved=0,
+            op="conv_bn_stack",
+            shape="x".join(map(str, STACK_SHAPE)),
+            mode="train step (6 blocks)",
+            impl=impl,
+            role=impl if " " not in impl else None,
+            dtype="float32",
+            note=note,
+        )

@@ -56,6 +56,18 @@ def test_pgd_step(benchmark, device, copy_bandwidth, shape, mode, impl):
     def make_step(fn):
         return lambda: (fn(x_adv, grad, x_orig),)
 
-    measure_impl(benchmark, impl.removesuffix(" in-place"), reference, fused_step, make_step, label=impl,
-                 device=device, copy_bandwidth=copy_bandwidth, op=OP, shape=shape, mode=mode, dtype="float32",
-                 bytes_moved=TENSORS_MOVED[mode] * x_orig.numel() * x_orig.element_size())
+    measure_impl(
+        benchmark,
+        impl.removesuffix(" in-place"),
+        reference,
+        fused_step,
+        make_step,
+        label=impl,
+        device=device,
+        copy_bandwidth=copy_bandwidth,
+        op=OP,
+        shape=shape,
+        mode=mode,
+        dtype="float32",
+        bytes_moved=TENSORS_MOVED[mode] * x_orig.numel() * x_orig.element_size(),
+    )

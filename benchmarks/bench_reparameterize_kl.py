@@ -71,8 +71,20 @@ def test_reparameterize_kl(benchmark, device, copy_bandwidth, shape, mode, impl)
         return step
 
     nbytes = TENSORS_MOVED[mode] * mu.numel() * mu.element_size()
-    measure_impl(benchmark, impl, _reference, _fused, make_step, device=device, copy_bandwidth=copy_bandwidth,
-                 bytes_moved=nbytes, op=OP, shape=shape, mode=mode, dtype="float32")
+    measure_impl(
+        benchmark,
+        impl,
+        _reference,
+        _fused,
+        make_step,
+        device=device,
+        copy_bandwidth=copy_bandwidth,
+        bytes_moved=nbytes,
+        op=OP,
+        shape=shape,
+        mode=mode,
+        dtype="float32",
+    )
 
 
 @pytest.mark.parametrize("impl", ("torch.mul", "deepfast"))

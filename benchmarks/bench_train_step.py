@@ -68,6 +68,19 @@ def test_train_step(benchmark, device, copy_bandwidth, model, batch, image, roun
     for got, want in zip(losses, _reference(model, batch, device), strict=True):
         torch.testing.assert_close(got, want, **LOSS_TOL)
     saved = step_saved_bytes(step, exclude=step.models.parameters())
-    measure(benchmark, step, device=device, copy_bandwidth=copy_bandwidth, bytes_moved=0, op=f"train_step {model}",
-            shape=(batch, *image), mode="train step", impl=impl, role=ROLES.get(impl, impl), dtype="float32",
-            warmup=1, rounds=rounds, saved_mb=saved / 2**20)
+    measure(
+        benchmark,
+        step,
+        device=device,
+        copy_bandwidth=copy_bandwidth,
+        bytes_moved=0,
+        op=f"train_step {model}",
+        shape=(batch, *image),
+        mode="train step",
+        impl=impl,
+        role=ROLES.get(impl, impl),
+        dtype="float32",
+        warmup=1,
+        rounds=rounds,
+        saved_mb=saved / 2**20,
+    )

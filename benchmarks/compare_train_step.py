@@ -47,13 +47,15 @@ def main(argv=None) -> int:
         step()
     times: dict[str, list[float]] = {impl: [] for impl in impls}
     for r in range(args.rounds):
-        for impl in impls[r % len(impls):] + impls[: r % len(impls)]:
+        for impl in impls[r % len(impls) :] + impls[: r % len(impls)]:
             start = time.perf_counter()
             steps[impl]()
             times[impl].append(time.perf_counter() - start)
     base = times[impls[0]]
-    print(f"{args.model}, batch {args.batch}, {torch.get_num_threads()} threads, {args.rounds} interleaved rounds; "
-          f"speedup: median over rounds of ({impls[0]} time / impl time)")
+    print(
+        f"{args.model}, batch {args.batch}, {torch.get_num_threads()} threads, {args.rounds} interleaved rounds; "
+        f"speedup: median over rounds of ({impls[0]} time / impl time)"
+    )
     print(f"| impl | median ms | vs {impls[0]} |\n|---|---:|---:|")
     for impl in impls:
         ratio = statistics.median(b / t for b, t in zip(base, times[impl]))

@@ -222,8 +222,18 @@ def measure(
     return result
 
 
-def measure_impl(benchmark, impl: str, reference, fused, make_step, *, rtol: float = 1e-4, atol: float = 1e-4,
-                 label: str | None = None, **labels):
+def measure_impl(
+    benchmark,
+    impl: str,
+    reference,
+    fused,
+    make_step,
+    *,
+    rtol: float = 1e-4,
+    atol: float = 1e-4,
+    label: str | None = None,
+    **labels,
+):
     """Time one impl row of an op: ``make_step(fn)`` returns the zero-argument step to time, calling ``fn``.
 
     impl "eager": fn is ``reference``; "compile": torch.compile of it (static shapes, compiled afresh

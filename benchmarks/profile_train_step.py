@@ -62,13 +62,16 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"{args.model}, batch {args.batch}, {torch.get_num_threads()} threads"
-          + (", channels_last" if args.channels_last else ""))
+    print(
+        f"{args.model}, batch {args.batch}, {torch.get_num_threads()} threads"
+        + (", channels_last" if args.channels_last else "")
+    )
     for impl in args.impls.split(","):
         wall, cats, averages = profile_step(args.model, impl, args.batch, args.steps, args.channels_last)
         total = sum(cats.values())
-        shares = ", ".join(f"{cat} {ms:.0f} ms ({100 * ms / total:.0f}%)"
-                           for cat, ms in sorted(cats.items(), key=lambda kv: -kv[1]))
+        shares = ", ".join(
+            f"{cat} {ms:.0f} ms ({100 * ms / total:.0f}%)" for cat, ms in sorted(cats.items(), key=lambda kv: -kv[1])
+        )
         print(f"{impl:9s} {wall:8.1f} ms/step (profiled); self CPU per step: {shares}")
         if args.top:
             print(averages.table(sort_by="self_cpu_time_total", row_limit=args.top, max_name_column_width=60))

@@ -34,10 +34,31 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 MODE_ORDER = ("forward", "backward", "forward+backward", "call overhead")
-IMPL_ORDER = ("eager", "compile", "torch", "cpp", "cuda", "triton",
-              "fused eager", "fused compile", "reference eager cl", "fused eager cl")  # the last: training steps
-COLUMNS = ("op", "shape", "dtype", "mode", "impl", "median ms", "GB/s", "% copy BW", "vs eager", "vs compile",
-           "saved MB")
+IMPL_ORDER = (
+    "eager",
+    "compile",
+    "torch",
+    "cpp",
+    "cuda",
+    "triton",
+    "fused eager",
+    "fused compile",
+    "reference eager cl",
+    "fused eager cl",
+)  # the last: training steps
+COLUMNS = (
+    "op",
+    "shape",
+    "dtype",
+    "mode",
+    "impl",
+    "median ms",
+    "GB/s",
+    "% copy BW",
+    "vs eager",
+    "vs compile",
+    "saved MB",
+)
 RIGHT = {"median ms", "GB/s", "% copy BW", "vs eager", "vs compile", "saved MB"}
 # Columns left out of a table where no row has a value (suites without bytes moved or memory).
 OPTIONAL = {"GB/s": "gbps", "% copy BW": "pct_copy", "saved MB": "saved_mb"}
@@ -52,7 +73,9 @@ def parse_args(argv):
     parser.add_argument("--out", metavar="DIR", help="write results.json, results.csv and table.md to DIR")
     parser.add_argument("-k", dest="keyword", metavar="EXPR", help="pytest -k expression selecting benchmarks")
     parser.add_argument(
-        "--max-time", type=float, help="seconds per benchmark (pytest-benchmark --benchmark-max-time); default 1.0, 0.1 with --quick"
+        "--max-time",
+        type=float,
+        help="seconds per benchmark (pytest-benchmark --benchmark-max-time); default 1.0, 0.1 with --quick",
     )
     parser.add_argument(
         "--busy-threshold",
@@ -286,7 +309,9 @@ def header_lines(data: dict, rows: list[dict], extra: dict) -> list[str]:
     machine = data.get("machine_info", {})
     info = machine.get("deepfast", {})
     device = info.get("device_name") or (rows[0]["device"] if rows else "?")
-    copy_bw = info.get("copy_bandwidth_gbps") or next((r["copy_bandwidth_gbps"] for r in rows if r["copy_bandwidth_gbps"]), None)
+    copy_bw = info.get("copy_bandwidth_gbps") or next(
+        (r["copy_bandwidth_gbps"] for r in rows if r["copy_bandwidth_gbps"]), None
+    )
     lines = [
         f"device: {device} ({info.get('device_type', '?')}, {info.get('torch_threads', '?')} torch threads)",
         "copy bandwidth (dst.copy_(src), read+write, measured in this run): "
@@ -326,8 +351,12 @@ def write_outputs(out_dir: str, json_path: str, data: dict, rows: list[dict], he
         "\nGB/s: the least bytes the op must read and write / median time. "
         "% copy BW: that over the copy bandwidth above. vs eager / vs compile: time of the eager / "
         "torch.compile row of the same op, shape and mode over the time of this row (>1: faster)."
-        + (" saved MB: bytes autograd saves for backward in one step (activation memory), parameters left out."
-           if any(r["saved_mb"] is not None for r in rows) else "") + "\n"
+        + (
+            " saved MB: bytes autograd saves for backward in one step (activation memory), parameters left out."
+            if any(r["saved_mb"] is not None for r in rows)
+            else ""
+        )
+        + "\n"
     )
     with open(os.path.join(out_dir, "table.md"), "w") as f:
         f.write(md.getvalue())
@@ -373,7 +402,12 @@ def main(argv=None) -> int:
             data = json.load(f)
         rows = rows_from(data)
         extra = {
-            "command": shlex.join([os.path.relpath(sys.argv[0], ROOT) if argv is None else "benchmarks/run.py", *(sys.argv[1:] if argv is None else argv)]),
+            "command": shlex.join(
+                [
+                    os.path.relpath(sys.argv[0], ROOT) if argv is None else "benchmarks/run.py",
+                    *(sys.argv[1:] if argv is None else argv),
+                ]
+            ),
             "pytest wall time": f"{wall:.0f} s",
             "CPU busy before the run": "?" if busy is None else f"{busy:.0f}%",
             "CPU used by other processes during the run": "?" if others is None else f"{others:.0f}%",
@@ -388,7 +422,9 @@ def main(argv=None) -> int:
         if args.out:
             write_outputs(args.out, json_path, data, rows, header)
             os.remove(json_path)  # kept as results.json
-            print(f"\nwrote {', '.join(os.path.join(args.out, n) for n in ('results.json', 'results.csv', 'table.md'))}")
+            print(
+                f"\nwrote {', '.join(os.path.join(args.out, n) for n in ('results.json', 'results.csv', 'table.md'))}"
+            )
         if rc != 0:
             print(f"\nerror: pytest exit status {rc}", file=sys.stderr)
         elif not rows:

@@ -69,7 +69,9 @@ def check_value_range(value_range: ValueRange) -> ValueRange:
     try:
         lo, hi = (float(v) for v in value_range)
     except (TypeError, ValueError):
-        raise ValueError(f"value_range must be a pair (lo, hi) such as (0, 1) or (-1, 1), got {value_range!r}") from None
+        raise ValueError(
+            f"value_range must be a pair (lo, hi) such as (0, 1) or (-1, 1), got {value_range!r}"
+        ) from None
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
         raise ValueError(f"value_range must be finite with lo < hi, got {value_range!r}")
     return lo, hi

@@ -45,7 +45,9 @@ def warn_if_emulated(device_type: str, amp: str | None) -> None:
             f"as oneDNN reports it: torch emulates it there, and autocast to it runs slower than float32, not faster "
             f"(measured: 2-5x slower for bfloat16 on AVX2-only CPUs, about 2x for float16 without AVX512-FP16). "
             f"Leave amp unset (float32) on this CPU.",
-            EmulatedAmpWarning, stacklevel=3)
+            EmulatedAmpWarning,
+            stacklevel=3,
+        )
 
 
 def autocast(device_type: str, amp: str | None, cache: bool = True) -> torch.autocast:

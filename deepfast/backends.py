@@ -103,7 +103,9 @@ def _check_name(name: str, source: str) -> None:
 
 
 # The forced backend and what forced it; DEEPFAST_BACKEND is read once, here, and checked at the first call.
-_forced: str | None = None if os.environ.get("DEEPFAST_BACKEND", "auto") in ("", "auto") else os.environ["DEEPFAST_BACKEND"]
+_forced: str | None = (
+    None if os.environ.get("DEEPFAST_BACKEND", "auto") in ("", "auto") else os.environ["DEEPFAST_BACKEND"]
+)
 _forced_by = "DEEPFAST_BACKEND"
 
 

@@ -13,8 +13,13 @@ from torch import Tensor
 from deepfast.files import atomic_file
 
 
-def make_grid(images: Tensor, nrow: int | None = None, value_range: tuple[float, float] = (0.0, 1.0),
-              padding: int = 2, scale: int = 1) -> np.ndarray:
+def make_grid(
+    images: Tensor,
+    nrow: int | None = None,
+    value_range: tuple[float, float] = (0.0, 1.0),
+    padding: int = 2,
+    scale: int = 1,
+) -> np.ndarray:
     """(N, C, H, W) images with C = 1 or 3, values in ``value_range`` (clipped) -> uint8 array
     (rows * (H + padding) + padding, ..., 3) or (..., ...) for gray: ``nrow`` images per row (default
     ceil(sqrt(N))), white padding, each pixel repeated ``scale`` x ``scale`` (small digits stay visible)."""
@@ -38,9 +43,16 @@ def make_grid(images: Tensor, nrow: int | None = None, value_range: tuple[float,
     return grid[0].numpy() if c == 1 else grid.permute(1, 2, 0).numpy()
 
 
-def save_grid(images: Tensor, path: str | Path, nrow: int | None = None,
-              value_range: tuple[float, float] = (0.0, 1.0), padding: int = 2, scale: int = 1,
-              labels: Sequence[str] | None = None, colors: Sequence[str] | None = None) -> Path:
+def save_grid(
+    images: Tensor,
+    path: str | Path,
+    nrow: int | None = None,
+    value_range: tuple[float, float] = (0.0, 1.0),
+    padding: int = 2,
+    scale: int = 1,
+    labels: Sequence[str] | None = None,
+    colors: Sequence[str] | None = None,
+) -> Path:
     """Writes ``make_grid(images, nrow, value_range, padding, scale)`` as a PNG to ``path`` (folders
     created; written atomically, ``deepfast.files.atomic_file``, so a reader never sees half an image). Returns the
     path. ``labels``: one text per image ("" for none), drawn in its top-left corner (Pillow's default

@@ -110,8 +110,9 @@ def kernel_isa() -> str:
 
     built = getattr(backends.extension, "cpu_clones", ("x86-64-v4", "x86-64-v3"))
     flags = cpu_flags()
-    return next((name for name, needs in KERNEL_CLONES if needs <= flags and name.split()[0] in built),
-                "baseline x86-64")
+    return next(
+        (name for name, needs in KERNEL_CLONES if needs <= flags and name.split()[0] in built), "baseline x86-64"
+    )
 
 
 def autocast_support() -> dict[str, bool]:
@@ -123,6 +124,7 @@ def busy_cpus(seconds: float = 0.5) -> float:
     """How many CPUs other work keeps busy now: the non-idle share of all CPUs' time in /proc/stat over
     ``seconds``, times the CPU count (Linux); elsewhere the 1-minute load average. Measured over an
     instant, so a job that has just ended does not count, as it does in the load average for a minute."""
+
     def times() -> list[int]:
         with open("/proc/stat") as f:
             return [int(v) for v in f.readline().split()[1:]]
@@ -142,8 +144,10 @@ def describe() -> str:
     """One line naming the CPU, its ISA and what torch uses of it, e.g. for a benchmark's header."""
     isa = ", ".join(cpu_isa()) or "no AVX2"
     limits = [f"{var}={os.environ[var]}" for var in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if var in os.environ]
-    return (f"{cpu_model()}, {os.cpu_count()} logical CPUs; ISA {isa}; torch kernels {torch_isa()}, "
-            f"bf16 {'native' if bf16_native() else 'emulated'}" + (f" ({', '.join(limits)})" if limits else ""))
+    return (
+        f"{cpu_model()}, {os.cpu_count()} logical CPUs; ISA {isa}; torch kernels {torch_isa()}, "
+        f"bf16 {'native' if bf16_native() else 'emulated'}" + (f" ({', '.join(limits)})" if limits else "")
+    )
 
 
 def separate_compile_cache() -> None:

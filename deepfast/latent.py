@@ -129,7 +129,7 @@ def sweep_latents(center: Tensor, directions: Tensor, steps: int = 7, span: floa
     _check_steps(steps)
     check_finite_float(span, "span")
     offsets = torch.linspace(-span, span, steps, dtype=center.dtype, device=center.device)
-    return (center + offsets.view(-1, 1, 1) * directions[0] + offsets.view(1, -1, 1) * directions[1])
+    return center + offsets.view(-1, 1, 1) * directions[0] + offsets.view(1, -1, 1) * directions[1]
 
 
 def latent_sweep(
@@ -237,8 +237,7 @@ class GaussianMixture:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive int, got {n!r}")
         k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
-        eps = torch.randn(n, self.means.shape[1], 1, generator=generator, dtype=torch.float64,
-                          device=self.means.device)
+        eps = torch.randn(n, self.means.shape[1], 1, generator=generator, dtype=torch.float64, device=self.means.device)
         scale = torch.linalg.cholesky(self.covariances)
         return (self.means[k] + (scale[k] @ eps).squeeze(-1)).to(dtype)
 
@@ -271,6 +270,8 @@ def fit_gaussian_mixture(latents: Tensor, components: int = 10, seed: int = 0, r
         raise ValueError(f"reg must be >= 0, got {reg}")
     if not torch.isfinite(latents).all():
         raise ValueError("latents must be finite")
-    em = EM(components, covariance_type="full", reg_covar=reg, random_state=seed).fit(latents.detach().double().cpu().numpy())
+    em = EM(components, covariance_type="full", reg_covar=reg, random_state=seed).fit(
+        latents.detach().double().cpu().numpy()
+    )
     as_tensor = lambda a: torch.as_tensor(a, dtype=torch.float64, device=latents.device)  # noqa: E731
     return GaussianMixture(as_tensor(em.weights_), as_tensor(em.means_), as_tensor(em.covariances_))

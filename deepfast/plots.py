@@ -36,16 +36,20 @@ def _save(fig, path: str | Path) -> Path:
     return path
 
 
-def training_curves(rows: Sequence[Mapping[str, float]], path: str | Path, title: str = "",
-                    columns: Sequence[str] | None = None) -> Path:
+def training_curves(
+    rows: Sequence[Mapping[str, float]], path: str | Path, title: str = "", columns: Sequence[str] | None = None
+) -> Path:
     """The metrics of a run (rows as in metrics.jsonl: {"epoch": e, name: value, ...}) as a PNG: one
     small panel per column (default: every numeric column but epoch, time and lr, in order), value by
     epoch. Returns ``path``. ValueError without rows or columns."""
     if not rows:
         raise ValueError("rows is empty: a run logs one row per finished epoch")
     if columns is None:
-        columns = [k for k in dict.fromkeys(k for row in rows for k in row)
-                   if k not in NOT_CURVES and all(isinstance(row.get(k, 0.0), (int, float)) for row in rows)]
+        columns = [
+            k
+            for k in dict.fromkeys(k for row in rows for k in row)
+            if k not in NOT_CURVES and all(isinstance(row.get(k, 0.0), (int, float)) for row in rows)
+        ]
     if not columns:
         raise ValueError("no columns to plot")
     plt = _pyplot()
@@ -58,7 +62,7 @@ def training_curves(rows: Sequence[Mapping[str, float]], path: str | Path, title
         ax.set_title(name, fontsize=9)
         ax.tick_params(labelsize=7)
         ax.set_xlabel("epoch", fontsize=7)
-    for ax in list(axes.flat)[len(columns):]:
+    for ax in list(axes.flat)[len(columns) :]:
         ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=10)

@@ -29,8 +29,19 @@ def _forward_kernel(rec_ptr, orig_ptr, partial_ptr, n: tl.int64, ACC: tl.constex
 
 
 @triton.jit
-def _backward_kernel(grad_ptr, scale: tl.float64, rec_ptr, orig_ptr, grad_rec_ptr, grad_orig_ptr, n: tl.int64,
-                     WRITE_REC: tl.constexpr, WRITE_ORIG: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr):
+def _backward_kernel(
+    grad_ptr,
+    scale: tl.float64,
+    rec_ptr,
+    orig_ptr,
+    grad_rec_ptr,
+    grad_orig_ptr,
+    n: tl.int64,
+    WRITE_REC: tl.constexpr,
+    WRITE_ORIG: tl.constexpr,
+    ACC: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     pid = tl.program_id(0).to(tl.int64)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
@@ -92,8 +103,17 @@ def backward(
     n = rec.numel()
     if n and (grad_rec is not None or grad_orig is not None):
         with on_device(rec):
-            _backward_kernel[(triton.cdiv(n, BLOCK),)](grad, scale, rec, orig, grad_rec, grad_orig, n,
-                                                       WRITE_REC=grad_rec is not None,
-                                                       WRITE_ORIG=grad_orig is not None, ACC=_acc(rec.dtype)[0],
-                                                       BLOCK=BLOCK)
+            _backward_kernel[(triton.cdiv(n, BLOCK),)](
+                grad,
+                scale,
+                rec,
+                orig,
+                grad_rec,
+                grad_orig,
+                n,
+                WRITE_REC=grad_rec is not None,
+                WRITE_ORIG=grad_orig is not None,
+                ACC=_acc(rec.dtype)[0],
+                BLOCK=BLOCK,
+            )
     return grad_rec, grad_orig

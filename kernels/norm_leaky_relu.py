@@ -72,8 +72,9 @@ def _invstd(var, eps, ACC: tl.constexpr):
 
 
 @triton.jit
-def _weight_bias(w_ptr, b_ptr, c, cmask, HAS_W: tl.constexpr, HAS_B: tl.constexpr, INPLACE: tl.constexpr,
-                 ACC: tl.constexpr):
+def _weight_bias(
+    w_ptr, b_ptr, c, cmask, HAS_W: tl.constexpr, HAS_B: tl.constexpr, INPLACE: tl.constexpr, ACC: tl.constexpr
+):
     """weight (1 when absent; sign(w) max(|w|, 1e-5) in in-place mode) and bias (0 when absent) of channels c."""
     if HAS_W:
         w = tl.load(w_ptr + c, mask=cmask, other=1.0).to(ACC)
@@ -112,10 +113,38 @@ def _chunk(R, C, S, rows, seg, spr, chunks, ctiles, COLUMNS: tl.constexpr, BLOCK
 
 
 @triton.jit
-def _tiles(a_ptr, dy_ptr, out_ptr, w_ptr, b_ptr, mean_ptr, var_ptr, coef_ptr, part1_ptr, part2_ptr, R, C, S, rows,
-           seg, spr, chunks, ctiles, eps, slope, MODE: tl.constexpr, APPLY: tl.constexpr, BATCH_STATS: tl.constexpr,
-           HAS_W: tl.constexpr, HAS_B: tl.constexpr, INPLACE: tl.constexpr, COLUMNS: tl.constexpr, ACC: tl.constexpr,
-           BLOCK_R: tl.constexpr, BLOCK_W: tl.constexpr):
+def _tiles(
+    a_ptr,
+    dy_ptr,
+    out_ptr,
+    w_ptr,
+    b_ptr,
+    mean_ptr,
+    var_ptr,
+    coef_ptr,
+    part1_ptr,
+    part2_ptr,
+    R,
+    C,
+    S,
+    rows,
+    seg,
+    spr,
+    chunks,
+    ctiles,
+    eps,
+    slope,
+    MODE: tl.constexpr,
+    APPLY: tl.constexpr,
+    BATCH_STATS: tl.constexpr,
+    HAS_W: tl.constexpr,
+    HAS_B: tl.constexpr,
+    INPLACE: tl.constexpr,
+    COLUMNS: tl.constexpr,
+    ACC: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    BLOCK_W: tl.constexpr,
+):
     """One chunk, tile by tile: its partial sums (APPLY False) or its output (APPLY True)."""
     j, b, ct, c, s, cmask, r0, r1, s0, s1 = _chunk(R, C, S, rows, seg, spr, chunks, ctiles, COLUMNS, BLOCK_W)
     g = b * C + c
@@ -188,29 +217,150 @@ def _tiles(a_ptr, dy_ptr, out_ptr, w_ptr, b_ptr, mean_ptr, var_ptr, coef_ptr, pa
 
 
 @triton.jit
-def _sums_kernel(a_ptr, dy_ptr, w_ptr, b_ptr, mean_ptr, var_ptr, part1_ptr, part2_ptr, R: tl.int64, C: tl.int64,
-                 S: tl.int64, rows: tl.int64, seg: tl.int64, spr: tl.int64, chunks: tl.int64, ctiles: tl.int64,
-                 eps: tl.float64, slope: tl.float64, MODE: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr,
-                 INPLACE: tl.constexpr, COLUMNS: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr,
-                 BLOCK_W: tl.constexpr):
-    _tiles(a_ptr, dy_ptr, None, w_ptr, b_ptr, mean_ptr, var_ptr, None, part1_ptr, part2_ptr, R, C, S, rows, seg,
-           spr, chunks, ctiles, eps, slope, MODE, False, True, HAS_W, HAS_B, INPLACE, COLUMNS, ACC, BLOCK_R, BLOCK_W)
+def _sums_kernel(
+    a_ptr,
+    dy_ptr,
+    w_ptr,
+    b_ptr,
+    mean_ptr,
+    var_ptr,
+    part1_ptr,
+    part2_ptr,
+    R: tl.int64,
+    C: tl.int64,
+    S: tl.int64,
+    rows: tl.int64,
+    seg: tl.int64,
+    spr: tl.int64,
+    chunks: tl.int64,
+    ctiles: tl.int64,
+    eps: tl.float64,
+    slope: tl.float64,
+    MODE: tl.constexpr,
+    HAS_W: tl.constexpr,
+    HAS_B: tl.constexpr,
+    INPLACE: tl.constexpr,
+    COLUMNS: tl.constexpr,
+    ACC: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    BLOCK_W: tl.constexpr,
+):
+    _tiles(
+        a_ptr,
+        dy_ptr,
+        None,
+        w_ptr,
+        b_ptr,
+        mean_ptr,
+        var_ptr,
+        None,
+        part1_ptr,
+        part2_ptr,
+        R,
+        C,
+        S,
+        rows,
+        seg,
+        spr,
+        chunks,
+        ctiles,
+        eps,
+        slope,
+        MODE,
+        False,
+        True,
+        HAS_W,
+        HAS_B,
+        INPLACE,
+        COLUMNS,
+        ACC,
+        BLOCK_R,
+        BLOCK_W,
+    )
 
 
 @triton.jit
-def _apply_kernel(a_ptr, dy_ptr, out_ptr, coef_ptr, R: tl.int64, C: tl.int64, S: tl.int64, rows: tl.int64,
-                  seg: tl.int64, spr: tl.int64, chunks: tl.int64, ctiles: tl.int64, slope: tl.float64, MODE: tl.constexpr,
-                  BATCH_STATS: tl.constexpr,
-                  COLUMNS: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_W: tl.constexpr):
-    _tiles(a_ptr, dy_ptr, out_ptr, None, None, None, None, coef_ptr, None, None, R, C, S, rows, seg, spr, chunks,
-           ctiles, 0.0, slope, MODE, True, BATCH_STATS, False, False, False, COLUMNS, ACC, BLOCK_R, BLOCK_W)
+def _apply_kernel(
+    a_ptr,
+    dy_ptr,
+    out_ptr,
+    coef_ptr,
+    R: tl.int64,
+    C: tl.int64,
+    S: tl.int64,
+    rows: tl.int64,
+    seg: tl.int64,
+    spr: tl.int64,
+    chunks: tl.int64,
+    ctiles: tl.int64,
+    slope: tl.float64,
+    MODE: tl.constexpr,
+    BATCH_STATS: tl.constexpr,
+    COLUMNS: tl.constexpr,
+    ACC: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    BLOCK_W: tl.constexpr,
+):
+    _tiles(
+        a_ptr,
+        dy_ptr,
+        out_ptr,
+        None,
+        None,
+        None,
+        None,
+        coef_ptr,
+        None,
+        None,
+        R,
+        C,
+        S,
+        rows,
+        seg,
+        spr,
+        chunks,
+        ctiles,
+        0.0,
+        slope,
+        MODE,
+        True,
+        BATCH_STATS,
+        False,
+        False,
+        False,
+        COLUMNS,
+        ACC,
+        BLOCK_R,
+        BLOCK_W,
+    )
 
 
 @triton.jit
-def _finish_kernel(a_ptr, w_ptr, b_ptr, stat1_ptr, stat2_ptr, part1_ptr, part2_ptr, out1_ptr, out2_ptr, coef_ptr,
-                   G: tl.int64, R: tl.int64, C: tl.int64, S: tl.int64, chunks: tl.int64, eps: tl.float64,
-                   MODE: tl.constexpr, BATCH_STATS: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr,
-                   INPLACE: tl.constexpr, ACC: tl.constexpr, BLOCK_G: tl.constexpr):
+def _finish_kernel(
+    a_ptr,
+    w_ptr,
+    b_ptr,
+    stat1_ptr,
+    stat2_ptr,
+    part1_ptr,
+    part2_ptr,
+    out1_ptr,
+    out2_ptr,
+    coef_ptr,
+    G: tl.int64,
+    R: tl.int64,
+    C: tl.int64,
+    S: tl.int64,
+    chunks: tl.int64,
+    eps: tl.float64,
+    MODE: tl.constexpr,
+    BATCH_STATS: tl.constexpr,
+    HAS_W: tl.constexpr,
+    HAS_B: tl.constexpr,
+    INPLACE: tl.constexpr,
+    ACC: tl.constexpr,
+    BLOCK_G: tl.constexpr,
+):
     """Per group g: the chunk sums added in order, and the coefficients of _apply_kernel.
 
     STATS:  out = mean, biased var from the shifted sums; GIVEN: out = stat1, stat2 (running mean, var of
@@ -305,9 +455,25 @@ def _sums(mode, geo: Geometry, a, dy, w, b, mean, var, eps: float, slope: float,
     part1, part2 = torch.empty((2, geo.B * geo.C * geo.chunks), dtype=acc_torch, device=a.device)
     if geo.programs:
         with on_device(a):
-            _sums_kernel[(geo.programs,)](a, dy, w, b, mean, var, part1, part2, *geo.args(), eps, slope,
-                                          MODE=mode.value, HAS_W=w is not None, HAS_B=b is not None,
-                                          INPLACE=inplace and mode is FROM_Y, ACC=acc_tl, **geo.blocks())
+            _sums_kernel[(geo.programs,)](
+                a,
+                dy,
+                w,
+                b,
+                mean,
+                var,
+                part1,
+                part2,
+                *geo.args(),
+                eps,
+                slope,
+                MODE=mode.value,
+                HAS_W=w is not None,
+                HAS_B=b is not None,
+                INPLACE=inplace and mode is FROM_Y,
+                ACC=acc_tl,
+                **geo.blocks(),
+            )
     return part1, part2
 
 
@@ -316,14 +482,34 @@ def _finish(mode, geo: Geometry, a, w, b, stat1, stat2, part1, part2, eps: float
     acc_tl, acc_torch = _acc(a.dtype)
     groups = geo.B * geo.C
     out1, out2 = (torch.empty(groups, dtype=acc_torch, device=a.device) for _ in range(2))  # returned: no views
-    coef = torch.empty(groups * (FWD_COEFS if mode in (STATS, GIVEN) else BWD_COEFS), dtype=acc_torch,
-                       device=a.device)
+    coef = torch.empty(groups * (FWD_COEFS if mode in (STATS, GIVEN) else BWD_COEFS), dtype=acc_torch, device=a.device)
     if groups:
         with on_device(a):
             _finish_kernel[(triton.cdiv(groups, BLOCK_G),)](
-                a, w, b, stat1, stat2, part1, part2, out1, out2, coef, groups, geo.R, geo.C, geo.S, geo.chunks, eps,
-                MODE=mode.value, BATCH_STATS=batch_stats, HAS_W=w is not None, HAS_B=b is not None, INPLACE=inplace,
-                ACC=acc_tl, BLOCK_G=BLOCK_G)
+                a,
+                w,
+                b,
+                stat1,
+                stat2,
+                part1,
+                part2,
+                out1,
+                out2,
+                coef,
+                groups,
+                geo.R,
+                geo.C,
+                geo.S,
+                geo.chunks,
+                eps,
+                MODE=mode.value,
+                BATCH_STATS=batch_stats,
+                HAS_W=w is not None,
+                HAS_B=b is not None,
+                INPLACE=inplace,
+                ACC=acc_tl,
+                BLOCK_G=BLOCK_G,
+            )
     return out1, out2, coef
 
 
@@ -331,9 +517,18 @@ def _apply(mode, geo: Geometry, a, dy, coef, slope: float, batch_stats: bool = T
     out = torch.empty_like(a)
     if geo.programs:
         with on_device(a):
-            _apply_kernel[(geo.programs,)](a, dy, out, coef, *geo.args(), slope, MODE=mode.value,
-                                           BATCH_STATS=batch_stats or mode is STATS, ACC=_acc(a.dtype)[0],
-                                           **geo.blocks())
+            _apply_kernel[(geo.programs,)](
+                a,
+                dy,
+                out,
+                coef,
+                *geo.args(),
+                slope,
+                MODE=mode.value,
+                BATCH_STATS=batch_stats or mode is STATS,
+                ACC=_acc(a.dtype)[0],
+                **geo.blocks(),
+            )
     return out
 
 

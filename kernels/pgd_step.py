@@ -62,8 +62,21 @@ def _grad_inv(gpartial_ptr, s, tiles_per_sample, TILES: tl.constexpr):
 
 
 @triton.jit
-def _linf_kernel(x_ptr, g_ptr, x0_ptr, out_ptr, step_ptr, eps_ptr, lo: tl.float64, hi: tl.float64,
-                 per_sample: tl.int64, tiles_per_sample: tl.int64, ACC: tl.constexpr, TILE: tl.constexpr, BLOCK: tl.constexpr):
+def _linf_kernel(
+    x_ptr,
+    g_ptr,
+    x0_ptr,
+    out_ptr,
+    step_ptr,
+    eps_ptr,
+    lo: tl.float64,
+    hi: tl.float64,
+    per_sample: tl.int64,
+    tiles_per_sample: tl.int64,
+    ACC: tl.constexpr,
+    TILE: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     s, begin, end = _tile(per_sample, tiles_per_sample, TILE)
     step = tl.load(step_ptr + s)
     eps = tl.load(eps_ptr + s)
@@ -80,8 +93,15 @@ def _linf_kernel(x_ptr, g_ptr, x0_ptr, out_ptr, step_ptr, eps_ptr, lo: tl.float6
 
 
 @triton.jit
-def _grad_sumsq_kernel(g_ptr, partial_ptr, per_sample: tl.int64, tiles_per_sample: tl.int64, ACC: tl.constexpr, TILE: tl.constexpr,
-                       BLOCK: tl.constexpr):
+def _grad_sumsq_kernel(
+    g_ptr,
+    partial_ptr,
+    per_sample: tl.int64,
+    tiles_per_sample: tl.int64,
+    ACC: tl.constexpr,
+    TILE: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     _, begin, end = _tile(per_sample, tiles_per_sample, TILE)
     acc = tl.zeros([BLOCK], dtype=ACC)
     for k in range(0, TILE, BLOCK):
@@ -92,8 +112,20 @@ def _grad_sumsq_kernel(g_ptr, partial_ptr, per_sample: tl.int64, tiles_per_sampl
 
 
 @triton.jit
-def _delta_sumsq_kernel(x_ptr, g_ptr, x0_ptr, step_ptr, gpartial_ptr, partial_ptr, per_sample: tl.int64,
-                        tiles_per_sample: tl.int64, ACC: tl.constexpr, TILE: tl.constexpr, BLOCK: tl.constexpr, TILES: tl.constexpr):
+def _delta_sumsq_kernel(
+    x_ptr,
+    g_ptr,
+    x0_ptr,
+    step_ptr,
+    gpartial_ptr,
+    partial_ptr,
+    per_sample: tl.int64,
+    tiles_per_sample: tl.int64,
+    ACC: tl.constexpr,
+    TILE: tl.constexpr,
+    BLOCK: tl.constexpr,
+    TILES: tl.constexpr,
+):
     s, begin, end = _tile(per_sample, tiles_per_sample, TILE)
     step = tl.load(step_ptr + s)
     ginv = _grad_inv(gpartial_ptr, s, tiles_per_sample, TILES)
@@ -106,9 +138,24 @@ def _delta_sumsq_kernel(x_ptr, g_ptr, x0_ptr, step_ptr, gpartial_ptr, partial_pt
 
 
 @triton.jit
-def _l2_write_kernel(x_ptr, g_ptr, x0_ptr, out_ptr, step_ptr, eps_ptr, gpartial_ptr, dpartial_ptr, lo: tl.float64,
-                     hi: tl.float64, per_sample: tl.int64, tiles_per_sample: tl.int64, ACC: tl.constexpr, TILE: tl.constexpr,
-                     BLOCK: tl.constexpr, TILES: tl.constexpr):
+def _l2_write_kernel(
+    x_ptr,
+    g_ptr,
+    x0_ptr,
+    out_ptr,
+    step_ptr,
+    eps_ptr,
+    gpartial_ptr,
+    dpartial_ptr,
+    lo: tl.float64,
+    hi: tl.float64,
+    per_sample: tl.int64,
+    tiles_per_sample: tl.int64,
+    ACC: tl.constexpr,
+    TILE: tl.constexpr,
+    BLOCK: tl.constexpr,
+    TILES: tl.constexpr,
+):
     s, begin, end = _tile(per_sample, tiles_per_sample, TILE)
     step = tl.load(step_ptr + s)
     eps = tl.load(eps_ptr + s)
@@ -138,8 +185,17 @@ def _tile_size(samples: int, per_sample: int, device: torch.device) -> int:
     return tile
 
 
-def step(x_adv: torch.Tensor, grad: torch.Tensor, x_orig: torch.Tensor, step_size: torch.Tensor,
-         eps: torch.Tensor, norm: str, lo: float, hi: float, inplace: bool) -> torch.Tensor:
+def step(
+    x_adv: torch.Tensor,
+    grad: torch.Tensor,
+    x_orig: torch.Tensor,
+    step_size: torch.Tensor,
+    eps: torch.Tensor,
+    norm: str,
+    lo: float,
+    hi: float,
+    inplace: bool,
+) -> torch.Tensor:
     """One PGD step (norm "inf" or "2"; step_size, eps of shape (N,)): into a new tensor in the memory
     format x_adv suggests, or into x_adv when inplace. Returns the tensor written."""
     fmt = suggest_memory_format(x_adv)
@@ -164,8 +220,9 @@ def step(x_adv: torch.Tensor, grad: torch.Tensor, x_orig: torch.Tensor, step_siz
                 sizes["TILES"] = triton.next_power_of_2(tiles)
                 _grad_sumsq_kernel[grid](g, gpartial, per_sample, tiles, ACC=acc, TILE=tile, BLOCK=block)
                 _delta_sumsq_kernel[grid](x, g, x0, step_size, gpartial, dpartial, per_sample, tiles, **sizes)
-                _l2_write_kernel[grid](x, g, x0, out, step_size, eps, gpartial, dpartial, lo, hi, per_sample, tiles,
-                                       **sizes)
+                _l2_write_kernel[grid](
+                    x, g, x0, out, step_size, eps, gpartial, dpartial, lo, hi, per_sample, tiles, **sizes
+                )
     if inplace and out is not x_adv:
         x_adv.copy_(out)
     return out

@@ -47,8 +47,18 @@ def _exp(x, ACC: tl.constexpr):
 
 
 @triton.jit
-def _forward_kernel(mu_ptr, logvar_ptr, eps_ptr, z_ptr, kl_ptr, partial_ptr, n: tl.int64,
-                    REDUCE: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr):
+def _forward_kernel(
+    mu_ptr,
+    logvar_ptr,
+    eps_ptr,
+    z_ptr,
+    kl_ptr,
+    partial_ptr,
+    n: tl.int64,
+    REDUCE: tl.constexpr,
+    ACC: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     pid = tl.program_id(0).to(tl.int64)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
@@ -65,8 +75,20 @@ def _forward_kernel(mu_ptr, logvar_ptr, eps_ptr, z_ptr, kl_ptr, partial_ptr, n: 
 
 
 @triton.jit
-def _backward_kernel(gz_ptr, gkl_ptr, scale: tl.float64, mu_ptr, logvar_ptr, eps_ptr, dmu_ptr, dlogvar_ptr,
-                     n: tl.int64, REDUCED: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr):
+def _backward_kernel(
+    gz_ptr,
+    gkl_ptr,
+    scale: tl.float64,
+    mu_ptr,
+    logvar_ptr,
+    eps_ptr,
+    dmu_ptr,
+    dlogvar_ptr,
+    n: tl.int64,
+    REDUCED: tl.constexpr,
+    ACC: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     pid = tl.program_id(0).to(tl.int64)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
@@ -117,6 +139,18 @@ def backward(grad_z, grad_kl, mu, logvar, eps, scale: float):
     reduced = grad_kl.dim() == 0 and mu.dim() != 0
     if n:
         with on_device(mu):
-            _backward_kernel[(triton.cdiv(n, BLOCK),)](grad_z, grad_kl, scale, mu, logvar, eps, dmu, dlogvar, n,
-                                                       REDUCED=reduced, ACC=_acc(mu.dtype)[0], BLOCK=BLOCK)
+            _backward_kernel[(triton.cdiv(n, BLOCK),)](
+                grad_z,
+                grad_kl,
+                scale,
+                mu,
+                logvar,
+                eps,
+                dmu,
+                dlogvar,
+                n,
+                REDUCED=reduced,
+                ACC=_acc(mu.dtype)[0],
+                BLOCK=BLOCK,
+            )
     return dmu, dlogvar

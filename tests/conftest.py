@@ -42,8 +42,14 @@ def pytest_collection_modifyitems(config, items):
 
 def compiled_namespaces() -> list[str]:
     """The namespaces of dispatcher ops with kernels here: deepfast (deepfast._C), deepfast_triton."""
-    return [ns for ns, ok in (("deepfast", backends.extension is not None),
-                              ("deepfast_triton", backends.status()["triton"].available)) if ok]
+    return [
+        ns
+        for ns, ok in (
+            ("deepfast", backends.extension is not None),
+            ("deepfast_triton", backends.status()["triton"].available),
+        )
+        if ok
+    ]
 
 
 @pytest.fixture(params=BACKEND_DEVICES, ids=[f"{b}-{d}" for b, d in BACKEND_DEVICES])

@@ -19,8 +19,9 @@ def cases(name: str, short: int, long: int):
         yield i, random.Random(seed), torch.Generator().manual_seed(seed)
 
 
-def close(got: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype, what: str, atol: float = 0.0,
-          factor: float = 1.0) -> None:
+def close(
+    got: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype, what: str, atol: float = 0.0, factor: float = 1.0
+) -> None:
     """got (in dtype) against the float64 ref: |got - ref| <= factor * tol * (1 + max|ref|) + atol, NaN where
     ref is, the same infinities; tol by dtype (2e-4 for float32)."""
     tol = factor * {torch.float64: 1e-9, torch.float16: 1e-2, torch.bfloat16: 5e-2}.get(dtype, 2e-4)

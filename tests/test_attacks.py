@@ -98,7 +98,9 @@ def test_inside_ball_and_box(lenet, val, name, eps):
     else:
         assert delta.abs().max() <= eps + 1e-6
     # it moved something (FAB returns the images it found nothing for within eps, and those misclassified)
-    assert delta.abs().max() > 0 or (isinstance(attack, FAB) and bool(((attack.last_norms > eps) | (attack.last_norms == 0)).all()))
+    assert delta.abs().max() > 0 or (
+        isinstance(attack, FAB) and bool(((attack.last_norms > eps) | (attack.last_norms == 0)).all())
+    )
 
 
 @pytest.mark.parametrize("name", ATTACKS)
@@ -118,13 +120,23 @@ def test_attacks_lower_accuracy(lenet, val, name):
 def test_targeted_pgd_reaches_the_target(lenet, val, target):
     x, y = correct_subset(lenet, *val, 31)
     goal = (y + 3) % 10
-    spec = {"int": 7, "tensor": goal, "function": lambda images, labels: (labels + 3) % 10,
-            "least_likely": "least_likely", "random": "random"}[target]
+    spec = {
+        "int": 7,
+        "tensor": goal,
+        "function": lambda images, labels: (labels + 3) % 10,
+        "least_likely": "least_likely",
+        "random": "random",
+    }[target]
     adv = PGD(lenet, eps=0.3, alpha=0.03, steps=30, target=spec, seed=0)(x, y)
     with torch.no_grad():
         pred, clean = lenet(adv).argmax(1), lenet(x)
-    expected = {"int": torch.full_like(y, 7), "tensor": goal, "function": goal,
-                "least_likely": clean.argmin(1), "random": pred}[target]
+    expected = {
+        "int": torch.full_like(y, 7),
+        "tensor": goal,
+        "function": goal,
+        "least_likely": clean.argmin(1),
+        "random": pred,
+    }[target]
     assert (pred == expected).float().mean() >= 0.9
     if target == "random":
         assert (pred != y).all() and len(pred.unique()) > 2
@@ -142,8 +154,9 @@ def test_generate_class_from_noise_and_from_an_image(lenet, val):
         assert (lenet(six).argmax(1) == 6).all()
 
 
-@pytest.mark.parametrize("norm,eps,alpha,momentum", [("inf", 8 / 255, 2 / 255, 0.0), ("2", 0.5, 0.1, 0.0),
-                                                     ("inf", 8 / 255, 1 / 255, 1.0)])
+@pytest.mark.parametrize(
+    "norm,eps,alpha,momentum", [("inf", 8 / 255, 2 / 255, 0.0), ("2", 0.5, 0.1, 0.0), ("inf", 8 / 255, 1 / 255, 1.0)]
+)
 def test_pgd_matches_the_plain_torch_loop(lenet, val, norm, eps, alpha, momentum):
     x, y = val[0][:33], val[1][:33]
     cls = MIFGSM if momentum else functools.partial(PGD, random_start=False)
@@ -174,8 +187,9 @@ def test_restarts_keep_the_worst_case(lenet, val):
 def test_eot_with_identity_transforms_equals_pgd(lenet, val, random_start):
     x, y = val[0][:29], val[1][:29]
     pgd = PGD(lenet, 8 / 255, 2 / 255, steps=5, random_start=random_start, seed=3)(x, y)
-    eot = EOTPGD(lenet, 8 / 255, 2 / 255, steps=5, random_start=random_start, seed=3,
-                 transform=RandomTransform(), eot_samples=3)(x, y)
+    eot = EOTPGD(
+        lenet, 8 / 255, 2 / 255, steps=5, random_start=random_start, seed=3, transform=RandomTransform(), eot_samples=3
+    )(x, y)
     torch.testing.assert_close(eot, pgd, rtol=0, atol=1e-6)
 
 
@@ -284,8 +298,9 @@ def test_normalization_is_the_same_as_a_normalizing_first_layer(lenet, val):
 
     x, y = val[0][:19], val[1][:19]
     plain = PGD(Normalized(), 8 / 255, steps=4, seed=0)(x, y)
-    torch.testing.assert_close(PGD(lenet, 8 / 255, steps=4, seed=0, normalization=([mean], [std]))(x, y), plain,
-                               rtol=0, atol=0)
+    torch.testing.assert_close(
+        PGD(lenet, 8 / 255, steps=4, seed=0, normalization=([mean], [std]))(x, y), plain, rtol=0, atol=0
+    )
 
 
 def test_bad_input_names_the_argument(lenet, val):
@@ -340,9 +355,11 @@ def test_bad_input_names_the_argument(lenet, val):
 
 def test_model_returning_the_wrong_shape():
     x, y = torch.rand(3, 1, 4, 4), torch.tensor([0, 1, 0])
-    for model in (nn.Sequential(nn.Flatten(), nn.Linear(16, 2), nn.Flatten(0)),  # (N * 2,)
-                  nn.Sequential(nn.Flatten(), nn.Linear(16, 1)),  # one logit
-                  nn.Conv2d(1, 2, 1)):  # (N, 2, 4, 4)
+    for model in (
+        nn.Sequential(nn.Flatten(), nn.Linear(16, 2), nn.Flatten(0)),  # (N * 2,)
+        nn.Sequential(nn.Flatten(), nn.Linear(16, 1)),  # one logit
+        nn.Conv2d(1, 2, 1),
+    ):  # (N, 2, 4, 4)
         for attack in (PGD(model, steps=1), Square(model, queries=2)):
             with pytest.raises(ValueError, match="model must return logits"):
                 attack(x, y)

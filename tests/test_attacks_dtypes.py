@@ -13,8 +13,14 @@ from tests.test_attacks import ATTACKS, lenet, val  # noqa: F401 (fixtures)
 
 MODEL_DTYPES = {"float32": torch.float32, "float64": torch.float64, "bf16": torch.bfloat16, "fp16": torch.float16}
 # (model dtype, amp): low-precision weights, and float32 weights under each autocast.
-SETTINGS = [("float32", None), ("float64", None), ("bf16", None), ("fp16", None), ("float32", "bf16"),
-            ("float32", "fp16")]
+SETTINGS = [
+    ("float32", None),
+    ("float64", None),
+    ("bf16", None),
+    ("fp16", None),
+    ("float32", "bf16"),
+    ("float32", "fp16"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +34,10 @@ def with_amp(factory, model, eps, amp):
     return attack
 
 
-CASES = [(m, a, torch.float32) for m, a in SETTINGS] + [("bf16", None, torch.float64), ("float32", "bf16", torch.float64)]
+CASES = [(m, a, torch.float32) for m, a in SETTINGS] + [
+    ("bf16", None, torch.float64),
+    ("float32", "bf16", torch.float64),
+]
 
 
 @pytest.mark.parametrize("model_dtype,amp,images_dtype", CASES, ids=[f"{m}-amp{a}-{str(i)[6:]}" for m, a, i in CASES])

@@ -59,7 +59,9 @@ def test_boundary_step_is_the_smallest_step_onto_the_hyperplane_in_the_box(norm)
     torch.testing.assert_close(q[-2], (w[-2] > 0).double() + (w[-2] == 0) * p[-2])  # the corner
     size = step.abs().amax(1) if norm == "inf" else step.norm(dim=1)
     for _ in range(20):  # no other step onto the hyperplane in the box is smaller: scaled random ones
-        other = torch.rand(m, d, generator=g, dtype=torch.float64) * torch.where(w * (b - (w * p).sum(1))[:, None] > 0, 1 - p, -p)
+        other = torch.rand(m, d, generator=g, dtype=torch.float64) * torch.where(
+            w * (b - (w * p).sum(1))[:, None] > 0, 1 - p, -p
+        )
         scale = ((b - (w * p).sum(1)) / (w * other).sum(1))[:, None]
         ok = ((scale >= 0) & (scale <= 1)).squeeze(1)  # the scaled step stays in the box
         other = other * scale
@@ -105,8 +107,13 @@ def test_fab_t_and_targeted_fab(lenet, val):
         assert (lenet(reached).argmax(1) == target).float().mean() > 0.8
     with pytest.raises(ValueError, match="targets .* or target"):
         FAB(lenet, targets=3, target=1)
-    for kwargs, name in (({"steps": 0}, "steps"), ({"norm": "1"}, "norm"), ({"beta": 0.0}, "beta"),
-                         ({"alpha_max": 2.0}, "alpha_max"), ({"targets": 0}, "targets")):
+    for kwargs, name in (
+        ({"steps": 0}, "steps"),
+        ({"norm": "1"}, "norm"),
+        ({"beta": 0.0}, "beta"),
+        ({"alpha_max": 2.0}, "alpha_max"),
+        ({"targets": 0}, "targets"),
+    ):
         with pytest.raises(ValueError, match=name):
             FAB(lenet, **kwargs)
 

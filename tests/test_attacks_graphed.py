@@ -42,8 +42,17 @@ def test_static_run_equals_the_eager_loop(norm, momentum, early_stop, targeted):
         y = model(x).argmax(1)
     goal = (y + 1) % 10 if targeted else y
     eps, alpha = (0.1, 0.02) if norm == "inf" else (1.0, 0.2)
-    attack = PGD(model, eps, alpha, steps=8, random_start=False, norm=norm, momentum=momentum,
-                 early_stop=early_stop, target=goal if targeted else None)
+    attack = PGD(
+        model,
+        eps,
+        alpha,
+        steps=8,
+        random_start=False,
+        norm=norm,
+        momentum=momentum,
+        early_stop=early_stop,
+        target=goal if targeted else None,
+    )
     expected = attack(x, y)
     with torch.no_grad():
         fooled = attack.succeeded(model(expected), goal, targeted)
@@ -95,9 +104,16 @@ def test_cuda_graph_refused_where_it_cannot_work(lenet, val):
 
 def small_cnn(dtype: torch.dtype) -> nn.Module:
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                          nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                          nn.Flatten(), nn.Linear(16, 10))
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 10),
+    )
     with torch.no_grad():  # BatchNorm statistics of some data, then eval mode
         model(torch.rand(64, 3, 15, 15))
     return model.to("cuda", dtype).eval()
@@ -116,9 +132,16 @@ def cuda_batch(model: nn.Module, n: int) -> tuple[torch.Tensor, torch.Tensor]:
 def test_cuda_graph_equals_eager(norm, early_stop):
     model = small_cnn(torch.float64)  # float64: the eager loop's smaller batches round the same
     x, y = cuda_batch(model, 37)
-    settings = dict(eps=0.05 if norm == "inf" else 0.5, alpha=0.01 if norm == "inf" else 0.1, steps=6,
-                    random_start=False, norm=norm, early_stop=early_stop, momentum=0.5,
-                    normalization=([0.5, 0.4, 0.3], [0.2, 0.25, 0.3]))
+    settings = dict(
+        eps=0.05 if norm == "inf" else 0.5,
+        alpha=0.01 if norm == "inf" else 0.1,
+        steps=6,
+        random_start=False,
+        norm=norm,
+        early_stop=early_stop,
+        momentum=0.5,
+        normalization=([0.5, 0.4, 0.3], [0.2, 0.25, 0.3]),
+    )
     expected = PGD(model, **settings)(x, y)
     attack = PGD(model, cuda_graph=True, **settings)
     torch.testing.assert_close(attack(x, y), expected, rtol=0, atol=1e-10)

@@ -11,8 +11,11 @@ import torch
 from deepfast.attacks import APGD, FAB, FGSM, MIFGSM, PGD, AutoAttack
 from tests.test_attacks import correct_subset, lenet, val  # noqa: F401 (fixtures)
 
-torchattacks = pytest.importorskip("torchattacks", reason="torchattacks (a test-only oracle) is not installed; "
-                                                          "`make test` installs it (pip install --no-deps torchattacks)")
+torchattacks = pytest.importorskip(
+    "torchattacks",
+    reason="torchattacks (a test-only oracle) is not installed; "
+    "`make test` installs it (pip install --no-deps torchattacks)",
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -28,10 +31,14 @@ def test_fgsm_pgd_and_mifgsm_give_torchattacks_examples(lenet, val):
     x, y = val[0][:48], val[1][:48]
     pairs = [
         (FGSM(lenet, 8 / 255, early_stop=False), torchattacks.FGSM(lenet, eps=8 / 255)),
-        (PGD(lenet, 8 / 255, 2 / 255, 10, random_start=False, early_stop=False),
-         torchattacks.PGD(lenet, eps=8 / 255, alpha=2 / 255, steps=10, random_start=False)),
-        (MIFGSM(lenet, 8 / 255, 1 / 255, 10, early_stop=False),
-         torchattacks.MIFGSM(lenet, eps=8 / 255, alpha=1 / 255, steps=10, decay=1.0)),
+        (
+            PGD(lenet, 8 / 255, 2 / 255, 10, random_start=False, early_stop=False),
+            torchattacks.PGD(lenet, eps=8 / 255, alpha=2 / 255, steps=10, random_start=False),
+        ),
+        (
+            MIFGSM(lenet, 8 / 255, 1 / 255, 10, early_stop=False),
+            torchattacks.MIFGSM(lenet, eps=8 / 255, alpha=1 / 255, steps=10, decay=1.0),
+        ),
     ]
     for ours, theirs in pairs:
         adv = ours(x, y)
@@ -74,8 +81,14 @@ def test_fab_finds_torchattacks_minimal_norms(lenet, val, norm, targets):
     x, y = correct_subset(lenet, *val, 48)
     ours = FAB(lenet, 100.0, steps=5, norm=norm, targets=targets, early_stop=False)
     adv = ours(x, y)
-    theirs = torchattacks.FAB(lenet, norm=TORCHATTACKS_NORM[norm], eps=100.0, steps=5,
-                              multi_targeted=targets is not None, n_classes=(targets or 9) + 1)(x, y)
+    theirs = torchattacks.FAB(
+        lenet,
+        norm=TORCHATTACKS_NORM[norm],
+        eps=100.0,
+        steps=5,
+        multi_targeted=targets is not None,
+        n_classes=(targets or 9) + 1,
+    )(x, y)
     found = fooled(lenet, theirs, y)
     assert torch.equal(fooled(lenet, adv, y), found) and 0 < found.sum()
     d = (theirs - x).flatten(1)
@@ -109,8 +122,9 @@ def mlp():
 @pytest.mark.parametrize("norm,eps", [("inf", 8 / 255), ("2", 0.5)])
 def test_autoattack_is_at_least_as_strong_as_torchattacks_autoattack(mlp, norm, eps):
     model, x, y = mlp
-    theirs = torchattacks.AutoAttack(model, norm=TORCHATTACKS_NORM[norm], eps=eps, version="standard",
-                                     n_classes=10, seed=0)(x, y)
+    theirs = torchattacks.AutoAttack(
+        model, norm=TORCHATTACKS_NORM[norm], eps=eps, version="standard", n_classes=10, seed=0
+    )(x, y)
     their_fooled = fooled(model, theirs, y)
     adv = AutoAttack(model, eps, norm=norm)(x, y)
     ours_fooled = fooled(model, adv, y)

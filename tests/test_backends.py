@@ -56,15 +56,17 @@ def test_backend_on_wrong_device_is_an_error():
 
 
 def run_python(code: str, **env) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**os.environ, **env}, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **env}, timeout=120
+    )
 
 
 def test_environment_variable_forces_backend():
     code = "import torch, deepfast; print(deepfast.backends.select(torch.device('cpu')))"
     assert run_python(code, DEEPFAST_BACKEND="torch").stdout.strip() == "torch"
-    bad = run_python("import torch, deepfast; deepfast.reparameterize_kl(torch.zeros(2), torch.zeros(2))",
-                     DEEPFAST_BACKEND="fortran")
+    bad = run_python(
+        "import torch, deepfast; deepfast.reparameterize_kl(torch.zeros(2), torch.zeros(2))", DEEPFAST_BACKEND="fortran"
+    )
     assert bad.returncode != 0 and "DEEPFAST_BACKEND must be one of" in bad.stderr
 
 

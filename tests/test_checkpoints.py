@@ -28,8 +28,18 @@ VAE = {"latent_dim": 4, "width": 8}
 
 
 def run_config(model: str, out: Path, **kw) -> TrainConfig:
-    fields = dict(model=model, data="tiny", out=str(out), batch_size=8, epochs=1, max_batches=2, progress=False,
-                  sample_every=0, device="cpu", options=dict(VAE) if model == "vae" else {"width": 8})
+    fields = dict(
+        model=model,
+        data="tiny",
+        out=str(out),
+        batch_size=8,
+        epochs=1,
+        max_batches=2,
+        progress=False,
+        sample_every=0,
+        device="cpu",
+        options=dict(VAE) if model == "vae" else {"width": 8},
+    )
     return TrainConfig(**{**fields, **kw})
 
 
@@ -87,17 +97,29 @@ def loaders(tmp_path: Path, runs: dict, capsys) -> dict:
     return {
         "load_checkpoint": ("vae", lambda p: refused(lambda: load_checkpoint(p))),
         "load_trainer": ("vae", lambda p: refused(lambda: load_trainer(str(p)))),
-        "Trainer.fit(resume=True)": ("vae", lambda p: refused(
-            lambda: make_trainer(run_config("vae", folder(p), epochs=2)).fit(resume=True))),
-        "train(resume=True)": ("vae", lambda p: refused(
-            lambda: train(run_config("vae", folder(p), epochs=2), resume=True))),
-        "deepfast train --resume": ("vae", lambda p: command(
-            ["train", "vae", "--out", folder(p), "--resume", "--epochs", "2", "--no-progress"])),
+        "Trainer.fit(resume=True)": (
+            "vae",
+            lambda p: refused(lambda: make_trainer(run_config("vae", folder(p), epochs=2)).fit(resume=True)),
+        ),
+        "train(resume=True)": (
+            "vae",
+            lambda p: refused(lambda: train(run_config("vae", folder(p), epochs=2), resume=True)),
+        ),
+        "deepfast train --resume": (
+            "vae",
+            lambda p: command(["train", "vae", "--out", folder(p), "--resume", "--epochs", "2", "--no-progress"]),
+        ),
         "deepfast sample": ("vae", lambda p: command(["sample", "--ckpt", str(p), "--out", str(tmp_path / "s.png")])),
-        "deepfast attack": ("classifier", lambda p: command(
-            ["attack", "--ckpt", str(p), "--n", "4", "--no-progress", "--out", str(tmp_path / "a.png")])),
-        "deepfast detect": ("classifier", lambda p: command(
-            ["detect", "--ckpt", str(p), "--n", "4", "--n-train", "4", "--steps", "1"])),
+        "deepfast attack": (
+            "classifier",
+            lambda p: command(
+                ["attack", "--ckpt", str(p), "--n", "4", "--no-progress", "--out", str(tmp_path / "a.png")]
+            ),
+        ),
+        "deepfast detect": (
+            "classifier",
+            lambda p: command(["detect", "--ckpt", str(p), "--n", "4", "--n-train", "4", "--steps", "1"]),
+        ),
     }
 
 
@@ -113,8 +135,12 @@ def test_no_loader_runs_a_malicious_checkpoint(tmp_path, runs, capsys, format_1)
     # the demo reuses finished runs: it refuses this one, says so and trains the run again
     out = tmp_path / "demo_run"
     plant(runs["vae"], out / "last.pt", mark, format_1)
-    trainer = trained(out, progress=False, device="cpu", **{k: v for k, v in run_config("vae", out).to_dict().items()
-                                                             if k not in ("out", "progress", "device")})
+    trainer = trained(
+        out,
+        progress=False,
+        device="cpu",
+        **{k: v for k, v in run_config("vae", out).to_dict().items() if k not in ("out", "progress", "device")},
+    )
     assert not mark.exists(), "the demo ran the payload"
     assert "--trust-checkpoint" in capsys.readouterr().out
     assert load_checkpoint(out / "last.pt")["epoch"] == 1 and trainer.name == "vae"
@@ -162,8 +188,13 @@ def test_format_1_loads_and_resumes_with_trust(tmp_path, runs):
     ckpt["format"] = 1
     for rank in ckpt["ranks"]:
         keys = rank["rng"]["numpy"]
-        rank["rng"]["numpy"] = ("MT19937", keys["keys"].numpy().astype(np.uint32), keys["pos"], keys["has_gauss"],
-                                keys["cached_gaussian"])
+        rank["rng"]["numpy"] = (
+            "MT19937",
+            keys["keys"].numpy().astype(np.uint32),
+            keys["pos"],
+            keys["has_gauss"],
+            keys["cached_gaussian"],
+        )
     out.mkdir()
     torch.save(ckpt, out / "last.pt")
     with pytest.raises(CheckpointError, match=r"numpy.*--trust-checkpoint"):
@@ -219,12 +250,18 @@ def test_missing_keys_and_another_architecture_name_the_file(tmp_path, runs):
         load_trainer(str(path))
     wider = make_trainer(run_config("vae", tmp_path / "w", options={**VAE, "width": 16}))
     wider.setup(1)
-    path = resaved(runs["vae"], tmp_path / "arch" / "last.pt",
-                   lambda c: c["models"].update(vae=wider.models["vae"].state_dict()))
-    for load in (lambda: load_trainer(str(path)),
-                 lambda: make_trainer(run_config("vae", path.parent, epochs=2)).fit(resume=True)):
-        with pytest.raises(CheckpointError, match=r"arch/last.pt: the weights of model 'vae' do not fit the model its "
-                                                  r"settings build \(shapes differ: .* there, .* here"):
+    path = resaved(
+        runs["vae"], tmp_path / "arch" / "last.pt", lambda c: c["models"].update(vae=wider.models["vae"].state_dict())
+    )
+    for load in (
+        lambda: load_trainer(str(path)),
+        lambda: make_trainer(run_config("vae", path.parent, epochs=2)).fit(resume=True),
+    ):
+        with pytest.raises(
+            CheckpointError,
+            match=r"arch/last.pt: the weights of model 'vae' do not fit the model its "
+            r"settings build \(shapes differ: .* there, .* here",
+        ):
             load()
     path = resaved(runs["vae"], tmp_path / "opt" / "last.pt", lambda c: c["optimizers"]["vae"]["param_groups"].clear())
     with pytest.raises(CheckpointError, match=r"opt/last.pt: cannot load the state of optimizer 'vae'"):

@@ -21,8 +21,20 @@ def runs(tmp_path_factory):
     torch.set_num_threads(1)
     with registered(tiny=tiny_digits):
         for model, options in (("classifier", {}), ("vae", {"latent_dim": 4, "width": 8})):
-            make_trainer(TrainConfig(model=model, data="tiny", out=str(out / model), batch_size=8, epochs=8, lr=3e-3,
-                                     progress=False, sample_every=0, device="cpu", options=options)).fit()
+            make_trainer(
+                TrainConfig(
+                    model=model,
+                    data="tiny",
+                    out=str(out / model),
+                    batch_size=8,
+                    epochs=8,
+                    lr=3e-3,
+                    progress=False,
+                    sample_every=0,
+                    device="cpu",
+                    options=options,
+                )
+            ).fit()
     return out
 
 
@@ -34,8 +46,26 @@ def tiny_data():
 
 def test_attack_prints_the_table_and_writes_the_png(runs, tmp_path, capsys):
     png = tmp_path / "adv.png"
-    args = ["attack", "--ckpt", str(runs / "classifier" / "last.pt"), "--attack", "pgd", "--eps", "0,0.3",
-            "--steps", "5", "--n", "12", "--show", "5", "--out", str(png), "--no-progress", "--amp", "bf16"]
+    args = [
+        "attack",
+        "--ckpt",
+        str(runs / "classifier" / "last.pt"),
+        "--attack",
+        "pgd",
+        "--eps",
+        "0,0.3",
+        "--steps",
+        "5",
+        "--n",
+        "12",
+        "--show",
+        "5",
+        "--out",
+        str(png),
+        "--no-progress",
+        "--amp",
+        "bf16",
+    ]
     assert cli.main(args) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
@@ -77,8 +107,26 @@ def test_attack_errors_name_the_argument(runs, capsys):
 
 def test_detect_prints_the_auc_table(runs, capsys):
     ckpt = str(runs / "classifier" / "last.pt")
-    assert cli.main(["detect", "--ckpt", ckpt, "--eps", "0.2", "--steps", "3", "--c", "1", "--adaptive-loss",
-                     "softplus", "--hidden", "8"]) == 0
+    assert (
+        cli.main(
+            [
+                "detect",
+                "--ckpt",
+                ckpt,
+                "--eps",
+                "0.2",
+                "--steps",
+                "3",
+                "--c",
+                "1",
+                "--adaptive-loss",
+                "softplus",
+                "--hidden",
+                "8",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "ROC-AUC" in out and "PGD-3" in out and "adaptive PGD-3 softplus c=1" in out
     assert cli.main(["detect", "--ckpt", ckpt, "--layer", "nope"]) == 2

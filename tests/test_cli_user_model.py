@@ -71,8 +71,22 @@ def table_rows(out: str) -> dict[str, list[str]]:
 
 def test_attack_a_users_model_on_a_folder(user_files, tmp_path, capsys):
     weights, folder = user_files
-    common = ["--model", "tests.test_cli_user_model:small_model", "--weights", str(weights), "--data", f"folder:{folder}",
-              "--eps", "0,0.1", "--steps", "5", "--show", "4", "--out", str(tmp_path / "adv.png")]
+    common = [
+        "--model",
+        "tests.test_cli_user_model:small_model",
+        "--weights",
+        str(weights),
+        "--data",
+        f"folder:{folder}",
+        "--eps",
+        "0,0.1",
+        "--steps",
+        "5",
+        "--show",
+        "4",
+        "--out",
+        str(tmp_path / "adv.png"),
+    ]
     out = run_attack([*common, "--normalization", f"{MEAN},{STD}"], capsys)
     assert "tests.test_cli_user_model:small_model: pgd on folder:" in out and "80 samples" in out
     rows = table_rows(out)
@@ -89,15 +103,42 @@ def test_attack_a_users_model_on_a_folder(user_files, tmp_path, capsys):
         normalized, raw = ((model(t).argmax(1) == y).float().mean().item() for t in ((x - MEAN) / STD, x))
     assert rows["0"][1] == f"{100 * normalized:.1f}%" and normalized != raw
     assert table_rows(run_attack(common, capsys))["0"][1] == f"{100 * raw:.1f}%"
-    out = run_attack([*common, "--normalization", f"{MEAN},{STD}", "--attack", "autoattack", "--steps", "2", "--eps", "0.1"], capsys)
+    out = run_attack(
+        [*common, "--normalization", f"{MEAN},{STD}", "--attack", "autoattack", "--steps", "2", "--eps", "0.1"], capsys
+    )
     assert "after APGD" in out and "after APGDT" in out and "after FABT" in out and "after Square" in out
 
 
 def test_detect_a_users_model(user_files, capsys):
     weights, folder = user_files
-    assert cli.main(["detect", "--model", "tests.test_cli_user_model:small_model", "--weights", str(weights),
-                     "--normalization", f"{MEAN},{STD}", "--data", f"folder:{folder}", "--layer", "2",
-                     "--eps", "0.2", "--steps", "3", "--c", "1", "--adaptive-loss", "softplus", "--hidden", "8"]) == 0
+    assert (
+        cli.main(
+            [
+                "detect",
+                "--model",
+                "tests.test_cli_user_model:small_model",
+                "--weights",
+                str(weights),
+                "--normalization",
+                f"{MEAN},{STD}",
+                "--data",
+                f"folder:{folder}",
+                "--layer",
+                "2",
+                "--eps",
+                "0.2",
+                "--steps",
+                "3",
+                "--c",
+                "1",
+                "--adaptive-loss",
+                "softplus",
+                "--hidden",
+                "8",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "ROC-AUC" in out and "PGD-3" in out
 
@@ -117,7 +158,9 @@ def test_user_model_errors_name_the_flag(user_files, tmp_path, capsys):
     torch.save(small_model(), tmp_path / "pickled_module.pt")  # a whole module: unpickling it would run code
     assert "--weights" in error(*model, "--weights", str(tmp_path / "pickled_module.pt"), "--data", f"folder:{folder}")
     torch.save({"0.weight": torch.zeros(3, 3)}, tmp_path / "other.pt")
-    assert "does not fit --model" in error(*model, "--weights", str(tmp_path / "other.pt"), "--data", f"folder:{folder}")
+    assert "does not fit --model" in error(
+        *model, "--weights", str(tmp_path / "other.pt"), "--data", f"folder:{folder}"
+    )
     assert "--model takes package.module:factory" in error("--model", "nonsense", "--data", f"folder:{folder}")
     assert "cannot import" in error("--model", "no_such_package.mod:f", "--data", f"folder:{folder}")
     assert "--data: --model needs the images" in error(*model)
@@ -168,9 +211,24 @@ def test_two_processes_give_the_table_of_one(user_files, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     outs = {}
     for n in (1, 2):
-        run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
-                              str(script), str(tmp_path / f"out{n}.json"), str(weights), str(folder)],
-                             env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                f"--nproc_per_node={n}",
+                str(script),
+                str(tmp_path / f"out{n}.json"),
+                str(weights),
+                str(folder),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=ROOT,
+        )
         assert run.returncode == 0, run.stderr[-3000:]
         outs[n] = run.stdout
     import json
@@ -179,5 +237,5 @@ def test_two_processes_give_the_table_of_one(user_files, tmp_path):
     assert one == two  # every field, bit for bit (floats through JSON's repr)
     assert one["tensors"] == one["dataset"] == one["loader"]
     assert one["tensors"]["n"] == 80 and 0 < one["tensors"]["robust_accuracy"][1] < one["tensors"]["clean_accuracy"]
-    tables = [out[out.index("80 samples"):out.index("wrote")] for out in (outs[1], outs[2])]
+    tables = [out[out.index("80 samples") : out.index("wrote")] for out in (outs[1], outs[2])]
     assert "2 processes" in outs[2] and tables[0] == tables[1] and "after Square" in tables[0]

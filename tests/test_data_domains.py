@@ -83,7 +83,6 @@ def test_stain_bad_arguments():
         stain.region_positions("val", 32, 32)
 
 
-
 def test_tissue_fraction_and_skewed_domains():
     x = torch.ones(2, 3, 4, 4)
     x[0, :, :2] = 0.2  # half dark
@@ -94,7 +93,9 @@ def test_tissue_fraction_and_skewed_domains():
     assert len(train.a) > 50 and (fa >= lo_a).all()
     # B patches are chosen on the IHC image at the same places (the re-staining changes the darkness)
     ihc = train.a.image
-    fb = torch.stack([data.tissue_fraction(ihc[:, top : top + 32, left : left + 32]) for top, left in train.b.positions])
+    fb = torch.stack(
+        [data.tissue_fraction(ihc[:, top : top + 32, left : left + 32]) for top, left in train.b.positions]
+    )
     assert len(train.b) > 20 and (fb <= stain.SKEWED_TISSUE_B[1]).all()
     test = data.stain_domains_skewed("test", patch_size=32)
     assert (data.tissue_fraction(torch.stack([test[i][0] for i in range(len(test))])) >= lo_a).all()
@@ -105,6 +106,7 @@ def test_tissue_fraction_and_skewed_domains():
         data.stain_domains("train", patch_size=32, tissue_a=(0.6, 0.4))
     with pytest.raises(ValueError, match="no 32x32 patch"):
         data.stain_domains("train", patch_size=32, tissue_b=(0.3, 0.3001))
+
 
 # --- digits_m -----------------------------------------------------------------------------------
 

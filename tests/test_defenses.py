@@ -41,8 +41,17 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def config(out, options=None, **kw):
-    fields = dict(model="classifier", data="tiny", out=str(out), batch_size=16, epochs=2, progress=False,
-                  sample_every=0, device="cpu", options=options or {})
+    fields = dict(
+        model="classifier",
+        data="tiny",
+        out=str(out),
+        batch_size=16,
+        epochs=2,
+        progress=False,
+        sample_every=0,
+        device="cpu",
+        options=options or {},
+    )
     fields.update(kw)
     return TrainConfig(**fields)
 
@@ -107,14 +116,26 @@ def test_trades_pgd_raises_the_kl_within_the_ball():
     adv = TradesPGD(model, eps=0.1, steps=5, seed=0)(x, y)
     noise = (x + (torch.rand(x.shape) * 2 - 1) * 0.1).clamp(0, 1)
     with torch.no_grad():
-        kl = [trades_loss(model(x), model(a), y).item() - trades_loss(model(x), model(x), y).item() for a in (adv, noise)]
+        kl = [
+            trades_loss(model(x), model(a), y).item() - trades_loss(model(x), model(x), y).item() for a in (adv, noise)
+        ]
     assert (adv - x).abs().max() <= 0.1 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
     assert kl[0] > 2 * kl[1] > 0
 
 
 # ------------------------------------------------------------------------------ adversarial training
-@pytest.mark.parametrize("defense,attack", [("at", "pgd"), ("madry", "pgd"), ("alp", "pgd"), ("alp_mixed", "pgd"),
-                                            ("trades", "pgd"), ("at", "fgsm"), ("trades", "fgsm")])
+@pytest.mark.parametrize(
+    "defense,attack",
+    [
+        ("at", "pgd"),
+        ("madry", "pgd"),
+        ("alp", "pgd"),
+        ("alp_mixed", "pgd"),
+        ("trades", "pgd"),
+        ("at", "fgsm"),
+        ("trades", "fgsm"),
+    ],
+)
 def test_adversarial_training_runs_with_each_defense(tmp_path, defense, attack):
     result = make_trainer(config(tmp_path, {**ADV, "defense": defense, "adversarial": attack}, epochs=1)).fit()
     row = result.metrics[-1]
@@ -150,8 +171,10 @@ def test_training_attacks_take_every_step_and_the_held_out_one_stops_early(defen
     at = AdversarialTraining(defense, attack, eps=0.1, steps=4)
     train, held_out = at.make_attack(model), at.make_attack(model, evaluation=True)
     assert not train.early_stop and held_out.early_stop
-    expected = ("TradesPGD" if defense == "trades" else "FGSM" if attack == "fgsm" else "PGD",
-                "FGSM" if attack == "fgsm" else "PGD")
+    expected = (
+        "TradesPGD" if defense == "trades" else "FGSM" if attack == "fgsm" else "PGD",
+        "FGSM" if attack == "fgsm" else "PGD",
+    )
     assert (type(train).__name__, type(held_out).__name__) == expected
     if expected[0] != "FGSM":
         assert train.random_start  # Madry et al.'s random start (TRADES': a small random start)
@@ -255,14 +278,16 @@ def test_eps_warmup_resumes_exactly_after_a_mid_epoch_stop(tmp_path, monkeypatch
 
 
 def test_bad_adversarial_options_name_the_option(tmp_path):
-    for options, message in [({**ADV, "eps": -0.1}, "option eps must be finite and >= 0"),
-                             ({**ADV, "defense": "nope"}, "option defense must be one of at, madry"),
-                             ({**ADV, "adversarial": "square"}, "option adversarial must be one of pgd, fgsm"),
-                             ({**ADV, "adv_steps": 0}, "option adv_steps must be an int >= 1"),
-                             ({**ADV, "adv_lambda": -1.0}, "option adv_lambda must be finite and >= 0"),
-                             ({**ADV, "eps_warmup": -1.0}, "option eps_warmup must be finite and >= 0"),
-                             ({**ADV, "eps_warmup": math.inf}, "option eps_warmup must be finite and >= 0"),
-                             ({**ADV, "eps_warmup": math.nan}, "option eps_warmup must be finite and >= 0")]:
+    for options, message in [
+        ({**ADV, "eps": -0.1}, "option eps must be finite and >= 0"),
+        ({**ADV, "defense": "nope"}, "option defense must be one of at, madry"),
+        ({**ADV, "adversarial": "square"}, "option adversarial must be one of pgd, fgsm"),
+        ({**ADV, "adv_steps": 0}, "option adv_steps must be an int >= 1"),
+        ({**ADV, "adv_lambda": -1.0}, "option adv_lambda must be finite and >= 0"),
+        ({**ADV, "eps_warmup": -1.0}, "option eps_warmup must be finite and >= 0"),
+        ({**ADV, "eps_warmup": math.inf}, "option eps_warmup must be finite and >= 0"),
+        ({**ADV, "eps_warmup": math.nan}, "option eps_warmup must be finite and >= 0"),
+    ]:
         with pytest.raises(ValueError, match=message):
             make_trainer(config(tmp_path, options)).fit()
     with pytest.raises(ValueError, match="option eps_warmup must be a number \\(default 0.0\\), got 'ten'"):
@@ -273,14 +298,56 @@ def test_bad_adversarial_options_name_the_option(tmp_path):
 
 def test_cli_adversarial_flags_set_the_classifier_options(tmp_path, capsys):
     out = tmp_path / "at"
-    base = ["train", "classifier", "--data", "tiny", "--batch-size", "16", "--epochs", "1", "--out", str(out),
-            "--no-progress", "--sample-every", "0", "--device", "cpu"]
-    assert cli.main([*base, "--adversarial", "pgd", "--defense", "trades", "--eps", "0.1", "--adv-steps", "2",
-                     "--adv-alpha", "0.05", "--adv-lambda", "3", "--eps-warmup", "0.5"]) == 0
+    base = [
+        "train",
+        "classifier",
+        "--data",
+        "tiny",
+        "--batch-size",
+        "16",
+        "--epochs",
+        "1",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--sample-every",
+        "0",
+        "--device",
+        "cpu",
+    ]
+    assert (
+        cli.main(
+            [
+                *base,
+                "--adversarial",
+                "pgd",
+                "--defense",
+                "trades",
+                "--eps",
+                "0.1",
+                "--adv-steps",
+                "2",
+                "--adv-alpha",
+                "0.05",
+                "--adv-lambda",
+                "3",
+                "--eps-warmup",
+                "0.5",
+            ]
+        )
+        == 0
+    )
     options = json.loads((out / "config.json").read_text())["options"]
     flags = ("adversarial", "defense", "eps", "adv_steps", "adv_alpha", "adv_lambda", "eps_warmup")
-    assert {k: options[k] for k in flags} == {"adversarial": "pgd", "defense": "trades", "eps": 0.1, "adv_steps": 2,
-                                              "adv_alpha": 0.05, "adv_lambda": 3.0, "eps_warmup": 0.5}
+    assert {k: options[k] for k in flags} == {
+        "adversarial": "pgd",
+        "defense": "trades",
+        "eps": 0.1,
+        "adv_steps": 2,
+        "adv_alpha": 0.05,
+        "adv_lambda": 3.0,
+        "eps_warmup": 0.5,
+    }
     assert "val_adv_acc" in (out / "metrics.csv").read_text()
     assert cli.main([*base, "--eps", "0.1"]) == 2
     assert "--eps sets up adversarial training: give --adversarial pgd" in capsys.readouterr().err
@@ -308,7 +375,14 @@ def test_detector_separates_clean_from_pgd_and_the_adaptive_attack_lowers_its_lo
     pgd = PGD(model, eps=0.2, steps=10, early_stop=False, seed=0)
     detector = fit_detector(model, "classifier.3", x, pgd(x, y), hidden=16, epochs=200)
     assert detection_auc(detector, xv, pgd(xv, yv)) > 0.75
-    assert list(detector.state_dict()) == ["mean", "std", "head.0.weight", "head.0.bias", "head.2.weight", "head.2.bias"]
+    assert list(detector.state_dict()) == [
+        "mean",
+        "std",
+        "head.0.weight",
+        "head.0.bias",
+        "head.2.weight",
+        "head.2.bias",
+    ]
     adaptive = AdaptivePGD(model, detector, eps=0.2, steps=10, c=10.0, seed=0)
     adv_plain, adv_evasive = pgd(xv, yv), adaptive(xv, yv)
     with torch.no_grad():
@@ -320,10 +394,17 @@ def test_detector_separates_clean_from_pgd_and_the_adaptive_attack_lowers_its_lo
 def test_detection_report_and_errors(trained):
     model, train, test = trained
     report = detection_report(model, "classifier.1", train, test, 0.2, steps=3, c=(1.0,), hidden=0)
-    assert [r.attack for r in report.rows] == ["FGSM", "PGD-3", "adaptive PGD-3 softplus c=1", "adaptive PGD-3 logit c=1"]
+    assert [r.attack for r in report.rows] == [
+        "FGSM",
+        "PGD-3",
+        "adaptive PGD-3 softplus c=1",
+        "adaptive PGD-3 logit c=1",
+    ]
     assert report.rows[1].fooled > 0.5 and report.rows[1].auc > 0.5
     assert "ROC-AUC" in report.table() and "classifier.1" in report.table()
-    with pytest.raises(ValueError, match=r"layer 'classifier.9' is not a layer of the classifier; its layers: features"):
+    with pytest.raises(
+        ValueError, match=r"layer 'classifier.9' is not a layer of the classifier; its layers: features"
+    ):
         find_layer(model, "classifier.9")
     detector = ActivationDetector(model, "classifier.3", torch.zeros(84), torch.ones(84), hidden=0)
     with pytest.raises(ValueError, match="detector must be an ActivationDetector on this model"):

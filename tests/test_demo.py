@@ -62,8 +62,9 @@ def test_a_failing_section_is_reported_not_fatal(tmp_path, monkeypatch):
 
 def test_the_run_uses_the_threads_asked_for_and_restores_them(tmp_path, monkeypatch):
     seen = []
-    monkeypatch.setattr("deepfast.demo.run.SECTIONS", [("Threads", lambda demo, section: seen.append(
-        torch.get_num_threads()))])
+    monkeypatch.setattr(
+        "deepfast.demo.run.SECTIONS", [("Threads", lambda demo, section: seen.append(torch.get_num_threads()))]
+    )
     before = torch.get_num_threads()
     run_demo(tmp_path, smoke=True, progress=False, threads=1)
     results = json.loads((tmp_path / "results.json").read_text())

@@ -133,7 +133,8 @@ def test_vae_loss_matches_its_formula_or_names_the_argument():
         shape = (rng.randint(1, 4), rng.randint(1, 3), rng.randint(1, 4))
         reconstruction, beta = rng.choice(["bce", "mse"]), rng.choice([0.0, 1.0, 4.0])
         recon = (torch.rand(*shape, generator=g, dtype=torch.float64) * 0.98 + 0.01).to(
-            rng.choice([torch.float32, torch.float64, torch.bfloat16, torch.float16]))
+            rng.choice([torch.float32, torch.float64, torch.bfloat16, torch.float16])
+        )
         x = torch.rand(*shape, generator=g).to(rng.choice([torch.float32, torch.float64]))
         kl = torch.tensor(rng.uniform(0, 5))
         fault = rng.choice([None, None, "recon range", "x range", "nan", "shape", "kl shape", "int"])
@@ -154,14 +155,19 @@ def test_vae_loss_matches_its_formula_or_names_the_argument():
             got = loss(recon, x, kl)
         except (ValueError, TypeError) as err:
             assert fault is not None and not (fault in ("recon range", "x range", "nan") and reconstruction == "mse"), (
-                f"case {i}: refused a valid input: {err}")
+                f"case {i}: refused a valid input: {err}"
+            )
             named(err, "recon", "x", "kl")
             continue
         assert fault is None or (reconstruction == "mse" and fault in ("recon range", "x range", "nan")), (
-            f"case {i}: {fault} accepted")
+            f"case {i}: {fault} accepted"
+        )
         r, t = recon.double(), x.double()
-        per = -(t * r.log().clamp_min(-100) + (1 - t) * (1 - r).log().clamp_min(-100)) if reconstruction == "bce" \
+        per = (
+            -(t * r.log().clamp_min(-100) + (1 - t) * (1 - r).log().clamp_min(-100))
+            if reconstruction == "bce"
             else (r - t).square()
+        )
         want = per.sum() / shape[0] + beta * kl.double()
         close(got, want.float(), torch.float32, f"case {i}: {reconstruction} {fault}")
 
@@ -172,13 +178,19 @@ def test_cycle_loss_matches_its_formula():
         shape_a = (rng.randint(1, 3), rng.randint(1, 3), rng.randint(1, 5), rng.randint(1, 5))
         shape_b = (shape_a[0], rng.randint(1, 3), rng.randint(1, 5), rng.randint(1, 5))
         la, lb, li = rng.uniform(0, 20), rng.uniform(0, 20), rng.choice([0.0, 0.5])
-        t = {k: sprinkle(rng, g, shape_a if k in ("real_a", "rec_a", "idt_b") else shape_b, dtype, specials=())
-             for k in ("real_a", "real_b", "rec_a", "rec_b", "idt_a", "idt_b")}
+        t = {
+            k: sprinkle(rng, g, shape_a if k in ("real_a", "rec_a", "idt_b") else shape_b, dtype, specials=())
+            for k in ("real_a", "real_b", "rec_a", "rec_b", "idt_a", "idt_b")
+        }
         got = CycleConsistencyLoss(la, lb, li)(**t)
         d = {k: v.double() for k, v in t.items()}
         want = la * (d["rec_a"] - d["real_a"]).abs().mean() + lb * (d["rec_b"] - d["real_b"]).abs().mean()
         if li > 0:
-            want = want + lb * li * (d["idt_a"] - d["real_b"]).abs().mean() + la * li * (d["idt_b"] - d["real_a"]).abs().mean()
+            want = (
+                want
+                + lb * li * (d["idt_a"] - d["real_b"]).abs().mean()
+                + la * li * (d["idt_b"] - d["real_a"]).abs().mean()
+            )
         close(got, want, dtype, f"case {i}: {shape_a} {shape_b} {dtype}")
 
 
@@ -207,19 +219,37 @@ class Tiny(nn.Module):
 
 
 ATTACKS = {
-    "fgsm": lambda m, e: FGSM(m, e), "pgd": lambda m, e: PGD(m, e, steps=2, seed=0),
-    "pgd-l2": lambda m, e: PGD(m, e, steps=2, norm="2", seed=0), "bim": lambda m, e: BIM(m, e, steps=2),
-    "mifgsm": lambda m, e: MIFGSM(m, e, steps=2), "apgd": lambda m, e: APGD(m, e, steps=2, seed=0),
-    "apgd-dlr": lambda m, e: APGDDLR(m, e, steps=2, seed=0), "square": lambda m, e: Square(m, e, queries=3, seed=0),
+    "fgsm": lambda m, e: FGSM(m, e),
+    "pgd": lambda m, e: PGD(m, e, steps=2, seed=0),
+    "pgd-l2": lambda m, e: PGD(m, e, steps=2, norm="2", seed=0),
+    "bim": lambda m, e: BIM(m, e, steps=2),
+    "mifgsm": lambda m, e: MIFGSM(m, e, steps=2),
+    "apgd": lambda m, e: APGD(m, e, steps=2, seed=0),
+    "apgd-dlr": lambda m, e: APGDDLR(m, e, steps=2, seed=0),
+    "square": lambda m, e: Square(m, e, queries=3, seed=0),
     "eot": lambda m, e: EOTPGD(m, e, steps=2, eot_samples=2, seed=0),
 }
 FAULTS = {  # fault -> words one of which the error must contain
-    None: (), "labels float": ("labels",), "labels bool": ("labels",), "labels shape": ("labels",),
-    "labels high": ("labels",), "labels negative": ("labels",), "labels none": ("labels",),
-    "images above 1": ("images",), "images below 0": ("images",), "images nan": ("images",),
-    "images inf": ("images",), "images int": ("images",), "images 1d": ("images",), "images empty": ("images",),
-    "images grad": ("images",), "nan logits": ("logits",), "inf logits": ("logits",), "flat logits": ("logits",),
-    "one logit": ("logits",), "int logits": ("logits",),
+    None: (),
+    "labels float": ("labels",),
+    "labels bool": ("labels",),
+    "labels shape": ("labels",),
+    "labels high": ("labels",),
+    "labels negative": ("labels",),
+    "labels none": ("labels",),
+    "images above 1": ("images",),
+    "images below 0": ("images",),
+    "images nan": ("images",),
+    "images inf": ("images",),
+    "images int": ("images",),
+    "images 1d": ("images",),
+    "images empty": ("images",),
+    "images grad": ("images",),
+    "nan logits": ("logits",),
+    "inf logits": ("logits",),
+    "flat logits": ("logits",),
+    "one logit": ("logits",),
+    "int logits": ("logits",),
 }
 
 
@@ -244,8 +274,12 @@ def test_attacks_check_their_input():
         elif fault and fault.startswith("images "):
             value = {"images above 1": 1.5, "images below 0": -0.25, "images nan": math.nan, "images inf": math.inf}
             if fault in value:
-                images = images.clone().view(-1).index_fill_(0, torch.tensor([rng.randrange(16 * n)]),
-                                                             value[fault]).view(n, 1, 4, 4)
+                images = (
+                    images.clone()
+                    .view(-1)
+                    .index_fill_(0, torch.tensor([rng.randrange(16 * n)]), value[fault])
+                    .view(n, 1, 4, 4)
+                )
             elif fault == "images int":
                 images = (images * 255).to(torch.uint8)
             elif fault == "images 1d":

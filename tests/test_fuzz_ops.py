@@ -76,8 +76,15 @@ def shape_of(rng: random.Random, dims: int, empty: float = 0.08) -> tuple[int, .
     return tuple(sizes)
 
 
-def values(rng: random.Random, g: torch.Generator, shape, dtype, special: float = 0.3, scale: float | None = None,
-           huge: float = 1e30):
+def values(
+    rng: random.Random,
+    g: torch.Generator,
+    shape,
+    dtype,
+    special: float = 0.3,
+    scale: float | None = None,
+    huge: float = 1e30,
+):
     """Normal values at a random scale, some entries special (see specials) with probability ``special``."""
     x = torch.randn(shape, generator=g, dtype=torch.float64) * (10 ** rng.uniform(-2, 2) if scale is None else scale)
     if x.numel() and rng.random() < special:
@@ -118,11 +125,13 @@ def agree(what: str, outcomes: dict, names: tuple[str, ...]):
     """Every backend succeeded, or every one refused naming one of ``names``; returns the successes."""
     kinds = {kind for kind, _ in outcomes.values()}
     assert len(kinds) == 1, f"{what}: the backends disagree: " + ", ".join(
-        f"{b}: {kind} {getattr(r, 'args', '')!s:.120}" for b, (kind, r) in outcomes.items())
+        f"{b}: {kind} {getattr(r, 'args', '')!s:.120}" for b, (kind, r) in outcomes.items()
+    )
     if kinds == {"error"}:
         for backend, (_, err) in outcomes.items():
-            assert isinstance(err, (ValueError, TypeError)) or str(err).startswith("deepfast:"), \
+            assert isinstance(err, (ValueError, TypeError)) or str(err).startswith("deepfast:"), (
                 f"{what} on {backend}: {type(err).__name__}: {err}"
+            )
             assert any(n in str(err) for n in names), f"{what} on {backend}: names none of {names}: {err}"
         return {}
     return {b: r for b, (_, r) in outcomes.items()}
@@ -145,8 +154,19 @@ def fresh(t, copy: bool):
     return u.requires_grad_(t.requires_grad)
 
 
-def check(what: str, i: int, dtype, call, leaves: list, grad_outs, names: tuple[str, ...], written=(), atol=0.0,
-          factor=1.0, out_atol=()):
+def check(
+    what: str,
+    i: int,
+    dtype,
+    call,
+    leaves: list,
+    grad_outs,
+    names: tuple[str, ...],
+    written=(),
+    atol=0.0,
+    factor=1.0,
+    out_atol=(),
+):
     """call(leaves) -> outputs on every backend of case i, against the float64 reference: the torch
     backend on float64 copies of the leaves. Outputs and the gradients of the floating leaves that
     require grad (grad_outs: one per output) are compared (atol: an absolute error allowed besides the
@@ -157,18 +177,20 @@ def check(what: str, i: int, dtype, call, leaves: list, grad_outs, names: tuple[
         mine = [fresh(t, k in written) for k, t in enumerate(leaves)]
         kind, result = run(backend, call, mine)
         if kind == "ok":
-            result = (result, grads_of(result, [t for t in mine if isinstance(t, torch.Tensor) and t.requires_grad],
-                                       grad_outs))
+            result = (
+                result,
+                grads_of(result, [t for t in mine if isinstance(t, torch.Tensor) and t.requires_grad], grad_outs),
+            )
         outcomes[backend] = (kind, result)
     results = agree(what, outcomes, names)
     if not results:
         return
-    ref64 = [t.detach().double().requires_grad_(t.requires_grad) if isinstance(t, torch.Tensor) else t
-             for t in leaves]
+    ref64 = [t.detach().double().requires_grad_(t.requires_grad) if isinstance(t, torch.Tensor) else t for t in leaves]
     with deepfast.use_backend("torch"):
         want = call(ref64)
-    want_grads = grads_of(want, [t for t in ref64 if isinstance(t, torch.Tensor) and t.requires_grad],
-                          [g.double() for g in grad_outs])
+    want_grads = grads_of(
+        want, [t for t in ref64 if isinstance(t, torch.Tensor) and t.requires_grad], [g.double() for g in grad_outs]
+    )
     want = [want] if isinstance(want, torch.Tensor) else list(want)
     for backend, (got, got_grads) in results.items():
         got = [got] if isinstance(got, torch.Tensor) else list(got)
@@ -187,7 +209,9 @@ def check(what: str, i: int, dtype, call, leaves: list, grad_outs, names: tuple[
 
 
 def test_reparameterize_kl():
-    for i, rng, g in cases("ops-reparam_kl", SHORT, LONG):  # the seed of the cases `make fuzz` checked (the op's old name)
+    for i, rng, g in cases(
+        "ops-reparam_kl", SHORT, LONG
+    ):  # the seed of the cases `make fuzz` checked (the op's old name)
         dtype = rng.choice(DTYPES)
         shape = shape_of(rng, rng.randint(1, 3))
         mu = laid_out(rng, values(rng, g, shape, dtype))
@@ -208,11 +232,20 @@ def test_reparameterize_kl():
         mu.requires_grad_(rng.random() < 0.8)
         logvar.requires_grad_(rng.random() < 0.8)
         kl_shape = mu.shape if reduction == "none" else ()
-        grad_outs = [values(rng, g, mu.shape, dtype, special=0.0, scale=1.0),
-                     values(rng, g, kl_shape, dtype, special=0.0, scale=1.0)]
+        grad_outs = [
+            values(rng, g, mu.shape, dtype, special=0.0, scale=1.0),
+            values(rng, g, kl_shape, dtype, special=0.0, scale=1.0),
+        ]
         what = f"case {i}: reparameterize_kl {dtype} {tuple(mu.shape)} {reduction}"
-        check(what, i, dtype, lambda t: reparameterize_kl(t[0], t[1], t[2], reduction=t[3]),
-              [mu, logvar, eps, reduction], grad_outs, ("mu", "logvar", "eps", "reduction"))
+        check(
+            what,
+            i,
+            dtype,
+            lambda t: reparameterize_kl(t[0], t[1], t[2], reduction=t[3]),
+            [mu, logvar, eps, reduction],
+            grad_outs,
+            ("mu", "logvar", "eps", "reduction"),
+        )
 
 
 def test_cycle_l1():
@@ -240,8 +273,15 @@ def test_cycle_l1():
         orig.requires_grad_(rng.random() < 0.5)
         grad_outs = [values(rng, g, (), dtype, special=0.0, scale=1.0)]
         what = f"case {i}: cycle_l1 {dtype} {tuple(rec.shape)} weight={weight} {reduction}"
-        check(what, i, dtype, lambda t: cycle_l1(t[0], t[1], weight=t[2], reduction=t[3]),
-              [rec, orig, weight, reduction], grad_outs, ("reconstructed", "original", "weight", "reduction"))
+        check(
+            what,
+            i,
+            dtype,
+            lambda t: cycle_l1(t[0], t[1], weight=t[2], reduction=t[3]),
+            [rec, orig, weight, reduction],
+            grad_outs,
+            ("reconstructed", "original", "weight", "reduction"),
+        )
 
 
 @pytest.mark.parametrize("kind", ["batch", "instance"])
@@ -257,8 +297,15 @@ def test_norm_leaky_relu(kind):
         # huge values up to 1e6 (float32 sums, the torch backend's and a GPU's, lose what is below the ulp of
         # the partial sum); in-place mode recovers z from y: y must be finite and, in half types,
         # |weight| >= 0.5 (see the docs)
-        x = values(rng, g, shape, dtype, special=0.0 if inplace else 0.2,
-                   scale=10 ** rng.uniform(-2, 2 if inplace else 5), huge=1e6)
+        x = values(
+            rng,
+            g,
+            shape,
+            dtype,
+            special=0.0 if inplace else 0.2,
+            scale=10 ** rng.uniform(-2, 2 if inplace else 5),
+            huge=1e6,
+        )
         if x.numel() > 0 and rng.random() < 0.15:  # a channel of one value: xhat is 0 up to rounding
             x[:, 0] = x.view(-1)[0] if x.view(-1)[0].isfinite() else 1.0
         x = laid_out(rng, x, expand=False)  # (an expanded x has constant channels: those are made above)
@@ -274,8 +321,9 @@ def test_norm_leaky_relu(kind):
             constant = (groups.amax(-1) == groups.amin(-1)).any(-1)
         if constant.any():
             bias = (bias if bias is not None else torch.zeros(c, dtype=pdtype)).clone()
-            bias[constant] = torch.tensor([rng.choice([-1.0, 1.0]) * (0.5 + rng.random()) for _ in
-                                           range(int(constant.sum()))], dtype=pdtype)
+            bias[constant] = torch.tensor(
+                [rng.choice([-1.0, 1.0]) * (0.5 + rng.random()) for _ in range(int(constant.sum()))], dtype=pdtype
+            )
         training = kind == "instance" or rng.random() < 0.7
         rm = values(rng, g, (c,), pdtype, special=0.0, scale=1.0)
         rv = values(rng, g, (c,), pdtype, special=0.0, scale=1.0).abs() + 0.5
@@ -301,12 +349,15 @@ def test_norm_leaky_relu(kind):
             if kind == "instance":
                 return instance_norm_leaky_relu(x, w, b, eps=eps, negative_slope=slope, inplace=inplace)
             stats = (rm.clone(), rv.clone())
-            y = batch_norm_leaky_relu(x, w, b, *stats, training=training, momentum=momentum, eps=eps,
-                                      negative_slope=slope, inplace=inplace)
+            y = batch_norm_leaky_relu(
+                x, w, b, *stats, training=training, momentum=momentum, eps=eps, negative_slope=slope, inplace=inplace
+            )
             return y, *stats  # the running statistics are outputs too
 
-        what = (f"case {i}: {kind} norm {dtype} (params {pdtype}) {tuple(x.shape)} "
-                f"{'train' if training else 'eval'} slope={slope} inplace={inplace}")
+        what = (
+            f"case {i}: {kind} norm {dtype} (params {pdtype}) {tuple(x.shape)} "
+            f"{'train' if training else 'eval'} slope={slope} inplace={inplace}"
+        )
         atol = 0.0
         if constant.any() and x.is_floating_point():  # the stated accuracy on a constant channel: see the docstring
             w = weight.detach().abs().max().item() if weight is not None and weight.numel() else 1.0
@@ -320,9 +371,18 @@ def test_norm_leaky_relu(kind):
         big = finite.abs().max().item() if finite.numel() else 0.0
         ulp = torch.finfo(torch.float64 if dtype == torch.float64 else torch.float32).eps
         stats_atol = (0.0, 8 * momentum * ulp * big, 8 * momentum * ulp * big**2) if kind == "batch" else ()
-        check(what, i, x.dtype, call, [x, weight, bias, rm, rv], grad_outs,
-              ("x", "weight", "bias", "negative_slope", "inplace", "running", "value per channel", "spatial"),
-              atol=atol if math.isfinite(atol) else 0.0, factor=5.0 if inplace and half else 1.0, out_atol=stats_atol)
+        check(
+            what,
+            i,
+            x.dtype,
+            call,
+            [x, weight, bias, rm, rv],
+            grad_outs,
+            ("x", "weight", "bias", "negative_slope", "inplace", "running", "value per channel", "spatial"),
+            atol=atol if math.isfinite(atol) else 0.0,
+            factor=5.0 if inplace and half else 1.0,
+            out_atol=stats_atol,
+        )
 
 
 @pytest.mark.parametrize("inplace", [False, True], ids=["pgd_step", "pgd_step_"])
@@ -334,13 +394,17 @@ def test_pgd_step(inplace):
         norm = rng.choice(["inf", "2"])
         # huge values up to 1e15: cuda and triton sum the L2 norms' squares in float32
         x_orig = values(rng, g, shape, dtype, special=0.1, scale=1.0, huge=1e15).abs().clamp(max=1)
-        x_adv = laid_out(rng, x_orig + values(rng, g, shape, dtype, special=0.1, scale=0.1, huge=1e15),
-                         expand=not inplace)
+        x_adv = laid_out(
+            rng, x_orig + values(rng, g, shape, dtype, special=0.1, scale=0.1, huge=1e15), expand=not inplace
+        )
         x_orig, grad = laid_out(rng, x_orig), laid_out(rng, values(rng, g, shape, dtype, huge=1e15))
         n = shape[0]
         per_sample = rng.random() < 0.4
-        step = (values(rng, g, (n,), rng.choice([torch.float32, torch.float64]), special=0.0).abs() if per_sample
-                else rng.choice([0.0, 0.01, 0.1, 2.0]))
+        step = (
+            values(rng, g, (n,), rng.choice([torch.float32, torch.float64]), special=0.0).abs()
+            if per_sample
+            else rng.choice([0.0, 0.01, 0.1, 2.0])
+        )
         eps = rng.choice([0.0, 0.03, 0.5, 1e3])
         clamp = rng.choice([(0.0, 1.0), None, (-1.0, 2.0), (0.5, 0.5)])
         names = ("x_adv", "grad", "x_orig", "step_size", "eps", "norm", "clamp")
@@ -357,8 +421,16 @@ def test_pgd_step(inplace):
             else:
                 clamp = rng.choice([(1.0, 0.0), (0.0, math.nan), 0.5])
         what = f"case {i}: {op.__name__} {dtype} {tuple(x_adv.shape)} norm={norm} clamp={clamp}"
-        check(what, i, dtype, lambda t: op(t[0], t[1], t[2], step_size=t[3], eps=t[4], norm=norm, clamp=clamp),
-              [x_adv, grad, x_orig, step, eps], [], names, written=(0,) if inplace else ())
+        check(
+            what,
+            i,
+            dtype,
+            lambda t: op(t[0], t[1], t[2], step_size=t[3], eps=t[4], norm=norm, clamp=clamp),
+            [x_adv, grad, x_orig, step, eps],
+            [],
+            names,
+            written=(0,) if inplace else (),
+        )
 
 
 def test_pgd_random_start():
@@ -370,8 +442,9 @@ def test_pgd_random_start():
         norm, eps = rng.choice(["inf", "2"]), rng.choice([0.0, 0.03, 0.5])
         clamp = rng.choice([(0.0, 1.0), None])
         for backend in backends_for(i, dtype):
-            kind, out = run(backend, pgd_random_start, x, eps, norm=norm, clamp=clamp,
-                            generator=torch.Generator().manual_seed(i))
+            kind, out = run(
+                backend, pgd_random_start, x, eps, norm=norm, clamp=clamp, generator=torch.Generator().manual_seed(i)
+            )
             assert kind == "ok", f"case {i} on {backend}: {out}"
             assert out.shape == x.shape and out.dtype == dtype
             if not x.numel():

@@ -13,8 +13,9 @@ SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"
 
 def dry_run(*steps: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHON": sys.executable}
-    return subprocess.run(["bash", str(SCRIPT), "--dry-run", *steps], cwd=ROOT, capture_output=True, text=True,
-                          env=env, timeout=600)
+    return subprocess.run(
+        ["bash", str(SCRIPT), "--dry-run", *steps], cwd=ROOT, capture_output=True, text=True, env=env, timeout=600
+    )
 
 
 def test_syntax():
@@ -24,9 +25,17 @@ def test_syntax():
 def test_dry_run_of_the_essential_pass_and_the_rest():
     out = dry_run("build", "tests", "sanitize", "bench", "rest")
     assert out.returncode == 0, out.stdout + out.stderr
-    for words in ("pip install --no-build-isolation", "-k cuda tests/test_norm_leaky_relu.py", "-m cuda tests",
-                  "compute-sanitizer --tool memcheck", "compute-sanitizer --tool racecheck",
-                  "256x64x56x56", "test_attack_pgd_resnet18", "[rest-tests", "dry run: OK"):
+    for words in (
+        "pip install --no-build-isolation",
+        "-k cuda tests/test_norm_leaky_relu.py",
+        "-m cuda tests",
+        "compute-sanitizer --tool memcheck",
+        "compute-sanitizer --tool racecheck",
+        "256x64x56x56",
+        "test_attack_pgd_resnet18",
+        "[rest-tests",
+        "dry run: OK",
+    ):
         assert words in out.stdout, words
     assert "FAIL" not in out.stdout
 

@@ -30,8 +30,9 @@ def test_environment_lowers_torch_isa():
     """ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA make an AVX-512 machine report what an AVX2 one does."""
     code = "from deepfast import hardware; print(hardware.torch_isa(), hardware.bf16_native())"
     env = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
-    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True,
-                         check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True, check=True
+    ).stdout.split()
     assert out == ["AVX2", "False"]
 
 
@@ -41,9 +42,14 @@ def test_kernel_clone_from_flags(monkeypatch):
     monkeypatch.setattr(hardware.platform, "machine", lambda: "x86_64")
     full = types.SimpleNamespace(cpu_clones=("x86-64-v4", "x86-64-v3", "default"))
     avx2 = types.SimpleNamespace(cpu_clones=("x86-64-v3", "default"))  # a DEEPFAST_CPU_ISA=avx2 build
-    for built, flags, clone in ((full, v4, "x86-64-v4 (AVX-512)"), (full, v3, "x86-64-v3 (AVX2)"),
-                                (full, v3 - {"fma"}, "baseline x86-64"), (full, {"avx512f"}, "baseline x86-64"),
-                                (avx2, v4, "x86-64-v3 (AVX2)"), (avx2, v3, "x86-64-v3 (AVX2)")):
+    for built, flags, clone in (
+        (full, v4, "x86-64-v4 (AVX-512)"),
+        (full, v3, "x86-64-v3 (AVX2)"),
+        (full, v3 - {"fma"}, "baseline x86-64"),
+        (full, {"avx512f"}, "baseline x86-64"),
+        (avx2, v4, "x86-64-v3 (AVX2)"),
+        (avx2, v3, "x86-64-v3 (AVX2)"),
+    ):
         monkeypatch.setattr(backends, "extension", built)
         monkeypatch.setattr(hardware, "cpu_flags", lambda flags=flags: frozenset(flags))
         assert hardware.kernel_isa() == clone
@@ -66,7 +72,9 @@ def test_emulated_amp_warns_once_naming_the_cpu(monkeypatch, fresh_amp_check, na
     monkeypatch.setattr(hardware, "bf16_native", lambda: False)
     monkeypatch.setattr(hardware, "fp16_native", lambda: False)
     monkeypatch.setattr(hardware, "cpu_model", lambda: "Test CPU 3000")
-    with pytest.warns(amp.EmulatedAmpWarning, match=rf"amp='{name}' on Test CPU 3000 .*emulates it.*slower than float32"):
+    with pytest.warns(
+        amp.EmulatedAmpWarning, match=rf"amp='{name}' on Test CPU 3000 .*emulates it.*slower than float32"
+    ):
         with amp.autocast("cpu", name):
             pass
     with warnings.catch_warnings():
@@ -109,10 +117,34 @@ print(seen[0].message)
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     count, message = run.stdout.splitlines()[:2]
     assert count == "1" and f"amp='bf16' on {hardware.cpu_model()}" in message
-    train = subprocess.run([sys.executable, "-m", "deepfast", "train", "classifier", "--epochs", "1", "--max-batches",
-                            "1", "--batch-size", "16", "--amp", "bf16", "--no-progress", "--sample-every", "0",
-                            "--device", "cpu", "--out", str(tmp_path / "run")], env=env, capture_output=True,
-                           text=True, check=True)
+    train = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "deepfast",
+            "train",
+            "classifier",
+            "--epochs",
+            "1",
+            "--max-batches",
+            "1",
+            "--batch-size",
+            "16",
+            "--amp",
+            "bf16",
+            "--no-progress",
+            "--sample-every",
+            "0",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert train.stderr.count("EmulatedAmpWarning") == 1 and hardware.cpu_model() in train.stderr
 
 

@@ -31,9 +31,22 @@ def test_regular_pure_python_install(tmp_path):
     target = tmp_path / "site"
     env = {**os.environ, "DEEPFAST_NO_EXT": "1", "PIP_NO_INPUT": "1"}
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-build-isolation", "--no-deps", "--target", str(target),
-         str(REPO)],
-        check=True, env=env, timeout=300, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-build-isolation",
+            "--no-deps",
+            "--target",
+            str(target),
+            str(REPO),
+        ],
+        check=True,
+        env=env,
+        timeout=300,
+        capture_output=True,
     )
     code = """
 import pathlib, sys, torch, deepfast, deepfast.attacks, deepfast.data, deepfast.kernels
@@ -55,11 +68,13 @@ assert (adv - x).abs().max() <= 0.1 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
     path = os.pathsep.join([str(target), *site.getsitepackages()])
     env = {k: v for k, v in os.environ.items() if k != "DEEPFAST_BACKEND"} | {"PYTHONPATH": path}
     python = [sys.executable, "-S"]
-    run = subprocess.run([*python, "-c", code, str(target)], cwd=tmp_path, env=env, capture_output=True, text=True,
-                         timeout=120)
+    run = subprocess.run(
+        [*python, "-c", code, str(target)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
     assert run.returncode == 0, run.stderr
-    info = subprocess.run([*python, "-m", "deepfast", "info"], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=120)
+    info = subprocess.run(
+        [*python, "-m", "deepfast", "info"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
     assert info.returncode == 0, info.stderr
     assert "cpp      no         deepfast._C did not load" in info.stdout
 
@@ -90,21 +105,29 @@ OPTIONAL = ["PIL", "sklearn", "skimage", "tqdm", "matplotlib", "triton", "torcha
 def _without_optional(code: str) -> subprocess.CompletedProcess:
     """code run by a Python where the optional packages cannot be imported (as in a bare install)."""
     block = "import sys\n" + "".join(f"sys.modules[{m!r}] = None\n" for m in OPTIONAL)
-    return subprocess.run([sys.executable, "-c", block + code], capture_output=True, text=True, timeout=300,
-                          cwd=pathlib.Path(__file__).parent.parent)
+    return subprocess.run(
+        [sys.executable, "-c", block + code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=pathlib.Path(__file__).parent.parent,
+    )
 
 
 def test_import_deepfast_needs_only_torch():
     """`import deepfast` (ops, layers, losses, models, attacks, defenses, training, data) works without
     Pillow, scikit-learn, scikit-image, tqdm, matplotlib, Triton and torchattacks, as in the CUDA build
     check's venv: each is imported where it is used."""
-    run = _without_optional("import deepfast, deepfast.ops, deepfast.nn, deepfast.losses, deepfast.models, "
-                            "deepfast.attacks, deepfast.defenses, deepfast.train, deepfast.data\n")
+    run = _without_optional(
+        "import deepfast, deepfast.ops, deepfast.nn, deepfast.losses, deepfast.models, "
+        "deepfast.attacks, deepfast.defenses, deepfast.train, deepfast.data\n"
+    )
     assert run.returncode == 0, run.stderr
 
 
 def test_tests_collect_with_only_torch_numpy_and_pytest():
     """The test suite collects without the optional packages: the modules that need one skip."""
-    run = _without_optional("import pytest\nsys.exit(pytest.main(['--collect-only', '-q', '-p', 'no:cacheprovider', "
-                            "'tests']))\n")
+    run = _without_optional(
+        "import pytest\nsys.exit(pytest.main(['--collect-only', '-q', '-p', 'no:cacheprovider', 'tests']))\n"
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]

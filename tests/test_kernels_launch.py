@@ -23,7 +23,9 @@ def test_batch_norm_statistics_spread_over_many_programs(channels_last):
 
 def test_long_rows_are_cut_into_segments():
     """Instance norm of (1, 64, 256, 256): 65536 values per plane, more than a chunk: several per group."""
-    geo = norm_leaky_relu.Geometry(*layout(torch.empty(1, 64, 256, 256, device="meta"), instance=True)[:4], torch.float32)
+    geo = norm_leaky_relu.Geometry(
+        *layout(torch.empty(1, 64, 256, 256, device="meta"), instance=True)[:4], torch.float32
+    )
     assert geo.spr == 4 and geo.programs == 64 * 4
 
 

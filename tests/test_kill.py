@@ -49,8 +49,12 @@ EPOCHS = fuzz_cases(3, 6)
 
 
 def child(out: Path, slow: float) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(out), str(slow), str(EPOCHS)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(out), str(slow), str(EPOCHS)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
     return proc
 
@@ -66,8 +70,10 @@ def finish(out: Path, slow: float = 0.0) -> float:
 
 def state(out: Path) -> tuple:
     ckpt = load_checkpoint(out / "last.pt")
-    rows = [{k: v for k, v in json.loads(line).items() if k != "time"}
-            for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = [
+        {k: v for k, v in json.loads(line).items() if k != "time"}
+        for line in (out / "metrics.jsonl").read_text().splitlines()
+    ]
     return ckpt["epoch"], ckpt["batch"], ckpt["models"], ckpt["optimizers"], rows
 
 

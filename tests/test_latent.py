@@ -232,8 +232,9 @@ def _two_blobs(n=1200, seed=0):
     """Latents from a known mixture: weights 0.7 / 0.3, means (-4, 0, 1) / (5, 2, -1), correlated covariances."""
     g = torch.Generator().manual_seed(seed)
     means = torch.tensor([[-4.0, 0.0, 1.0], [5.0, 2.0, -1.0]], dtype=torch.float64)
-    scales = torch.tensor([[[1.0, 0, 0], [0.8, 0.6, 0], [0, 0, 0.5]], [[0.5, 0, 0], [0, 1.5, 0], [-0.4, 0, 0.3]]],
-                          dtype=torch.float64)
+    scales = torch.tensor(
+        [[[1.0, 0, 0], [0.8, 0.6, 0], [0, 0, 0.5]], [[0.5, 0, 0], [0, 1.5, 0], [-0.4, 0, 0.3]]], dtype=torch.float64
+    )
     k = (torch.rand(n, generator=g) < 0.3).long()
     eps = torch.randn(n, 3, 1, generator=g, dtype=torch.float64)
     return means[k] + (scales[k] @ eps).squeeze(-1), means, scales @ scales.transpose(1, 2)
@@ -271,8 +272,13 @@ def test_gaussian_mixture_log_prob_is_the_mixture_density():
     z = torch.randn(7, 3, dtype=torch.float64) * 3
     expected = []
     for x in z:  # the density written out: sum_k w_k (2 pi)^(-D/2) |S_k|^(-1/2) exp(-(x - m_k)' S_k^-1 (x - m_k) / 2)
-        p = sum(w[k] * (2 * math.pi) ** -1.5 * torch.linalg.det(covs[k]) ** -0.5
-                * torch.exp(-0.5 * (x - means[k]) @ torch.linalg.solve(covs[k], x - means[k])) for k in range(2))
+        p = sum(
+            w[k]
+            * (2 * math.pi) ** -1.5
+            * torch.linalg.det(covs[k]) ** -0.5
+            * torch.exp(-0.5 * (x - means[k]) @ torch.linalg.solve(covs[k], x - means[k]))
+            for k in range(2)
+        )
         expected.append(torch.log(p))
     assert torch.allclose(mix.log_prob(z.float()), torch.stack(expected), rtol=1e-5, atol=1e-6)
 

@@ -23,8 +23,9 @@ def reference_gan(mode, real, fake, r=1.0):
     return j_d, j_g
 
 
-@pytest.mark.parametrize(("mode", "real_label"), [(m, 1.0) for m in GAN_MODES] +
-                         [(m, 0.9) for m in GAN_MODES if m != "hinge"])  # one-sided label smoothing
+@pytest.mark.parametrize(
+    ("mode", "real_label"), [(m, 1.0) for m in GAN_MODES] + [(m, 0.9) for m in GAN_MODES if m != "hinge"]
+)  # one-sided label smoothing
 @pytest.mark.parametrize("shape", [(7,), (3, 1, 5, 6)])
 def test_gan_loss_matches_formulas(mode, real_label, shape):
     real, fake = logits(*shape, seed=1), logits(*shape, seed=2)
@@ -50,8 +51,8 @@ def test_gan_loss_is_finite_for_confident_discriminators():
 def test_non_saturating_gradient_is_strong_where_saturating_vanishes():
     # D confidently rejects the fakes (logit -10): the saturating cost gives almost no gradient.
     fake = torch.full((4,), -10.0, requires_grad=True)
-    g_sat, = torch.autograd.grad(GANLoss("saturating")(fake), fake)
-    g_ns, = torch.autograd.grad(GANLoss("non-saturating")(fake), fake)
+    (g_sat,) = torch.autograd.grad(GANLoss("saturating")(fake), fake)
+    (g_ns,) = torch.autograd.grad(GANLoss("non-saturating")(fake), fake)
     assert g_sat.abs().max() < 1e-4 < 0.2 < g_ns.abs().min()
 
 

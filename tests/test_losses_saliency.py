@@ -8,6 +8,7 @@ from deepfast.losses import CycleConsistencyLoss, SaliencyLoss
 
 def _reference(real, fake, k, tau_r, tau_f, w, lo=-1.0, hi=1.0):
     """The loss written out in float64: per pixel the channel mean, scaled to [0, 1], a logistic."""
+
     def mask(x, tau):
         u = (x.double().sum(1) / x.shape[1] - lo) / (hi - lo)
         return 1.0 / (1.0 + torch.exp(-k * (u - tau)))
@@ -16,7 +17,7 @@ def _reference(real, fake, k, tau_r, tau_f, w, lo=-1.0, hi=1.0):
 
 
 def _images(seed, shape=(3, 3, 7, 5), dtype=torch.float32):
-    return (torch.rand(shape, generator=torch.Generator().manual_seed(seed), dtype=dtype) * 2 - 1)
+    return torch.rand(shape, generator=torch.Generator().manual_seed(seed), dtype=dtype) * 2 - 1
 
 
 @pytest.mark.parametrize("k, tau", [(100.0, 0.5), (5.0, (0.3, 0.6)), (20.0, 0.45)])

@@ -153,8 +153,9 @@ def test_psnr_ssim_match_skimage(value_range):
     p = metrics.psnr(x, y, value_range=value_range)
     for i in range(3):
         a, b = x[i].numpy(), y[i].numpy()
-        ref = structural_similarity(a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-                                    data_range=hi - lo, channel_axis=0)
+        ref = structural_similarity(
+            a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=hi - lo, channel_axis=0
+        )
         assert s[i].item() == pytest.approx(ref, rel=1e-10)
         assert p[i].item() == pytest.approx(peak_signal_noise_ratio(a, b, data_range=hi - lo), rel=1e-10)
 

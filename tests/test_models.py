@@ -24,6 +24,7 @@ from deepfast.nn import BatchNormLeakyReLU2d, InstanceNormLeakyReLU2d
 TOL = dict(rtol=1e-4, atol=1e-4)
 GRAD_TOL = 1e-4
 
+
 class WithLabels(nn.Module):
     """A conditional model called with fixed labels: model(x, labels) as model(x)."""
 
@@ -43,31 +44,75 @@ CASES = [
     ("vae64", lambda impl: VAE(3, 64, latent_dim=8, width=8, impl=impl), (2, 3, 64, 64), (2, 3, 64, 64)),
     ("gen32", lambda impl: Generator(nz=16, ngf=8, image_size=32, impl=impl), (3, 16), (3, 3, 32, 32)),
     ("gen64", lambda impl: Generator(nz=16, ngf=8, image_size=64, impl=impl), (3, 16, 1, 1), (3, 3, 64, 64)),
-    ("gen32resize", lambda impl: Generator(nz=16, ngf=8, image_size=32, impl=impl, upsample="resize"), (3, 16),
-     (3, 3, 32, 32)),
-    ("cgen32", lambda impl: WithLabels(ConditionalGenerator(10, nz=16, ngf=8, nc=1, image_size=32, impl=impl), LABELS),
-     (3, 16), (3, 1, 32, 32)),
-    ("cdisc64", lambda impl: WithLabels(ConditionalDiscriminator(10, ndf=8, image_size=64, impl=impl), LABELS),
-     (3, 3, 64, 64), (3,)),
-    ("gen8extra", lambda impl: Generator(nz=16, ngf=8, nc=1, image_size=8, impl=impl, extra_layers=2), (3, 16),
-     (3, 1, 8, 8)),
-    ("gen16", lambda impl: Generator(nz=16, ngf=8, image_size=16, impl=impl, upsample="resize"), (3, 16),
-     (3, 3, 16, 16)),
-    ("disc8extra", lambda impl: Discriminator(ndf=8, nc=1, image_size=8, impl=impl, extra_layers=2), (3, 1, 8, 8),
-     (3,)),
-    ("disc8sn", lambda impl: Discriminator(ndf=8, nc=1, image_size=8, impl=impl, extra_layers=1, spectral_norm=True),
-     (3, 1, 8, 8), (3,)),
+    (
+        "gen32resize",
+        lambda impl: Generator(nz=16, ngf=8, image_size=32, impl=impl, upsample="resize"),
+        (3, 16),
+        (3, 3, 32, 32),
+    ),
+    (
+        "cgen32",
+        lambda impl: WithLabels(ConditionalGenerator(10, nz=16, ngf=8, nc=1, image_size=32, impl=impl), LABELS),
+        (3, 16),
+        (3, 1, 32, 32),
+    ),
+    (
+        "cdisc64",
+        lambda impl: WithLabels(ConditionalDiscriminator(10, ndf=8, image_size=64, impl=impl), LABELS),
+        (3, 3, 64, 64),
+        (3,),
+    ),
+    (
+        "gen8extra",
+        lambda impl: Generator(nz=16, ngf=8, nc=1, image_size=8, impl=impl, extra_layers=2),
+        (3, 16),
+        (3, 1, 8, 8),
+    ),
+    (
+        "gen16",
+        lambda impl: Generator(nz=16, ngf=8, image_size=16, impl=impl, upsample="resize"),
+        (3, 16),
+        (3, 3, 16, 16),
+    ),
+    (
+        "disc8extra",
+        lambda impl: Discriminator(ndf=8, nc=1, image_size=8, impl=impl, extra_layers=2),
+        (3, 1, 8, 8),
+        (3,),
+    ),
+    (
+        "disc8sn",
+        lambda impl: Discriminator(ndf=8, nc=1, image_size=8, impl=impl, extra_layers=1, spectral_norm=True),
+        (3, 1, 8, 8),
+        (3,),
+    ),
     ("disc16", lambda impl: Discriminator(ndf=8, image_size=16, impl=impl), (3, 3, 16, 16), (3,)),
     ("disc32", lambda impl: Discriminator(ndf=8, image_size=32, impl=impl), (3, 3, 32, 32), (3,)),
     ("disc64", lambda impl: Discriminator(ndf=8, image_size=64, impl=impl), (3, 3, 64, 64), (3,)),
     ("resgen6", lambda impl: ResnetGenerator(ngf=8, n_blocks=6, impl=impl), (2, 3, 32, 32), (2, 3, 32, 32)),
     ("resgen9", lambda impl: ResnetGenerator(ngf=4, n_blocks=9, impl=impl), (1, 3, 24, 24), (1, 3, 24, 24)),
-    ("resgen_resize", lambda impl: ResnetGenerator(ngf=8, n_blocks=2, impl=impl, upsample="resize"), (2, 3, 20, 28),
-     (2, 3, 20, 28)),
-    ("cgen16extra", lambda impl: WithLabels(ConditionalGenerator(10, nz=16, ngf=8, nc=1, image_size=16, impl=impl,
-                                                                 extra_layers=1), LABELS), (3, 16), (3, 1, 16, 16)),
-    ("cdisc16extra", lambda impl: WithLabels(ConditionalDiscriminator(10, ndf=8, nc=1, image_size=16, impl=impl,
-                                                                      extra_layers=1), LABELS), (3, 1, 16, 16), (3,)),
+    (
+        "resgen_resize",
+        lambda impl: ResnetGenerator(ngf=8, n_blocks=2, impl=impl, upsample="resize"),
+        (2, 3, 20, 28),
+        (2, 3, 20, 28),
+    ),
+    (
+        "cgen16extra",
+        lambda impl: WithLabels(
+            ConditionalGenerator(10, nz=16, ngf=8, nc=1, image_size=16, impl=impl, extra_layers=1), LABELS
+        ),
+        (3, 16),
+        (3, 1, 16, 16),
+    ),
+    (
+        "cdisc16extra",
+        lambda impl: WithLabels(
+            ConditionalDiscriminator(10, ndf=8, nc=1, image_size=16, impl=impl, extra_layers=1), LABELS
+        ),
+        (3, 1, 16, 16),
+        (3,),
+    ),
     ("patch", lambda impl: PatchDiscriminator(ndf=8, impl=impl), (2, 3, 64, 64), (2, 1, 6, 6)),
     ("ae", lambda impl: Autoencoder(1, 32, latent_dim=8, width=8, impl=impl), (2, 1, 32, 32), (2, 1, 32, 32)),
     ("unet", lambda impl: UNet(1, 2, width=4, depth=3, impl=impl), (2, 1, 32, 32), (2, 2, 32, 32)),
@@ -153,17 +198,26 @@ def test_dcgan_parameter_counts():
     """The published DCGAN counts (nz=100, ngf=ndf=64, 3x64x64): G 3,576,704, D 2,765,568, recomputed
     from the nn layers of the PyTorch DCGAN example."""
     g_ref = reference_count(
-        nn.ConvTranspose2d(100, 512, 4, 1, 0, bias=False), nn.BatchNorm2d(512),
-        nn.ConvTranspose2d(512, 256, 4, 2, 1, bias=False), nn.BatchNorm2d(256),
-        nn.ConvTranspose2d(256, 128, 4, 2, 1, bias=False), nn.BatchNorm2d(128),
-        nn.ConvTranspose2d(128, 64, 4, 2, 1, bias=False), nn.BatchNorm2d(64),
-        nn.ConvTranspose2d(64, 3, 4, 2, 1, bias=False))
+        nn.ConvTranspose2d(100, 512, 4, 1, 0, bias=False),
+        nn.BatchNorm2d(512),
+        nn.ConvTranspose2d(512, 256, 4, 2, 1, bias=False),
+        nn.BatchNorm2d(256),
+        nn.ConvTranspose2d(256, 128, 4, 2, 1, bias=False),
+        nn.BatchNorm2d(128),
+        nn.ConvTranspose2d(128, 64, 4, 2, 1, bias=False),
+        nn.BatchNorm2d(64),
+        nn.ConvTranspose2d(64, 3, 4, 2, 1, bias=False),
+    )
     d_ref = reference_count(
         nn.Conv2d(3, 64, 4, 2, 1, bias=False),
-        nn.Conv2d(64, 128, 4, 2, 1, bias=False), nn.BatchNorm2d(128),
-        nn.Conv2d(128, 256, 4, 2, 1, bias=False), nn.BatchNorm2d(256),
-        nn.Conv2d(256, 512, 4, 2, 1, bias=False), nn.BatchNorm2d(512),
-        nn.Conv2d(512, 1, 4, 1, 0, bias=False))
+        nn.Conv2d(64, 128, 4, 2, 1, bias=False),
+        nn.BatchNorm2d(128),
+        nn.Conv2d(128, 256, 4, 2, 1, bias=False),
+        nn.BatchNorm2d(256),
+        nn.Conv2d(256, 512, 4, 2, 1, bias=False),
+        nn.BatchNorm2d(512),
+        nn.Conv2d(512, 1, 4, 1, 0, bias=False),
+    )
     assert g_ref == 3_576_704 and d_ref == 2_765_568
     for impl in ("fused", "reference"):
         assert count(Generator(impl=impl)) == g_ref
@@ -178,13 +232,18 @@ def test_dcgan_extra_layers_are_3x3_convs_at_the_last_hidden_size():
     extra = reference_count(nn.Conv2d(32, 32, 3, 1, 1, bias=False), nn.BatchNorm2d(32))
     for k in (1, 3):
         assert count(Generator(nz=10, ngf=32, nc=1, image_size=16, extra_layers=k)) == (
-            count(Generator(nz=10, ngf=32, nc=1, image_size=16)) + k * extra)
+            count(Generator(nz=10, ngf=32, nc=1, image_size=16)) + k * extra
+        )
         assert count(Discriminator(ndf=32, nc=1, image_size=16, extra_layers=k)) == (
-            count(Discriminator(ndf=32, nc=1, image_size=16)) + k * extra)
+            count(Discriminator(ndf=32, nc=1, image_size=16)) + k * extra
+        )
     shapes = []
     g = Generator(nz=10, ngf=32, nc=1, image_size=16, extra_layers=2)
-    hooks = [m.register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape)))
-             for m in g.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+    hooks = [
+        m.register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape)))
+        for m in g.modules()
+        if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)
+    ]
     g(torch.randn(2, 10))
     assert shapes == [(2, 32, 8, 8)] * 2
     for h in hooks:
@@ -201,16 +260,28 @@ def test_cyclegan_parameter_counts():
         assert reference_count(*head, *tail) + n_blocks * reference_count(*block) == expected
         assert count(ResnetGenerator(n_blocks=n_blocks)) == expected
         assert count(ResnetGenerator(n_blocks=n_blocks, upsample="resize")) == expected  # 3x3 kernels either way
-    d_ref = reference_count(nn.Conv2d(3, 64, 4, 2, 1), nn.Conv2d(64, 128, 4, 2, 1), nn.Conv2d(128, 256, 4, 2, 1),
-                            nn.Conv2d(256, 512, 4, 1, 1), nn.Conv2d(512, 1, 4, 1, 1))
+    d_ref = reference_count(
+        nn.Conv2d(3, 64, 4, 2, 1),
+        nn.Conv2d(64, 128, 4, 2, 1),
+        nn.Conv2d(128, 256, 4, 2, 1),
+        nn.Conv2d(256, 512, 4, 1, 1),
+        nn.Conv2d(512, 1, 4, 1, 1),
+    )
     assert d_ref == 2_764_737 == count(PatchDiscriminator())
 
 
 def test_classifier_parameter_counts():
     """ResNet-18 for CIFAR: 11,173,962; LeNet-5 with BatchNorm (conv biases dropped): 61,728."""
     assert count(ResNet18()) == 11_173_962
-    lenet_ref = reference_count(nn.Conv2d(1, 6, 5, bias=False), nn.BatchNorm2d(6), nn.Conv2d(6, 16, 5, bias=False),
-                                nn.BatchNorm2d(16), nn.Linear(400, 120), nn.Linear(120, 84), nn.Linear(84, 10))
+    lenet_ref = reference_count(
+        nn.Conv2d(1, 6, 5, bias=False),
+        nn.BatchNorm2d(6),
+        nn.Conv2d(6, 16, 5, bias=False),
+        nn.BatchNorm2d(16),
+        nn.Linear(400, 120),
+        nn.Linear(120, 84),
+        nn.Linear(84, 10),
+    )
     assert lenet_ref == 61_728 == count(LeNet())
 
 
@@ -291,8 +362,12 @@ def test_conditional_gan_uses_the_labels_and_checks_them():
         phi = d.main[:-2](x).sum((2, 3))
         diff = d(x, torch.zeros(4, dtype=torch.int64)) - d(x, torch.ones(4, dtype=torch.int64))
     torch.testing.assert_close(diff, phi @ (d.embed.weight[0] - d.embed.weight[1]), rtol=1e-4, atol=1e-5)
-    for bad in (torch.tensor([0, 1, 2, 10]), torch.tensor([-1, 0, 0, 0]), torch.zeros(3, dtype=torch.int64),
-                torch.zeros(4)):
+    for bad in (
+        torch.tensor([0, 1, 2, 10]),
+        torch.tensor([-1, 0, 0, 0]),
+        torch.zeros(3, dtype=torch.int64),
+        torch.zeros(4),
+    ):
         with pytest.raises(ValueError, match="labels"):
             g(z, bad)
         with pytest.raises(ValueError, match="labels"):

@@ -9,8 +9,9 @@ from deepfast.nn import BatchNormLeakyReLU2d, recompute_batchnorm
 
 def model():
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 5, 3), BatchNormLeakyReLU2d(5, 0.2, momentum=0.3), nn.Conv2d(5, 4, 1),
-                         nn.BatchNorm2d(4)).double()
+    return nn.Sequential(
+        nn.Conv2d(3, 5, 3), BatchNormLeakyReLU2d(5, 0.2, momentum=0.3), nn.Conv2d(5, 4, 1), nn.BatchNorm2d(4)
+    ).double()
 
 
 def test_recompute_batchnorm_averages_the_batch_statistics():

@@ -137,8 +137,11 @@ def test_torch_compile_fullgraph_layer(backend_device):
 def test_conv_norm_act_matches_sequential(norm, transposed):
     torch.manual_seed(0)
     block = ConvNormAct(3, 8, 4, 2, 1, transposed=transposed, norm=norm, negative_slope=0.2)
-    conv = nn.ConvTranspose2d(3, 8, 4, 2, 1, bias=norm is None) if transposed else nn.Conv2d(3, 8, 4, 2, 1,
-                                                                                              bias=norm is None)
+    conv = (
+        nn.ConvTranspose2d(3, 8, 4, 2, 1, bias=norm is None)
+        if transposed
+        else nn.Conv2d(3, 8, 4, 2, 1, bias=norm is None)
+    )
     conv.load_state_dict(block.conv.state_dict())
     layers = [conv]
     if norm == "batch":
@@ -167,10 +170,16 @@ class Named(nn.Module):
 
 def dcgan_like():
     return nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.LeakyReLU(0.2, inplace=True),
         Named(),
-        nn.ConvTranspose2d(6, 5, 4, 2, 1), nn.InstanceNorm2d(5, affine=True), nn.LeakyReLU(0.1),
-        nn.Conv2d(5, 5, 1), nn.BatchNorm2d(5), nn.Tanh(),  # not followed by an activation: stays
+        nn.ConvTranspose2d(6, 5, 4, 2, 1),
+        nn.InstanceNorm2d(5, affine=True),
+        nn.LeakyReLU(0.1),
+        nn.Conv2d(5, 5, 1),
+        nn.BatchNorm2d(5),
+        nn.Tanh(),  # not followed by an activation: stays
     )
 
 
@@ -195,9 +204,16 @@ def test_convert_replaces_norm_leaky_relu_runs_and_keeps_weights():
 def cyclegan_like():
     """ResNet-generator pieces: reflection padding, conv, instance norm, ReLU (the act as a named child)."""
     return nn.Sequential(
-        nn.ReflectionPad2d(3), nn.Conv2d(3, 8, 7), nn.InstanceNorm2d(8), nn.ReLU(True),
-        nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.InstanceNorm2d(8), nn.ReLU(True),
-        nn.ReflectionPad2d(1), nn.Conv2d(8, 3, 3), nn.Tanh(),
+        nn.ReflectionPad2d(3),
+        nn.Conv2d(3, 8, 7),
+        nn.InstanceNorm2d(8),
+        nn.ReLU(True),
+        nn.Conv2d(8, 8, 3, stride=2, padding=1),
+        nn.InstanceNorm2d(8),
+        nn.ReLU(True),
+        nn.ReflectionPad2d(1),
+        nn.Conv2d(8, 3, 3),
+        nn.Tanh(),
     )
 
 
@@ -246,7 +262,9 @@ def test_inplace_mode_saves_activation_memory():
     x = torch.randn(2, 32, 16, 16, requires_grad=True)  # the stack of the benchmark, on a smaller input
     saved = {name: saved_bytes(conv_stack(name), x) for name in STACKS}
     activation = x.numel() * 4
-    part = {name: round((saved[name] - saved["convs alone"]) / activation) for name in ("eager", "fused", "fused inplace")}
+    part = {
+        name: round((saved[name] - saved["convs alone"]) / activation) for name in ("eager", "fused", "fused inplace")
+    }
     # in activations (rounded: BN also saves its per-channel statistics), 6 blocks: eager x and z of
     # each; fused x; in-place only the last y (the next conv saves the others anyway)
     assert part == {"eager": 12, "fused": 6, "fused inplace": 1}, part

@@ -13,8 +13,7 @@ NAN, INF = float("nan"), float("inf")
 
 def assert_same(got, want, name="", dtype=torch.float32):
     rtol, atol = TOLERANCE[dtype]
-    torch.testing.assert_close(got.double(), want, rtol=rtol, atol=atol, equal_nan=True,
-                               msg=lambda m: f"{name}: {m}")
+    torch.testing.assert_close(got.double(), want, rtol=rtol, atol=atol, equal_nan=True, msg=lambda m: f"{name}: {m}")
 
 
 @pytest.mark.parametrize("clamp", [(0.0, 1.0), None], ids=["box", "no-box"])

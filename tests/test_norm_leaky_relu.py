@@ -51,8 +51,16 @@ def run(backend, mode, x, w, b, rm, rv, grad_y, *, slope=0.2, inplace=False, ste
             if mode == "instance":
                 y = instance_norm_leaky_relu(x, *params, negative_slope=slope, inplace=inplace)
             else:
-                y = batch_norm_leaky_relu(x, *params, rm, rv, training=mode == "batch-train", momentum=0.3,
-                                          negative_slope=slope, inplace=inplace)
+                y = batch_norm_leaky_relu(
+                    x,
+                    *params,
+                    rm,
+                    rv,
+                    training=mode == "batch-train",
+                    momentum=0.3,
+                    negative_slope=slope,
+                    inplace=inplace,
+                )
     wanted = [x] + [p for p in params if p is not None]
     grads = list(torch.autograd.grad(y, wanted, grad_y))
     dx = grads.pop(0)
@@ -75,8 +83,11 @@ def assert_matches_reference(backend, mode, x, w, b, rm, rv, *, slope=0.2, inpla
         torch.testing.assert_close(a.double(), e, rtol=rtol, atol=atol, msg=lambda m: f"{name}: {m}")
     if backend != "torch":  # torch's instance norm returns NCHW; the fused ops keep the memory format
         cl = torch.channels_last
-        assert got[0].is_contiguous(memory_format=cl) == got[1].is_contiguous(memory_format=cl) == x.is_contiguous(
-            memory_format=cl)
+        assert (
+            got[0].is_contiguous(memory_format=cl)
+            == got[1].is_contiguous(memory_format=cl)
+            == x.is_contiguous(memory_format=cl)
+        )
 
 
 def valid(mode, shape, channels_last):
@@ -206,8 +217,7 @@ def test_gradcheck_float64(backend_device, mode, inplace):
     def fn(x, w, b):
         if mode == "instance":
             return instance_norm_leaky_relu(x, w, b, inplace=inplace)
-        return batch_norm_leaky_relu(x, w, b, rm.clone(), rv.clone(), training=mode == "batch-train",
-                                     inplace=inplace)
+        return batch_norm_leaky_relu(x, w, b, rm.clone(), rv.clone(), training=mode == "batch-train", inplace=inplace)
 
     with deepfast.use_backend(backend):  # the Triton interpreter: fast mode (a random projection)
         assert torch.autograd.gradcheck(fn, (x, w, b), fast_mode=backend == "triton" and device == "cpu")
@@ -229,8 +239,19 @@ def test_opcheck(name, forward, backward, mode, channels_last):
         torch.library.opcheck(forward, (x, w, b, *stats, instance, 1e-5, 0.2, inplace))
         y, mean, var = forward(x.detach(), w.detach(), b.detach(), *stats, instance, 1e-5, 0.2, inplace)
         saved = y if inplace else x.detach()
-        args = (torch.randn_like(y), saved, w.detach(), b.detach(), mean, var, stats[0] is None, instance, 1e-5, 0.2,
-                inplace)
+        args = (
+            torch.randn_like(y),
+            saved,
+            w.detach(),
+            b.detach(),
+            mean,
+            var,
+            stats[0] is None,
+            instance,
+            1e-5,
+            0.2,
+            inplace,
+        )
         torch.library.opcheck(backward, args)
 
 
@@ -266,8 +287,12 @@ def test_matches_nn_modules_train_and_eval(backend_device):
             torch.testing.assert_close((rm, rv), (bn.running_mean, bn.running_var), rtol=2e-5, atol=2e-5)
         x = torch.randn(3, 6, 5, 7, device=device)
         inorm = torch.nn.InstanceNorm2d(6, affine=True).to(device)
-        torch.testing.assert_close(instance_norm_leaky_relu(x, inorm.weight, inorm.bias, negative_slope=0.0),
-                                   torch.relu(inorm(x)), rtol=2e-5, atol=2e-5)
+        torch.testing.assert_close(
+            instance_norm_leaky_relu(x, inorm.weight, inorm.bias, negative_slope=0.0),
+            torch.relu(inorm(x)),
+            rtol=2e-5,
+            atol=2e-5,
+        )
 
 
 @pytest.mark.cuda
@@ -331,11 +356,26 @@ C = 3
     ],
 )
 def test_bad_input_names_the_argument(kwargs, error, words):
-    args = dict(x=torch.zeros(2, C, 4), weight=torch.ones(C), bias=torch.zeros(C), running_mean=torch.zeros(C),
-                running_var=torch.ones(C), training=True) | kwargs
+    args = (
+        dict(
+            x=torch.zeros(2, C, 4),
+            weight=torch.ones(C),
+            bias=torch.zeros(C),
+            running_mean=torch.zeros(C),
+            running_var=torch.ones(C),
+            training=True,
+        )
+        | kwargs
+    )
     with pytest.raises(error, match=words):
-        batch_norm_leaky_relu(args.pop("x"), args.pop("weight"), args.pop("bias"), args.pop("running_mean"),
-                              args.pop("running_var"), **args)
+        batch_norm_leaky_relu(
+            args.pop("x"),
+            args.pop("weight"),
+            args.pop("bias"),
+            args.pop("running_mean"),
+            args.pop("running_var"),
+            **args,
+        )
 
 
 def test_instance_norm_bad_input():
@@ -358,5 +398,6 @@ def test_compiled_op_checks_its_arguments():
     with pytest.raises(RuntimeError, match="running_var must have shape"):
         op(x, None, None, torch.zeros(3), torch.zeros(2), False, 1e-5, 0.2, False)
     with pytest.raises(RuntimeError, match="grad_y must have the shape of x"):
-        torch.ops.deepfast.norm_leaky_relu_backward(torch.zeros(2, 3, 5), x, None, None, torch.zeros(3), torch.ones(3),
-                                             True, False, 1e-5, 0.2, False)
+        torch.ops.deepfast.norm_leaky_relu_backward(
+            torch.zeros(2, 3, 5), x, None, None, torch.zeros(3), torch.ones(3), True, False, 1e-5, 0.2, False
+        )

@@ -36,7 +36,9 @@ def test_compiled_op_on_an_empty_plane(channels_last):
     """The dispatcher op itself (what a custom caller reaches) with S = 0: empty outputs, no write."""
     x = torch.rand(2, 3, 0, 4)
     x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
-    y, mean, var = torch.ops.deepfast.norm_leaky_relu(x, None, None, torch.zeros(3), torch.ones(3), False, 1e-5, 0.2, False)
+    y, mean, var = torch.ops.deepfast.norm_leaky_relu(
+        x, None, None, torch.zeros(3), torch.ones(3), False, 1e-5, 0.2, False
+    )
     assert y.shape == x.shape and torch.equal(mean, torch.zeros(3))
     y, mean, var = torch.ops.deepfast.norm_leaky_relu(x, None, None, None, None, True, 1e-5, 0.2, False)
     assert y.shape == x.shape and mean.isnan().all()  # the mean of no value

@@ -187,8 +187,17 @@ def contract_inputs(case, norm, device):
     return x_adv, grad, x_orig, step, eps
 
 
-CONTRACT_CASES = ["random", "grad zero", "x_orig on the box edge", "eps zero", "all zero", "huge step", "giant step",
-                  "far outside", "per-sample eps"]
+CONTRACT_CASES = [
+    "random",
+    "grad zero",
+    "x_orig on the box edge",
+    "eps zero",
+    "all zero",
+    "huge step",
+    "giant step",
+    "far outside",
+    "per-sample eps",
+]
 
 
 @pytest.mark.parametrize("case", CONTRACT_CASES)
@@ -314,8 +323,11 @@ def bad_input_cases():
     cases = [
         (dict(x_adv=torch.zeros(2, 3, dtype=torch.int64)), TypeError, "x_adv must be a floating-point"),
         (dict(x_adv=[0.0, 1.0]), TypeError, "x_adv must be a torch.Tensor"),
-        (dict(x_adv=torch.tensor(0.5), grad=torch.tensor(1.0), x_orig=torch.tensor(0.5)), ValueError,
-         "x_adv must have a batch dimension"),
+        (
+            dict(x_adv=torch.tensor(0.5), grad=torch.tensor(1.0), x_orig=torch.tensor(0.5)),
+            ValueError,
+            "x_adv must have a batch dimension",
+        ),
         (dict(grad=torch.zeros(2, 4)), ValueError, "grad must have the shape of x_adv"),
         (dict(grad=torch.zeros(2, 3, dtype=torch.int32)), TypeError, "grad must be a floating-point"),
         (dict(x_orig=torch.zeros(2, 3, dtype=torch.float64)), TypeError, "x_orig must have the dtype of x_adv"),
@@ -339,7 +351,9 @@ def bad_input_cases():
         (dict(clamp=(0.0, float("nan"))), ValueError, "clamp must be None or a pair"),
     ]
     for name in ("x_adv", "grad", "x_orig"):
-        cases.append((dict([(name, torch.zeros(2, 3, requires_grad=True))]), ValueError, f"{name} must not require grad"))
+        cases.append(
+            (dict([(name, torch.zeros(2, 3, requires_grad=True))]), ValueError, f"{name} must not require grad")
+        )
     return cases
 
 

@@ -23,8 +23,13 @@ def test_training_curves_write_a_png_with_a_panel_per_metric(tmp_path):
 
 
 def test_line_panels(tmp_path):
-    panel = {"x": [1, 2, 3], "curves": {"a": [0.1, 0.5, 0.9], "b": [1, 1, 0]}, "xlabel": "x", "ylabel": "y",
-             "ylim": (0, 1)}
+    panel = {
+        "x": [1, 2, 3],
+        "curves": {"a": [0.1, 0.5, 0.9], "b": [1, 1, 0]},
+        "xlabel": "x",
+        "ylabel": "y",
+        "ylim": (0, 1),
+    }
     with Image.open(line_panels([panel, panel], tmp_path / "p.png", title="t")) as img:
         img.verify()
     with pytest.raises(ValueError, match="curve 'a'"):

@@ -76,8 +76,15 @@ def test_large_input_many_blocks(backend_device, poison):
 def test_empty_tensors(backend_device, reduction, poison):
     backend, device = backend_device
     mu, logvar, eps = make_inputs((0, 7), torch.float32, device)
-    z, kl, dmu, dlogvar = run(backend, mu, logvar, eps, reduction, torch.zeros_like(mu),
-                              torch.ones_like(mu) if reduction == "none" else torch.ones((), device=device))
+    z, kl, dmu, dlogvar = run(
+        backend,
+        mu,
+        logvar,
+        eps,
+        reduction,
+        torch.zeros_like(mu),
+        torch.ones_like(mu) if reduction == "none" else torch.ones((), device=device),
+    )
     assert z.shape == dmu.shape == dlogvar.shape == (0, 7)
     want = reparameterize_kl_reference(mu, logvar, eps, reduction)[1]
     torch.testing.assert_close(kl, want, equal_nan=True)  # sum: 0; mean and batchmean: NaN, like torch

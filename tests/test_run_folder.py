@@ -26,14 +26,43 @@ VAE = {"latent_dim": 4, "width": 8}
 
 
 def vae(out: Path, **kw) -> TrainConfig:
-    fields = dict(model="vae", data="tiny", out=str(out), batch_size=8, epochs=1, max_batches=2, progress=False,
-                  sample_every=1, samples=4, device="cpu", options=dict(VAE))
+    fields = dict(
+        model="vae",
+        data="tiny",
+        out=str(out),
+        batch_size=8,
+        epochs=1,
+        max_batches=2,
+        progress=False,
+        sample_every=1,
+        samples=4,
+        device="cpu",
+        options=dict(VAE),
+    )
     return TrainConfig(**{**fields, **kw})
 
 
 def cli_args(out: Path, *extra: str) -> list[str]:
-    return ["train", "vae", "--data", "tiny", "--batch-size", "8", "--max-batches", "2", "--out", str(out),
-            "--no-progress", "--device", "cpu", "-o", "latent_dim=4", "-o", "width=8", *extra]
+    return [
+        "train",
+        "vae",
+        "--data",
+        "tiny",
+        "--batch-size",
+        "8",
+        "--max-batches",
+        "2",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--device",
+        "cpu",
+        "-o",
+        "latent_dim=4",
+        "-o",
+        "width=8",
+        *extra,
+    ]
 
 
 HOLD_LOCK = """
@@ -50,7 +79,9 @@ def test_a_second_training_into_a_locked_folder_is_refused(tmp_path, capsys):
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(RunFolderError, match=rf"run folder {out} is in use by another training \(pid {holder.pid} on "):
+        with pytest.raises(
+            RunFolderError, match=rf"run folder {out} is in use by another training \(pid {holder.pid} on "
+        ):
             make_trainer(vae(out)).fit()
         assert cli.main(cli_args(out)) == 2
         assert f"is in use by another training (pid {holder.pid}" in capsys.readouterr().err
@@ -119,8 +150,11 @@ def test_a_save_on_a_full_disk_says_so_and_keeps_the_last_checkpoint(tmp_path, m
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", full_at_second_save)
-    with pytest.raises(OSError, match=r"cannot write checkpoint .*last.pt: No space left on device \(the previous "
-                                      r"last.pt is kept as it was\)"):
+    with pytest.raises(
+        OSError,
+        match=r"cannot write checkpoint .*last.pt: No space left on device \(the previous "
+        r"last.pt is kept as it was\)",
+    ):
         trainer.fit()
     monkeypatch.undo()
     assert load_checkpoint(out / "last.pt")["epoch"] == 1
@@ -163,13 +197,30 @@ def test_full_tmpfs(tmp_path, tmpfs, capsys):
 
 
 def test_option_values_of_the_wrong_kind_name_the_option(tmp_path, capsys):
-    base = ["train", "classifier", "--data", "tiny", "--batch-size", "8", "--epochs", "1", "--out", str(tmp_path / "c"),
-            "--no-progress", "--device", "cpu", "--adversarial", "pgd"]
-    for option, message in (("eps=inf", "option eps must be finite and >= 0, got inf"),
-                            ("eps=nan", "option eps must be finite and >= 0, got nan"),
-                            ("eps=abc", "option eps must be a number (default 0.2), got 'abc'"),
-                            ("width=8.5", "option width must be an int (default 64), got 8.5"),
-                            ("defense=1", "option defense must be a string (default 'at'), got 1")):
+    base = [
+        "train",
+        "classifier",
+        "--data",
+        "tiny",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path / "c"),
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--adversarial",
+        "pgd",
+    ]
+    for option, message in (
+        ("eps=inf", "option eps must be finite and >= 0, got inf"),
+        ("eps=nan", "option eps must be finite and >= 0, got nan"),
+        ("eps=abc", "option eps must be a number (default 0.2), got 'abc'"),
+        ("width=8.5", "option width must be an int (default 64), got 8.5"),
+        ("defense=1", "option defense must be a string (default 'at'), got 1"),
+    ):
         assert cli.main([*base, "-o", option]) == 2, option
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, err

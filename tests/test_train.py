@@ -57,9 +57,17 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def config(model, out, **kw):
-    fields = dict(model=model, data="tiny_pairs" if model == "cyclegan" else "tiny", out=str(out),
-                  batch_size=2 if model == "cyclegan" else 8,
-                  epochs=2, progress=False, sample_every=1, options=dict(SMALL[model]), device="cpu")
+    fields = dict(
+        model=model,
+        data="tiny_pairs" if model == "cyclegan" else "tiny",
+        out=str(out),
+        batch_size=2 if model == "cyclegan" else 8,
+        epochs=2,
+        progress=False,
+        sample_every=1,
+        options=dict(SMALL[model]),
+        device="cpu",
+    )
     fields.update(kw)
     return TrainConfig(**fields)
 
@@ -80,8 +88,11 @@ def assert_same_state(a, b, exact=True):
 
 # (trainer, loss that must fall, factor it must fall by, epochs) on a fixed set of 8 (cyclegan) or 32 images.
 LEARNS = [
-    ("ae", "loss", 0.7, 30), ("unet", "loss", 0.6, 25), ("vae", "recon", 0.7, 30),
-    ("cyclegan", "cycle", 0.5, 15), ("classifier", "loss", 0.1, 25),
+    ("ae", "loss", 0.7, 30),
+    ("unet", "loss", 0.6, 25),
+    ("vae", "recon", 0.7, 30),
+    ("cyclegan", "cycle", 0.5, 15),
+    ("classifier", "loss", 0.1, 25),
 ]
 
 
@@ -174,17 +185,42 @@ def test_ddp_two_processes_match_one_process_with_the_global_batch(tmp_path):
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          str(script), str(tmp_path)], env=env, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(script),
+            str(tmp_path),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     for model in ("classifier", "dcgan"):
         rank0, rank1 = (torch.load(tmp_path / model / f"rank{r}.pt") for r in (0, 1))
         if model == "dcgan":  # without sync_bn each rank's BN statistics are its own (DDP re-broadcasts rank 0's)
-            rank0, rank1 = ({k: {n: t for n, t in sd.items() if "running" not in n} for k, sd in r.items()}
-                            for r in (rank0, rank1))
+            rank0, rank1 = (
+                {k: {n: t for n, t in sd.items() if "running" not in n} for k, sd in r.items()} for r in (rank0, rank1)
+            )
         assert_same_state(rank0, rank1)
-    single = make_trainer(TrainConfig(model="classifier", data="digits", epochs=1, max_batches=3, batch_size=32,
-                                      out=str(tmp_path / "single"), progress=False, device="cpu", sync_bn=True))
+    single = make_trainer(
+        TrainConfig(
+            model="classifier",
+            data="digits",
+            epochs=1,
+            max_batches=3,
+            batch_size=32,
+            out=str(tmp_path / "single"),
+            progress=False,
+            device="cpu",
+            sync_bn=True,
+        )
+    )
     single.fit()
     assert_same_state(states(single), torch.load(tmp_path / "classifier" / "rank0.pt"), exact=False)
 
@@ -204,9 +240,17 @@ def test_divergence_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(
     assert [row["epoch"] for row in load_rows(tmp_path)] == [1]
 
 
-@pytest.mark.parametrize("kw", [{"amp": "bf16", "channels_last": True}, {"amp": "fp16"}, {"compile": True},
-                                {"impl": "reference"}, {"backend": "torch"}],
-                         ids=["bf16-channels_last", "fp16", "compile", "reference", "torch-backend"])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"amp": "bf16", "channels_last": True},
+        {"amp": "fp16"},
+        {"compile": True},
+        {"impl": "reference"},
+        {"backend": "torch"},
+    ],
+    ids=["bf16-channels_last", "fp16", "compile", "reference", "torch-backend"],
+)
 def test_training_options_run_and_learn(tmp_path, kw):
     result = make_trainer(config("classifier", tmp_path, epochs=6, lr=3e-3, sample_every=0, **kw)).fit()
     assert result.metrics[-1]["loss"] < 0.5 * result.metrics[0]["loss"]
@@ -238,8 +282,25 @@ def test_bad_settings_name_the_setting(tmp_path):
 
 def test_cli_train_resume_and_sample(tmp_path, capsys):
     out = tmp_path / "vae"
-    args = ["train", "vae", "--data", "tiny", "--epochs", "1", "--batch-size", "8", "--out", str(out), "--no-progress",
-            "-o", "latent_dim=4", "-o", "width=8", "--device", "cpu"]
+    args = [
+        "train",
+        "vae",
+        "--data",
+        "tiny",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--out",
+        str(out),
+        "--no-progress",
+        "-o",
+        "latent_dim=4",
+        "-o",
+        "width=8",
+        "--device",
+        "cpu",
+    ]
     assert cli.main(args) == 0
     for written in ("last.pt", "metrics.csv", "metrics.jsonl", "config.json", "samples/epoch_001.png"):
         assert (out / written).exists()
@@ -312,7 +373,7 @@ def test_topk_takes_the_generator_cost_over_the_best_scored_fakes(tmp_path):
     scores = torch.tensor([0.3, -2.0, 1.5, 0.7, -0.1, 4.0, 0.2], requires_grad=True)
     top = top_scores(scores, 0.4)  # round(2.8) = 3
     assert top.tolist() == pytest.approx([4.0, 1.5, 0.7])
-    grad, = torch.autograd.grad(top.sum() * 0.5, scores)
+    (grad,) = torch.autograd.grad(top.sum() * 0.5, scores)
     assert grad.tolist() == [0.0, 0.0, 0.5, 0.5, 0.0, 0.5, 0.0]
     assert top_scores(scores, 1.0) is scores and top_scores(scores, 0.01).tolist() == [4.0]
     for bad in (0.0, 1.5):
@@ -333,7 +394,14 @@ def test_cdcgan_samples_one_class_per_row_and_needs_labels(tmp_path):
 
 
 def test_cyclegan_saliency_thresholds_per_domain_and_semantic_consistency(tmp_path):
-    opts = {**SMALL["cyclegan"], "saliency": 1.0, "saliency_tau": 0.3, "saliency_tau_b": 0.6, "upsample": "resize", "skip": True}
+    opts = {
+        **SMALL["cyclegan"],
+        "saliency": 1.0,
+        "saliency_tau": 0.3,
+        "saliency_tau_b": 0.6,
+        "upsample": "resize",
+        "skip": True,
+    }
     trainer = make_trainer(config("cyclegan", tmp_path / "s", options=opts))
     trainer.setup(1)
     a_to_b, b_to_a = trainer.saliency
@@ -409,8 +477,9 @@ def test_classifier_colour_jitter_jitters_the_training_batches_and_still_learns(
         return y
 
     monkeypatch.setattr(classifier, "colour_jitter", recording)
-    result = make_trainer(config("classifier", tmp_path, epochs=6, lr=3e-3, sample_every=0,
-                                 options={"colour_jitter": 0.5})).fit()
+    result = make_trainer(
+        config("classifier", tmp_path, epochs=6, lr=3e-3, sample_every=0, options={"colour_jitter": 0.5})
+    ).fit()
     assert result.metrics[-1]["loss"] < 0.5 * result.metrics[0]["loss"]
     x, y, strength, value_range = calls[0]
     assert strength == 0.5 and value_range == (0.0, 1.0) and (y - x).abs().max() > 0.05
@@ -427,10 +496,12 @@ def test_options_are_a_typed_dataclass_saved_as_a_dict():
     trainer = make_trainer(TrainConfig(model="cyclegan", options={"ngf": 8, "saliency_tau_b": 0.3}, progress=False))
     assert trainer.options == CycleGANOptions(ngf=8, saliency_tau_b=0.3)
     assert trainer.config.options == dataclasses.asdict(CycleGANOptions(ngf=8, saliency_tau_b=0.3))
-    for options, message in [({"ngf": 1.5}, "option ngf must be an int \\(default 32\\), got 1.5"),
-                             ({"skip": 1}, "option skip must be True or False"),
-                             ({"decay_epochs": "x"}, "option decay_epochs must be an int or None"),
-                             ({"loss": 3}, "option loss must be a string"),
-                             ({"nope": 1}, "unknown option\\(s\\) for cyclegan: nope \\(known: ngf, ndf")]:
+    for options, message in [
+        ({"ngf": 1.5}, "option ngf must be an int \\(default 32\\), got 1.5"),
+        ({"skip": 1}, "option skip must be True or False"),
+        ({"decay_epochs": "x"}, "option decay_epochs must be an int or None"),
+        ({"loss": 3}, "option loss must be a string"),
+        ({"nope": 1}, "unknown option\\(s\\) for cyclegan: nope \\(known: ngf, ndf"),
+    ]:
         with pytest.raises(ValueError, match=message):
             make_trainer(TrainConfig(model="cyclegan", options=options, progress=False))

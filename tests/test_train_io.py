@@ -35,8 +35,11 @@ def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", disk_full)  # the write fails once the bytes are handed to the OS
-    with pytest.raises(OSError, match=r"cannot write checkpoint .*last.pt: No space left on device \(the previous "
-                                      r"last.pt is kept as it was\)") as err:
+    with pytest.raises(
+        OSError,
+        match=r"cannot write checkpoint .*last.pt: No space left on device \(the previous "
+        r"last.pt is kept as it was\)",
+    ) as err:
         atomic_save(checkpoint(models={"a": 2}), path)
     assert err.value.errno == errno.ENOSPC
     monkeypatch.undo()
@@ -63,7 +66,8 @@ def test_metrics_log_appends_truncates_and_widens_the_csv(tmp_path):
     reopened = MetricsLog(tmp_path)
     reopened.truncate(1)
     assert [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [
-        {"epoch": 1, "loss": 2.0}]
+        {"epoch": 1, "loss": 2.0}
+    ]
     assert (tmp_path / "metrics.csv").read_text().splitlines() == ["epoch,loss", "1,2.0"]
 
 

@@ -18,7 +18,7 @@ pytest.importorskip("triton")
 ROOT = Path(__file__).resolve().parent.parent
 CI = ROOT / ".ci"
 
-TOY = '''
+TOY = """
 import torch
 import triton
 import triton.language as tl
@@ -72,9 +72,9 @@ CALLS = {
     "nan_dropping": [(nan_dropping[(1,)], (x32, 100), dict(BLOCK=128))],
     "naive_exp": [(naive_exp[(1,)], (x32, 100), dict(BLOCK=128))],
 }
-'''
+"""
 
-DRIVER = '''
+DRIVER = """
 import json, sys
 sys.path[:0] = [sys.argv[1], sys.argv[2]]
 import triton_check
@@ -82,14 +82,19 @@ import {module} as m
 calls = {calls}
 launches = triton_check.record([(name, lambda f=f, a=a, k=k: f(*a, **k), ()) for name, f, a, k in calls])
 print(json.dumps({{launch.name: triton_check.compile_one(launch, 90)["problems"] for launch in launches}}))
-'''
+"""
 
 
 def problems(tmp_path: Path, module: str, calls: str) -> dict[str, list[str]]:
     """{kernel name: problems} of the launches ``calls`` makes, a Python expression over module ``m``."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    out = subprocess.run([sys.executable, "-c", DRIVER.format(module=module, calls=calls), str(CI), str(tmp_path)],
-                         capture_output=True, text=True, env=env, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-c", DRIVER.format(module=module, calls=calls), str(CI), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -108,14 +113,23 @@ def test_each_check_fires_on_its_defect_and_only_there(tmp_path):
 
 
 # The batch-statistics forward of a float64 (2, 3, 5, 7) tensor: the three norm_leaky_relu kernels, once each.
-FORWARD = ("[('forward', m.forward, (__import__('torch').randn(2, 3, 5, 7, dtype=__import__('torch').float64), None, "
-           "None, None, None, (1, 2, 3, 35), 1e-5, 0.2, False), {})]")
+FORWARD = (
+    "[('forward', m.forward, (__import__('torch').randn(2, 3, 5, 7, dtype=__import__('torch').float64), None, "
+    "None, None, None, (1, 2, 3, 35), 1e-5, 0.2, False), {})]"
+)
 
 # fix: ([(text of the fix, the text it replaced)], the problem the check then reports)
 REVERTS = {
-    "1-constexpr-globals": ([("STATS, FROM_X, FROM_Y, GIVEN = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2), "
-                              "tl.constexpr(3)", "STATS, FROM_X, FROM_Y, GIVEN = 0, 1, 2, 3"),
-                             ("MODE=mode.value", "MODE=mode")], "Cannot access global variable"),
+    "1-constexpr-globals": (
+        [
+            (
+                "STATS, FROM_X, FROM_Y, GIVEN = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2), tl.constexpr(3)",
+                "STATS, FROM_X, FROM_Y, GIVEN = 0, 1, 2, 3",
+            ),
+            ("MODE=mode.value", "MODE=mode"),
+        ],
+        "Cannot access global variable",
+    ),
     "2-float64-scalars": ([("eps: tl.float64", "eps"), ("slope: tl.float64", "slope")], "f64-scalar"),
     "6-int64-sizes": ([(": tl.int64", "")], "i32-size"),
 }
@@ -146,11 +160,14 @@ def test_unguarded_launch_is_found(tmp_path):
     finally:
         sys.path.remove(str(CI))
     (tmp_path / "k.py").write_text("def f(x):\n    with on_device(x):\n        a[(1,)](x)\n    b[(1,)](x)\n")
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path; import triton_check; "
-            "print(triton_check.unguarded_launches(Path(sys.argv[2])))")
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path; import triton_check; "
+        "print(triton_check.unguarded_launches(Path(sys.argv[2])))"
+    )
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    out = subprocess.run([sys.executable, "-c", code, str(CI), str(tmp_path)], capture_output=True, text=True,
-                         env=env, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(CI), str(tmp_path)], capture_output=True, text=True, env=env, check=True
+    ).stdout
     assert "k.py:4" in out and "k.py:3" not in out
     sass = """
         arch = sm_90

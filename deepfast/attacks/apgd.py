@@ -98,11 +98,23 @@ class APGD(PGD):
     iterate of the highest loss.
     """
 
-    def __init__(self, model: nn.Module, eps: float = 8 / 255, steps: int = 100, norm: str = "inf", *,
-                 loss: str = "ce", alpha: float | None = None, rho: float = 0.75, **kwargs) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float = 8 / 255,
+        steps: int = 100,
+        norm: str = "inf",
+        *,
+        loss: str = "ce",
+        alpha: float | None = None,
+        rho: float = 0.75,
+        **kwargs,
+    ) -> None:
         for key in ("early_stop", "momentum", "cuda_graph"):
             if key in kwargs:
-                raise TypeError(f"{type(self).__name__} does not take {key} (it has its own momentum and keeps every sample)")
+                raise TypeError(
+                    f"{type(self).__name__} does not take {key} (it has its own momentum and keeps every sample)"
+                )
         alpha = 2 * check_finite_float(eps, "eps", minimum=0) if alpha is None else alpha
         super().__init__(model, eps, alpha, check_positive_int(steps, "steps"), norm=norm, early_stop=False, **kwargs)
         check_choice(loss, "loss", LOSSES)
@@ -114,8 +126,10 @@ class APGD(PGD):
             raise ValueError(f"rho must be in [0, 1], got {rho}")
 
     def __repr__(self) -> str:
-        return (f"{self.name}(eps={self.eps:.4g}, steps={self.steps}, norm={self.norm!r}, loss={self.loss_name!r}, "
-                f"alpha={self.alpha:.4g}, rho={self.rho}, restarts={self.restarts}, target={self.target!r})")
+        return (
+            f"{self.name}(eps={self.eps:.4g}, steps={self.steps}, norm={self.norm!r}, loss={self.loss_name!r}, "
+            f"alpha={self.alpha:.4g}, rho={self.rho}, restarts={self.restarts}, target={self.target!r})"
+        )
 
     def _losses(self, logits: Tensor, goal: Tensor, targeted: bool) -> Tensor:
         """The per-sample losses (N,) that the steps increase."""
@@ -126,8 +140,9 @@ class APGD(PGD):
         losses = F.cross_entropy(logits, goal, reduction="none")
         return -losses if targeted else losses
 
-    def _evaluate(self, x: Tensor, goal: Tensor, targeted: bool,
-                  losses_of: Callable[[Tensor], Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    def _evaluate(
+        self, x: Tensor, goal: Tensor, targeted: bool, losses_of: Callable[[Tensor], Tensor]
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """(per-sample losses (N,) in float32/64, their gradient with respect to x, success (N,) bool) at x."""
         x.requires_grad_(True)
         try:
@@ -138,12 +153,20 @@ class APGD(PGD):
             x.requires_grad_(False)
         return losses.detach(), grad, self.succeeded(logits.detach(), goal, targeted)
 
-    def _run(self, x0: Tensor, goal: Tensor, targeted: bool, generator: torch.Generator | None,
-             losses_of: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+    def _run(
+        self,
+        x0: Tensor,
+        goal: Tensor,
+        targeted: bool,
+        generator: torch.Generator | None,
+        losses_of: Callable[[Tensor], Tensor] | None = None,
+    ) -> Tensor:
         """One run from a (random) start; ``losses_of(logits) -> (N,)`` replaces the loss (APGD-T's)."""
         if losses_of is None:
+
             def losses_of(logits: Tensor) -> Tensor:
                 return self._losses(logits, goal, targeted)
+
         n, acc = x0.shape[0], torch.float64 if x0.dtype == torch.float64 else torch.float32
         per_sample = (-1, *(1,) * (x0.dim() - 1))
         x = pgd_random_start(x0, self.eps, self.norm, generator=generator) if self.random_start else x0.clone()
@@ -203,10 +226,13 @@ class APGDT(APGD):
     Needs K >= 4 classes; with K - 1 < targets, the K - 1 other classes. Other arguments as ``APGD``'s.
     """
 
-    def __init__(self, model: nn.Module, eps: float = 8 / 255, steps: int = 100, norm: str = "inf", *,
-                 targets: int = 9, **kwargs) -> None:
+    def __init__(
+        self, model: nn.Module, eps: float = 8 / 255, steps: int = 100, norm: str = "inf", *, targets: int = 9, **kwargs
+    ) -> None:
         if "loss" in kwargs or "target" in kwargs:
-            raise TypeError("APGDT takes no loss or target (its loss is the targeted DLR, towards each of `targets` classes)")
+            raise TypeError(
+                "APGDT takes no loss or target (its loss is the targeted DLR, towards each of `targets` classes)"
+            )
         super().__init__(model, eps, steps, norm, **kwargs)
         self.loss_name = "dlr-targeted"
         self.targets = check_positive_int(targets, "targets")
@@ -214,7 +240,9 @@ class APGDT(APGD):
     def _attack(self, x: Tensor, goal: Tensor, targeted: bool, generator: torch.Generator | None) -> Tensor:
         logits = self._clean_logits(x)
         if logits.shape[1] < 4:
-            raise ValueError(f"APGDT (the targeted DLR loss) needs a model of at least 4 classes, got {logits.shape[1]}")
+            raise ValueError(
+                f"APGDT (the targeted DLR loss) needs a model of at least 4 classes, got {logits.shape[1]}"
+            )
 
         def run(idx: Tensor, aims: Tensor, restart: int) -> tuple[Tensor, Tensor]:
             y = goal[idx]

@@ -87,8 +87,9 @@ def check_labels(labels: object, n: int, name: str = "labels") -> None:
 def check_classes(lo: int, hi: int, k: int, name: str = "labels") -> None:
     """Class indices whose smallest is ``lo`` and largest ``hi`` must lie in [0, k) for a model of k classes."""
     if lo < 0 or hi >= k:
-        raise ValueError(f"{name} must hold class indices in [0, {k}) for a model of {k} classes, "
-                         f"got values in [{lo}, {hi}]")
+        raise ValueError(
+            f"{name} must hold class indices in [0, {k}) for a model of {k} classes, got values in [{lo}, {hi}]"
+        )
 
 
 def check_finite_logits(logits: Tensor) -> None:
@@ -257,4 +258,3 @@ class Attack:
 
     def _attack(self, x: Tensor, goal: Tensor, targeted: bool, generator: torch.Generator | None) -> Tensor:
         raise NotImplementedError
-

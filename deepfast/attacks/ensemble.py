@@ -31,8 +31,9 @@ from deepfast.attacks.base import Attack, Normalization
 from deepfast.attacks.registry import autoattack
 
 
-def in_turn(attacks: Sequence[Attack], judge: Attack, x: Tensor, y: Tensor,
-            still: Tensor) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+def in_turn(
+    attacks: Sequence[Attack], judge: Attack, x: Tensor, y: Tensor, still: Tensor
+) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
     """Runs ``attacks`` in turn, each on the samples of x (N, ...) with labels y (N,) that are ``still``
     robust ((N,) bool, updated in place); yields, for each attack, (the indices it ran on (M,), its
     examples (M, ...), which of them ``judge``'s model misclassifies (M,) bool)."""
@@ -59,13 +60,22 @@ class AutoAttack(Attack):
     clean misclassified ones: -1 too, their result is the image).
     """
 
-    def __init__(self, model: nn.Module, eps: float = 8 / 255, norm: str = "inf", *,
-                 normalization: Normalization | None = None, seed: int | None = 0, amp: str | None = None,
-                 **settings: object) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float = 8 / 255,
+        norm: str = "inf",
+        *,
+        normalization: Normalization | None = None,
+        seed: int | None = 0,
+        amp: str | None = None,
+        **settings: object,
+    ) -> None:
         super().__init__(model, eps=eps, normalization=normalization, seed=seed, amp=amp)
         self.norm = norm
-        self.attacks = [f(model, eps=eps, normalization=normalization)
-                        for f in autoattack(norm, seed=seed, amp=amp, **settings)]
+        self.attacks = [
+            f(model, eps=eps, normalization=normalization) for f in autoattack(norm, seed=seed, amp=amp, **settings)
+        ]
         self.last_fooled_by: Tensor | None = None
 
     def __repr__(self) -> str:

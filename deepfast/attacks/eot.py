@@ -38,8 +38,14 @@ class RandomTransform:
     identity and returns its input.
     """
 
-    def __init__(self, scale: tuple[float, float] = (1.0, 1.0), rotation: float = 0.0, translate: float = 0.0,
-                 brightness: float = 0.0, noise: float = 0.0) -> None:
+    def __init__(
+        self,
+        scale: tuple[float, float] = (1.0, 1.0),
+        rotation: float = 0.0,
+        translate: float = 0.0,
+        brightness: float = 0.0,
+        noise: float = 0.0,
+    ) -> None:
         if not (isinstance(scale, (tuple, list)) and len(scale) == 2 and 0 < scale[0] <= scale[1] < math.inf):
             raise ValueError(f"scale must be a pair (lo, hi) with 0 < lo <= hi, got {scale!r}")
         self.scale = (float(scale[0]), float(scale[1]))
@@ -53,8 +59,10 @@ class RandomTransform:
         return self.scale != (1.0, 1.0) or self.rotation > 0 or self.translate > 0
 
     def __repr__(self) -> str:
-        return (f"RandomTransform(scale={self.scale}, rotation={self.rotation}, translate={self.translate}, "
-                f"brightness={self.brightness}, noise={self.noise})")
+        return (
+            f"RandomTransform(scale={self.scale}, rotation={self.rotation}, translate={self.translate}, "
+            f"brightness={self.brightness}, noise={self.noise})"
+        )
 
     def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         n = x.shape[0]
@@ -91,20 +99,32 @@ class EOTPGD(PGD):
 
     supports_cuda_graph = False  # the transforms are drawn anew every step
 
-    def __init__(self, model: nn.Module, eps: float = 8 / 255, alpha: float | None = None, steps: int = 10,
-                 random_start: bool = True, norm: str = "inf", *,
-                 transform: RandomTransform | Callable[[Tensor, torch.Generator | None], Tensor] | None = None,
-                 eot_samples: int = 8, **kwargs) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float = 8 / 255,
+        alpha: float | None = None,
+        steps: int = 10,
+        random_start: bool = True,
+        norm: str = "inf",
+        *,
+        transform: RandomTransform | Callable[[Tensor, torch.Generator | None], Tensor] | None = None,
+        eot_samples: int = 8,
+        **kwargs,
+    ) -> None:
         super().__init__(model, eps, alpha, steps, random_start, norm, **kwargs)
         if transform is None:
             transform = RandomTransform(scale=(0.9, 1.1), rotation=10.0, translate=0.05, brightness=0.05, noise=0.02)
         if not callable(transform):
-            raise TypeError(f"transform must be a RandomTransform or a function (x, generator) -> x, got {type(transform).__name__}")
+            raise TypeError(
+                f"transform must be a RandomTransform or a function (x, generator) -> x, got {type(transform).__name__}"
+            )
         self.transform = transform
         self.eot_samples = check_positive_int(eot_samples, "eot_samples")
 
-    def objective(self, x: Tensor, goal: Tensor, targeted: bool,
-                  generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    def objective(
+        self, x: Tensor, goal: Tensor, targeted: bool, generator: torch.Generator | None
+    ) -> tuple[Tensor, Tensor]:
         """(log of the mean probabilities over the K transformed copies of x, the mean loss over them)."""
         k, n = self.eot_samples, x.shape[0]
         copies = x.unsqueeze(0).expand(k, *x.shape).reshape(k * n, *x.shape[1:])

@@ -38,7 +38,9 @@ from deepfast.attacks.ensemble import in_turn
 from deepfast.attacks.registry import ATTACKS, PRESETS, factories, known
 from deepfast.progress import bar
 
-AttackSpec = str | Callable[..., Attack]  # a name of ATTACKS or PRESETS, or factory(model, eps=, normalization=) -> Attack
+AttackSpec = (
+    str | Callable[..., Attack]
+)  # a name of ATTACKS or PRESETS, or factory(model, eps=, normalization=) -> Attack
 
 __all__ = ["ATTACKS", "PRESETS", "Evaluation", "GradientMaskingWarning", "evaluate"]
 
@@ -67,12 +69,27 @@ class Evaluation:
 
     def table(self) -> str:
         """A text table: one row per eps, accuracies in %."""
-        head = ["eps", "clean", *(f"after {name}" for name in self.accuracy_after), "robust", "mean Linf",
-                "mean L2", "black-box only"]
-        rows = [[f"{e:.4g}", f"{100 * self.clean_accuracy:.1f}%",
-                 *(f"{100 * acc[i]:.1f}%" for acc in self.accuracy_after.values()),
-                 f"{100 * self.robust_accuracy[i]:.1f}%", f"{self.mean_linf[i]:.4f}", f"{self.mean_l2[i]:.4f}",
-                 str(self.black_box_only[i])] for i, e in enumerate(self.eps)]
+        head = [
+            "eps",
+            "clean",
+            *(f"after {name}" for name in self.accuracy_after),
+            "robust",
+            "mean Linf",
+            "mean L2",
+            "black-box only",
+        ]
+        rows = [
+            [
+                f"{e:.4g}",
+                f"{100 * self.clean_accuracy:.1f}%",
+                *(f"{100 * acc[i]:.1f}%" for acc in self.accuracy_after.values()),
+                f"{100 * self.robust_accuracy[i]:.1f}%",
+                f"{self.mean_linf[i]:.4f}",
+                f"{self.mean_l2[i]:.4f}",
+                str(self.black_box_only[i]),
+            ]
+            for i, e in enumerate(self.eps)
+        ]
         widths = [max(len(h), *(len(r[j]) for r in rows)) for j, h in enumerate(head)]
         lines = ["  ".join(v.rjust(wd) for v, wd in zip(line, widths)) for line in [head, *rows]]
         lines.insert(1, "  ".join("-" * wd for wd in widths))
@@ -91,15 +108,19 @@ def _shard(data: object, batch_size: int, rank: int, size: int) -> tuple[Iterabl
         loader = DataLoader(data, batch_sampler=[list(range(i, min(i + batch_size, len(data)))) for i in starts])
         return zip(starts, loader), len(starts)
     if isinstance(data, Iterable):
+
         def owned() -> Iterator[tuple[int, object]]:
             start = 0
             for b, batch in enumerate(data):
                 if b % size == rank:
                     yield start, batch
                 start += len(batch[0]) if isinstance(batch, (tuple, list)) and batch else 0
+
         total = len(data) if hasattr(data, "__len__") else None
         return owned(), None if total is None else len(range(rank, total, size))
-    raise TypeError(f"data must be (images, labels) tensors, a Dataset or an iterable of batches, got {type(data).__name__}")
+    raise TypeError(
+        f"data must be (images, labels) tensors, a Dataset or an iterable of batches, got {type(data).__name__}"
+    )
 
 
 def _checked(batch: object) -> tuple[Tensor, Tensor]:
@@ -121,7 +142,9 @@ def _factories(attacks: str | Sequence[AttackSpec]) -> list[Callable[..., Attack
         elif callable(spec):
             out.append(spec)
         else:
-            raise TypeError(f"attacks must hold attack names or factories (model, eps=, normalization=) -> Attack, got {spec!r}")
+            raise TypeError(
+                f"attacks must hold attack names or factories (model, eps=, normalization=) -> Attack, got {spec!r}"
+            )
     return out
 
 
@@ -214,8 +237,16 @@ def evaluate(
             check_classes(*(int(v) for v in torch.aminmax(y)), logits.shape[1])
             check_finite_logits(logits)
             correct = logits.argmax(dim=1) == y
-            counts = {"n": x.shape[0], "clean": int(correct.sum()), "robust": [], "after": [], "fooled": [],
-                      "linf": [], "l2": [], "masked": []}
+            counts = {
+                "n": x.shape[0],
+                "clean": int(correct.sum()),
+                "robust": [],
+                "after": [],
+                "fooled": [],
+                "linf": [],
+                "l2": [],
+                "masked": [],
+            }
             for row in grid:
                 if seed is not None:
                     for attack in row:
@@ -229,8 +260,10 @@ def evaluate(
                     if attack.black_box and has_white_box:
                         masked += int(hit.sum())
                     after.append(int(still.sum()))
-                for key, value in zip(("robust", "after", "fooled", "linf", "l2", "masked"),
-                                      (int(still.sum()), after, fooled, linf, l2, masked)):
+                for key, value in zip(
+                    ("robust", "after", "fooled", "linf", "l2", "masked"),
+                    (int(still.sum()), after, fooled, linf, l2, masked),
+                ):
                     counts[key].append(value)
             records.append((start, counts))
     records = sorted((r for part in _gather(records, size) for r in part), key=lambda r: r[0])
@@ -247,11 +280,16 @@ def evaluate(
     flagged = [f"eps={e:.4g}: {m}" for e, m in zip(eps, masked) if m > 0]
     if flagged and rank == 0:
         warnings.warn(
-            "a black-box attack fooled samples on which every white-box attack failed (" + ", ".join(flagged)
+            "a black-box attack fooled samples on which every white-box attack failed ("
+            + ", ".join(flagged)
             + " samples): a sign of gradient masking; the white-box robust accuracy is not to be trusted",
-            GradientMaskingWarning, stacklevel=2)
+            GradientMaskingWarning,
+            stacklevel=2,
+        )
     return Evaluation(
-        n=n, clean_accuracy=sum(c["clean"] for _, c in records) / n, eps=eps,
+        n=n,
+        clean_accuracy=sum(c["clean"] for _, c in records) / n,
+        eps=eps,
         robust_accuracy=[total_of("robust", i) / n for i in range(k)],
         accuracy_after={name: [total_of("after", i, j) / n for i in range(k)] for j, name in enumerate(names)},
         mean_linf=[s / f if f else math.nan for s, f in zip(linf, fooled)],

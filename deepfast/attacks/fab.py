@@ -95,17 +95,33 @@ class FAB(Attack):
     call (inf where none, 0 where the clean image is already misclassified).
     """
 
-    def __init__(self, model: nn.Module, eps: float = 8 / 255, steps: int = 100, norm: str = "inf", *,
-                 targets: int | None = None, restarts: int = 1, alpha_max: float = 0.1, eta: float = 1.05,
-                 beta: float = 0.9, early_stop: bool = True, target: Target = None,
-                 normalization: Normalization | None = None, seed: int | None = None, amp: str | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float = 8 / 255,
+        steps: int = 100,
+        norm: str = "inf",
+        *,
+        targets: int | None = None,
+        restarts: int = 1,
+        alpha_max: float = 0.1,
+        eta: float = 1.05,
+        beta: float = 0.9,
+        early_stop: bool = True,
+        target: Target = None,
+        normalization: Normalization | None = None,
+        seed: int | None = None,
+        amp: str | None = None,
+    ) -> None:
         super().__init__(model, eps=eps, target=target, normalization=normalization, seed=seed, amp=amp)
         self.steps = check_positive_int(steps, "steps")
         check_choice(norm, "norm", NORMS)
         self.norm = norm
         self.targets = None if targets is None else check_positive_int(targets, "targets")
         if self.targets is not None and self.target is not None:
-            raise ValueError("FAB takes targets (FAB-T, untargeted over several classes) or target (targeted), not both")
+            raise ValueError(
+                "FAB takes targets (FAB-T, untargeted over several classes) or target (targeted), not both"
+            )
         self.restarts = check_positive_int(restarts, "restarts")
         self.alpha_max = check_finite_float(alpha_max, "alpha_max", minimum=0)
         if self.alpha_max > 1:
@@ -118,9 +134,11 @@ class FAB(Attack):
         self.last_norms: Tensor | None = None
 
     def __repr__(self) -> str:
-        return (f"FAB(eps={self.eps:.4g}, steps={self.steps}, norm={self.norm!r}, targets={self.targets}, "
-                f"restarts={self.restarts}, alpha_max={self.alpha_max}, eta={self.eta}, beta={self.beta}, "
-                f"early_stop={self.early_stop}, target={self.target!r})")
+        return (
+            f"FAB(eps={self.eps:.4g}, steps={self.steps}, norm={self.norm!r}, targets={self.targets}, "
+            f"restarts={self.restarts}, alpha_max={self.alpha_max}, eta={self.eta}, beta={self.beta}, "
+            f"early_stop={self.early_stop}, target={self.target!r})"
+        )
 
     def _norms(self, d: Tensor) -> Tensor:
         """The attack's norm of each row of d (M, D)."""
@@ -157,7 +175,9 @@ class FAB(Attack):
             (g,) = torch.autograd.grad(logits[:, j].sum(), x, retain_graph=j + 1 < logits.shape[1])
             g = g - grad_y
             d = (logits[:, j] - logits[rows, goal]).detach().to(x.dtype)
-            dual = g.flatten(1).abs().sum(dim=1) if self.norm == "inf" else torch.linalg.vector_norm(g.flatten(1), dim=1)
+            dual = (
+                g.flatten(1).abs().sum(dim=1) if self.norm == "inf" else torch.linalg.vector_norm(g.flatten(1), dim=1)
+            )
             dist = torch.where(goal == j, torch.inf, d.abs() / (dual + 1e-12))
             nearer = dist < best
             best = torch.where(nearer, dist, best)
@@ -175,7 +195,9 @@ class FAB(Attack):
         scale = self._norms(t.flatten(1)).clamp_min(1e-12).view(-1, *(1,) * (x0.dim() - 1))
         return (x0 + 0.5 * self.eps * t / scale).clamp(0, 1)
 
-    def _run(self, x0: Tensor, goal: Tensor, targeted: bool, aims: Tensor | None, start: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _run(
+        self, x0: Tensor, goal: Tensor, targeted: bool, aims: Tensor | None, start: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
         """One run of ``steps`` steps from x0 (or ``start``): (the smallest adversarial examples found
         (M, ...), x0 where none; their norms (M,), inf where none)."""
         shape, flat0 = x0.shape, x0.flatten(1)
@@ -226,11 +248,11 @@ class FAB(Attack):
         return adv
 
 
-
 class FABT(FAB):
     """FAB-T, AutoAttack's third attack: ``FAB(..., targets=9)``, untargeted over the 9 most likely other
     classes (see ``FAB``)."""
 
-    def __init__(self, model: nn.Module, eps: float = 8 / 255, steps: int = 100, norm: str = "inf", *,
-                 targets: int = 9, **kwargs) -> None:
+    def __init__(
+        self, model: nn.Module, eps: float = 8 / 255, steps: int = 100, norm: str = "inf", *, targets: int = 9, **kwargs
+    ) -> None:
         super().__init__(model, eps, steps, norm, targets=targets, **kwargs)

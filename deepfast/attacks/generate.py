@@ -52,6 +52,16 @@ def generate_class(
         start = torch.rand(tuple(shape), device=device, generator=generator)
     if eps is None:
         eps = 1.0 if norm == "inf" else math.sqrt(math.prod(start.shape[1:]))
-    attack = PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=False, norm=norm, early_stop=False,
-                 target=target, normalization=normalization, seed=seed)
+    attack = PGD(
+        model,
+        eps=eps,
+        alpha=alpha,
+        steps=steps,
+        random_start=False,
+        norm=norm,
+        early_stop=False,
+        target=target,
+        normalization=normalization,
+        seed=seed,
+    )
     return attack(start)

@@ -101,23 +101,29 @@ class PGD(Attack):
         self.momentum = check_finite_float(momentum, "momentum", minimum=0)
         self.cuda_graph = bool(cuda_graph)
         if self.cuda_graph and not self.supports_cuda_graph:
-            raise ValueError(f"cuda_graph=True is not supported by {self.name}: its objective depends on more than "
-                             "the batch (random transforms or state set per call), which a replayed graph would not see")
+            raise ValueError(
+                f"cuda_graph=True is not supported by {self.name}: its objective depends on more than "
+                "the batch (random transforms or state set per call), which a replayed graph would not see"
+            )
         self._graphed: tuple[tuple, StaticRun] | None = None  # (key, run) of the last captured graph
 
     def __repr__(self) -> str:
-        return (f"{self.name}(eps={self.eps:.4g}, alpha={self.alpha:.4g}, steps={self.steps}, norm={self.norm!r}, "
-                f"random_start={self.random_start}, restarts={self.restarts}, early_stop={self.early_stop}, "
-                f"momentum={self.momentum:.4g}, cuda_graph={self.cuda_graph}, amp={self.amp!r}, target={self.target!r})")
+        return (
+            f"{self.name}(eps={self.eps:.4g}, alpha={self.alpha:.4g}, steps={self.steps}, norm={self.norm!r}, "
+            f"random_start={self.random_start}, restarts={self.restarts}, early_stop={self.early_stop}, "
+            f"momentum={self.momentum:.4g}, cuda_graph={self.cuda_graph}, amp={self.amp!r}, target={self.target!r})"
+        )
 
-    def objective(self, x: Tensor, goal: Tensor, targeted: bool,
-                  generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    def objective(
+        self, x: Tensor, goal: Tensor, targeted: bool, generator: torch.Generator | None
+    ) -> tuple[Tensor, Tensor]:
         """(logits (N, K) that decide whether each sample has succeeded, the loss to increase) at x."""
         logits = self.logits(x)
         return logits, self.loss(logits, goal, targeted)
 
-    def gradient(self, x: Tensor, goal: Tensor, targeted: bool,
-                 generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    def gradient(
+        self, x: Tensor, goal: Tensor, targeted: bool, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
         """(grad, logits): the gradient of the objective's loss with respect to x (N, ...) only, and its
         logits (N, K), detached. x must not require grad; it is left so."""
         x.requires_grad_(True)
@@ -186,8 +192,19 @@ class PGD(Attack):
         if x0.device.type != "cuda":
             raise ValueError(f"cuda_graph=True needs the model on a CUDA device, got {x0.device}")
         tensors = chain(self.model.parameters(), self.model.buffers())
-        key = (x0.shape, x0.dtype, x0.device, targeted, self.eps, self.alpha, self.norm, self.momentum,
-               self.early_stop, self.amp, tuple(t.data_ptr() for t in tensors))
+        key = (
+            x0.shape,
+            x0.dtype,
+            x0.device,
+            targeted,
+            self.eps,
+            self.alpha,
+            self.norm,
+            self.momentum,
+            self.early_stop,
+            self.amp,
+            tuple(t.data_ptr() for t in tensors),
+        )
         if self._graphed is None or self._graphed[0] != key:
             self._graphed = None
             run = StaticRun(self, x0, goal, targeted)
@@ -239,8 +256,15 @@ def pgd_reference(
 class BIM(PGD):
     """The basic iterative method (Kurakin et al. 2017): PGD from the image itself (random_start=False)."""
 
-    def __init__(self, model: nn.Module, eps: float = 8 / 255, alpha: float | None = None, steps: int = 10,
-                 norm: str = "inf", **kwargs) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float = 8 / 255,
+        alpha: float | None = None,
+        steps: int = 10,
+        norm: str = "inf",
+        **kwargs,
+    ) -> None:
         super().__init__(model, eps, alpha, steps, random_start=False, norm=norm, **kwargs)
 
 
@@ -248,7 +272,17 @@ class MIFGSM(PGD):
     """Momentum iterative FGSM (Dong et al. 2018): BIM with momentum, mu = 1.0 and alpha = eps / steps by
     default: m <- mu * m + g / mean|g|, x <- step along sign(m) (Linf) or m / ||m|| (L2)."""
 
-    def __init__(self, model: nn.Module, eps: float = 8 / 255, alpha: float | None = None, steps: int = 10,
-                 momentum: float = 1.0, norm: str = "inf", **kwargs) -> None:
-        alpha = check_finite_float(eps, "eps", minimum=0) / check_positive_int(steps, "steps") if alpha is None else alpha
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float = 8 / 255,
+        alpha: float | None = None,
+        steps: int = 10,
+        momentum: float = 1.0,
+        norm: str = "inf",
+        **kwargs,
+    ) -> None:
+        alpha = (
+            check_finite_float(eps, "eps", minimum=0) / check_positive_int(steps, "steps") if alpha is None else alpha
+        )
         super().__init__(model, eps, alpha, steps, random_start=False, norm=norm, momentum=momentum, **kwargs)

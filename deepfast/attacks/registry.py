@@ -16,14 +16,27 @@ from deepfast.attacks.pgd import BIM, MIFGSM, PGD
 from deepfast.attacks.square import Square
 
 ATTACKS: dict[str, type[Attack]] = {
-    "fgsm": FGSM, "pgd": PGD, "bim": BIM, "mifgsm": MIFGSM, "apgd": APGD, "apgd-dlr": APGDDLR, "apgd-t": APGDT,
-    "fab": FAB, "fab-t": FABT, "eot": EOTPGD, "square": Square,
+    "fgsm": FGSM,
+    "pgd": PGD,
+    "bim": BIM,
+    "mifgsm": MIFGSM,
+    "apgd": APGD,
+    "apgd-dlr": APGDDLR,
+    "apgd-t": APGDT,
+    "fab": FAB,
+    "fab-t": FABT,
+    "eot": EOTPGD,
+    "square": Square,
 }
 
 # name -> the attacks it stands for, in order, each with its settings beyond the class defaults
 PRESETS: dict[str, tuple[tuple[str, dict], ...]] = {
-    "autoattack": (("apgd", {"steps": 100, "loss": "ce"}), ("apgd-t", {"steps": 100, "targets": 9}),
-                   ("fab-t", {"steps": 100, "targets": 9}), ("square", {"queries": 5000, "p_init": 0.8})),
+    "autoattack": (
+        ("apgd", {"steps": 100, "loss": "ce"}),
+        ("apgd-t", {"steps": 100, "targets": 9}),
+        ("fab-t", {"steps": 100, "targets": 9}),
+        ("square", {"queries": 5000, "p_init": 0.8}),
+    ),
 }
 
 COMMON = ("seed", "amp")  # settings every attack takes
@@ -33,8 +46,9 @@ def known() -> str:
     return ", ".join([*ATTACKS, *PRESETS])
 
 
-def factories(names: Sequence[str], settings: dict[str, object] | None = None,
-              flag: Callable[[str], str] = str) -> list[Callable[..., Attack]]:
+def factories(
+    names: Sequence[str], settings: dict[str, object] | None = None, flag: Callable[[str], str] = str
+) -> list[Callable[..., Attack]]:
     """The factories ``f(model, eps=, normalization=) -> Attack`` of the attacks ``names`` (presets
     expanded), each with its preset's settings and those of ``settings`` that it takes (None values
     skipped; seed and amp go to every attack). A name that is not known, or a setting that none of the
@@ -47,8 +61,11 @@ def factories(names: Sequence[str], settings: dict[str, object] | None = None,
     for key, value in (settings or {}).items():
         if value is None:
             continue
-        takers = [i for i, (n, _) in enumerate(specs)
-                  if key in COMMON or key in inspect.signature(ATTACKS[n].__init__).parameters]
+        takers = [
+            i
+            for i, (n, _) in enumerate(specs)
+            if key in COMMON or key in inspect.signature(ATTACKS[n].__init__).parameters
+        ]
         if not takers:
             raise ValueError(f"{flag(key)} does not apply to attack {', '.join(map(repr, names))}")
         for i in takers:

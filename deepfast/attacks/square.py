@@ -69,9 +69,19 @@ class Square(Attack):
 
     black_box = True
 
-    def __init__(self, model: nn.Module, eps: float = 8 / 255, queries: int = 1000, p_init: float = 0.8,
-                 norm: str = "inf", *, target: Target = None, normalization: Normalization | None = None, seed: int | None = None,
-                 amp: str | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float = 8 / 255,
+        queries: int = 1000,
+        p_init: float = 0.8,
+        norm: str = "inf",
+        *,
+        target: Target = None,
+        normalization: Normalization | None = None,
+        seed: int | None = None,
+        amp: str | None = None,
+    ) -> None:
         super().__init__(model, eps=eps, target=target, normalization=normalization, seed=seed, amp=amp)
         self.queries = check_positive_int(queries, "queries")
         if isinstance(p_init, bool) or not isinstance(p_init, (int, float)) or not 0 < p_init <= 1:
@@ -82,8 +92,10 @@ class Square(Attack):
         self.last_queries: Tensor | None = None
 
     def __repr__(self) -> str:
-        return (f"Square(eps={self.eps:.4g}, queries={self.queries}, p_init={self.p_init}, norm={self.norm!r}, "
-                f"target={self.target!r})")
+        return (
+            f"Square(eps={self.eps:.4g}, queries={self.queries}, p_init={self.p_init}, norm={self.norm!r}, "
+            f"target={self.target!r})"
+        )
 
     def side(self, i: int, h: int, w: int) -> int:
         """Side of the square at query i of ``queries``."""
@@ -152,7 +164,7 @@ class Square(Attack):
         pattern = pseudo_gaussian(s, xs)
         pattern = torch.where(draw.coins(m), pattern[cols, rows], pattern[rows, cols]) * w1  # (m, 1, H, W)
         new = pattern * draw.signs(m, c, 1, 1) + in_w1 / (_l2(in_w1, channels=True) + 1e-12)
-        budget = (self.eps ** 2 - _l2(delta) ** 2).clamp_min(0) / c + _l2(delta * (w1 | w2)) ** 2
+        budget = (self.eps**2 - _l2(delta) ** 2).clamp_min(0) / c + _l2(delta * (w1 | w2)) ** 2
         new = new / (_l2(new, channels=True) + 1e-12) * budget.sqrt()
         delta = torch.where(w1, new, torch.where(w2, 0, delta))
         return (xs + self.eps * delta / (_l2(delta) + 1e-12)).clamp_(0, 1)
@@ -191,7 +203,9 @@ class _Draws:
 
     def signs(self, *shape: int) -> Tensor:
         """Random +-1 of x's dtype."""
-        return torch.randint(0, 2, shape, device=self.x.device, generator=self.generator).to(self.x.dtype).mul_(2).sub_(1)
+        return (
+            torch.randint(0, 2, shape, device=self.x.device, generator=self.generator).to(self.x.dtype).mul_(2).sub_(1)
+        )
 
     def coins(self, m: int) -> Tensor:
         """Random bool (m, 1, 1, 1)."""

@@ -29,8 +29,9 @@ class StepSettings(Protocol):
     momentum: float
     early_stop: bool
 
-    def gradient(self, x: Tensor, goal: Tensor, targeted: bool,
-                 generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]: ...
+    def gradient(
+        self, x: Tensor, goal: Tensor, targeted: bool, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]: ...
 
     def succeeded(self, logits: Tensor, goal: Tensor, targeted: bool) -> Tensor: ...
 

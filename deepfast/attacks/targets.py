@@ -27,7 +27,9 @@ def check_target(target: object) -> Target:
     if target is None or callable(target) or isinstance(target, Tensor):
         return target
     if isinstance(target, bool) or not isinstance(target, (int, str)):
-        raise TypeError(f"target must be None, an int, a tensor, a function or a mode name, got {type(target).__name__}")
+        raise TypeError(
+            f"target must be None, an int, a tensor, a function or a mode name, got {type(target).__name__}"
+        )
     if isinstance(target, str) and target not in TARGET_MODES:
         raise ValueError(f"target must be one of {', '.join(map(repr, TARGET_MODES))} as a mode name, got {target!r}")
     if isinstance(target, int) and target < 0:
@@ -69,9 +71,10 @@ def resolve_target(
         goal = goal.to(device, torch.int64)
     k = clean_logits(images).shape[1]
     if bool((goal < 0).any()) or bool((goal >= k).any()):
-        raise ValueError(f"target must hold class indices in [0, {k}), got values in [{goal.min().item()}, {goal.max().item()}]")
+        raise ValueError(
+            f"target must hold class indices in [0, {k}), got values in [{goal.min().item()}, {goal.max().item()}]"
+        )
     return goal, True
-
 
 
 def other_classes(logits: Tensor, labels: Tensor, k: int) -> list[Tensor]:

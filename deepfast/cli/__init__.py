@@ -13,8 +13,10 @@ from deepfast.cli import demo, info, robustness, training
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="deepfast", description="deepfast: generative imaging models and adversarial robustness, fast. "
-                                     "`deepfast COMMAND --help` explains each command.")
+        prog="deepfast",
+        description="deepfast: generative imaging models and adversarial robustness, fast. "
+        "`deepfast COMMAND --help` explains each command.",
+    )
     parser.add_argument("--version", action="version", version=f"deepfast {deepfast.__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (info, training, demo, robustness):

@@ -17,14 +17,20 @@ def info(args: argparse.Namespace) -> int:
     ext = backends.extension
     if ext is not None:
         archs = f", CUDA archs {ext.cuda_archs}" if ext.cuda_archs else ""
-        print(f"deepfast._C {ext.version}: built against torch {ext.torch_version}, kernels {', '.join(ext.backends)}"
-              f"{archs}, OpenMP {'on' if ext.openmp else 'off'}")
+        print(
+            f"deepfast._C {ext.version}: built against torch {ext.torch_version}, kernels {', '.join(ext.backends)}"
+            f"{archs}, OpenMP {'on' if ext.openmp else 'off'}"
+        )
     print(f"CPU: {hardware.describe()}")
     print(f"deepfast C++ kernels on this CPU: the {hardware.kernel_isa()} clone (from the CPU flags)")
     native = hardware.autocast_support()
-    print("autocast on this CPU: " + ", ".join(
-        f"{amp} {'native' if ok else 'emulated (slower than float32: leave --amp / amp= unset here)'}"
-        for amp, ok in native.items()))
+    print(
+        "autocast on this CPU: "
+        + ", ".join(
+            f"{amp} {'native' if ok else 'emulated (slower than float32: leave --amp / amp= unset here)'}"
+            for amp, ok in native.items()
+        )
+    )
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
     print(f"CUDA GPU: {gpu}")
     print("\nbackend  available  detail")

@@ -11,7 +11,7 @@ from deepfast import backends
 
 
 def parse_option(text: str) -> tuple[str, object]:
-    """"KEY=VALUE" -> (KEY, VALUE as a Python literal when it is one, a float for "inf" / "nan" (the
+    """ "KEY=VALUE" -> (KEY, VALUE as a Python literal when it is one, a float for "inf" / "nan" (the
     trainer then says whether the option takes it), else the string)."""
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -79,8 +79,26 @@ def sample(args: argparse.Namespace) -> int:
 
 
 # TrainConfig fields that `deepfast train` options set (the option name with - for _).
-TRAIN_FIELDS = ("data", "epochs", "batch_size", "lr", "out", "seed", "device", "amp", "channels_last", "compile",
-                "backend", "impl", "sync_bn", "image_size", "max_batches", "sample_every", "samples", "progress")
+TRAIN_FIELDS = (
+    "data",
+    "epochs",
+    "batch_size",
+    "lr",
+    "out",
+    "seed",
+    "device",
+    "amp",
+    "channels_last",
+    "compile",
+    "backend",
+    "impl",
+    "sync_bn",
+    "image_size",
+    "max_batches",
+    "sample_every",
+    "samples",
+    "progress",
+)
 
 
 # Classifier options that `deepfast train` flags set (the flag name with - for _).
@@ -89,9 +107,12 @@ ADVERSARIAL_OPTIONS = ("adversarial", "defense", "eps", "adv_steps", "adv_alpha"
 
 def add_trust_flag(p: argparse.ArgumentParser, what: str) -> None:
     """--trust-checkpoint: allow Python's full unpickler (load_checkpoint(trusted=True))."""
-    p.add_argument("--trust-checkpoint", action="store_true",
-                   help=f"{what} that only Python's full unpickler loads (an older deepfast's), which runs any code "
-                        "the file holds: only for files from a source you trust")
+    p.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help=f"{what} that only Python's full unpickler loads (an older deepfast's), which runs any code "
+        "the file holds: only for files from a source you trust",
+    )
 
 
 def add_parsers(commands) -> None:
@@ -99,20 +120,25 @@ def add_parsers(commands) -> None:
     from deepfast.train import TRAINERS
 
     p = commands.add_parser(
-        "train", help="train a model on bundled or your data",
+        "train",
+        help="train a model on bundled or your data",
         description="Train a model. Every setting left out takes the trainer's default (the paper's values; "
-                    "`deepfast train vae` alone trains on the bundled digits in a few CPU minutes). Writes "
-                    "OUT/last.pt (every epoch and on Ctrl-C), OUT/metrics.csv and .jsonl, OUT/samples/*.png. "
-                    "Under `torchrun --nproc_per_node=N -m deepfast train ...` it trains with DDP.")
+        "`deepfast train vae` alone trains on the bundled digits in a few CPU minutes). Writes "
+        "OUT/last.pt (every epoch and on Ctrl-C), OUT/metrics.csv and .jsonl, OUT/samples/*.png. "
+        "Under `torchrun --nproc_per_node=N -m deepfast train ...` it trains with DDP.",
+    )
     p.add_argument("model", choices=list(TRAINERS), help="what to train")
-    p.add_argument("--data", help='dataset: digits, ihc, stain, mnist, cifar10, folder:PATH, unpaired:PATH')
+    p.add_argument("--data", help="dataset: digits, ihc, stain, mnist, cifar10, folder:PATH, unpaired:PATH")
     p.add_argument("--epochs", type=int, help="epochs to train (with --resume: the new total)")
     p.add_argument("--batch-size", type=int, help="global batch size (split over the processes)")
     p.add_argument("--lr", type=float, help="learning rate (Adam)")
     p.add_argument("--out", help="run folder (default runs/MODEL)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
-    p.add_argument("--overwrite", action="store_true", help="replace the run --out holds (without it a new run into "
-                                                            "a folder holding one is refused)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run --out holds (without it a new run into a folder holding one is refused)",
+    )
     add_trust_flag(p, "--resume from a checkpoint")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when there is one)")
@@ -127,25 +153,45 @@ def add_parsers(commands) -> None:
     p.add_argument("--sample-every", type=int, help="epochs between sample grids (0: none; default 1)")
     p.add_argument("--samples", type=int, help="images in a sample grid")
     p.add_argument("--no-progress", dest="progress", action="store_const", const=False, help="no progress bar")
-    p.add_argument("-o", "--option", action="append", type=parse_option, metavar="KEY=VALUE",
-                   help="a trainer option, e.g. -o beta=4 (vae), -o n_blocks=9 (cyclegan); see docs/training.md")
+    p.add_argument(
+        "-o",
+        "--option",
+        action="append",
+        type=parse_option,
+        metavar="KEY=VALUE",
+        help="a trainer option, e.g. -o beta=4 (vae), -o n_blocks=9 (cyclegan); see docs/training.md",
+    )
     adv = p.add_argument_group(
         "adversarial training (classifier)",
         "Train on adversarial examples made each step against the current model (in eval mode); these flags "
-        "set the classifier options of the same names (-o eps=0.2 works too).")
-    adv.add_argument("--adversarial", choices=TRAINING_ATTACKS,
-                     help="the attack that makes the training examples (default: none, standard training)")
-    adv.add_argument("--defense", choices=DEFENSES,
-                     help="the loss: at = CE(x) + lambda CE(x_adv) (default), madry = lambda CE(x_adv), alp = CE(x) + "
-                          "lambda ||f(x) - f(x_adv)||^2 (logit pairing), alp_mixed = the paper's mixed-batch ALP, "
-                          "trades = CE(x) + lambda KL(p(x) || p(x_adv))")
-    adv.add_argument("--eps", type=float, help="Linf radius in [0, 1] pixels (default 0.2: Madry et al.'s MNIST "
-                                               "0.3 stalls LeNet on the bundled digits, with --eps-warmup too)")
+        "set the classifier options of the same names (-o eps=0.2 works too).",
+    )
+    adv.add_argument(
+        "--adversarial",
+        choices=TRAINING_ATTACKS,
+        help="the attack that makes the training examples (default: none, standard training)",
+    )
+    adv.add_argument(
+        "--defense",
+        choices=DEFENSES,
+        help="the loss: at = CE(x) + lambda CE(x_adv) (default), madry = lambda CE(x_adv), alp = CE(x) + "
+        "lambda ||f(x) - f(x_adv)||^2 (logit pairing), alp_mixed = the paper's mixed-batch ALP, "
+        "trades = CE(x) + lambda KL(p(x) || p(x_adv))",
+    )
+    adv.add_argument(
+        "--eps",
+        type=float,
+        help="Linf radius in [0, 1] pixels (default 0.2: Madry et al.'s MNIST "
+        "0.3 stalls LeNet on the bundled digits, with --eps-warmup too)",
+    )
     adv.add_argument("--adv-steps", type=int, help="PGD steps per training example (default 10)")
     adv.add_argument("--adv-alpha", type=float, help="PGD step size (default 2.5 * eps / steps)")
     adv.add_argument("--adv-lambda", type=float, help="weight of the adversarial term (default 1; trades: 6)")
-    adv.add_argument("--eps-warmup", type=float, help="epochs over which the training eps and step grow linearly "
-                                                      "from 0 (default 0: none)")
+    adv.add_argument(
+        "--eps-warmup",
+        type=float,
+        help="epochs over which the training eps and step grow linearly from 0 (default 0: none)",
+    )
     p.set_defaults(func=train)
     p = commands.add_parser("sample", help="a PNG grid of samples or translations from a checkpoint")
     p.add_argument("--ckpt", required=True, help="a checkpoint written by `deepfast train` (OUT/last.pt)")

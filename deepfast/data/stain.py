@@ -76,8 +76,9 @@ def tissue_fraction(rgb: Tensor) -> Tensor:
     return (rgb.mean(-3) < TISSUE_LEVEL).float().mean((-2, -1))
 
 
-def select_tissue(image: Tensor, positions: list[tuple[int, int]], patch_size: int,
-                  tissue: tuple[float, float] | None) -> list[tuple[int, int]]:
+def select_tissue(
+    image: Tensor, positions: list[tuple[int, int]], patch_size: int, tissue: tuple[float, float] | None
+) -> list[tuple[int, int]]:
     """The positions whose patch of ``image`` (3, H, W) in [0, 1] has a tissue fraction in
     [lo, hi] = ``tissue`` (all of them for None); ValueError when none is left."""
     if tissue is None:
@@ -85,8 +86,11 @@ def select_tissue(image: Tensor, positions: list[tuple[int, int]], patch_size: i
     if not (isinstance(tissue, (tuple, list)) and len(tissue) == 2 and 0.0 <= tissue[0] <= tissue[1] <= 1.0):
         raise ValueError(f"a tissue range must be a pair (lo, hi) with 0 <= lo <= hi <= 1, got {tissue!r}")
     p = patch_size
-    kept = [(top, left) for top, left in positions
-            if tissue[0] <= float(tissue_fraction(image[:, top : top + p, left : left + p])) <= tissue[1]]
+    kept = [
+        (top, left)
+        for top, left in positions
+        if tissue[0] <= float(tissue_fraction(image[:, top : top + p, left : left + p])) <= tissue[1]
+    ]
     if not kept:
         raise ValueError(f"no {p}x{p} patch has a tissue fraction in {tuple(tissue)}")
     return kept

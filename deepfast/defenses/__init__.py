@@ -14,6 +14,18 @@ from deepfast.defenses.detection import (
     recording,
 )
 
-__all__ = ["ADAPTIVE_LOSSES", "DEFENSES", "TRAINING_ATTACKS", "ActivationDetector", "AdaptivePGD",
-           "AdversarialTraining", "DetectionReport", "TradesPGD", "detection_auc", "detection_report", "find_layer",
-           "fit_detector", "recording"]
+__all__ = [
+    "ADAPTIVE_LOSSES",
+    "DEFENSES",
+    "TRAINING_ATTACKS",
+    "ActivationDetector",
+    "AdaptivePGD",
+    "AdversarialTraining",
+    "DetectionReport",
+    "TradesPGD",
+    "detection_auc",
+    "detection_report",
+    "find_layer",
+    "fit_detector",
+    "recording",
+]

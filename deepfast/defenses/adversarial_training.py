@@ -61,8 +61,15 @@ class TradesPGD(PGD):
 
     supports_cuda_graph = False  # the objective reads the clean logits set per call
 
-    def __init__(self, model: nn.Module, eps: float = 0.3, alpha: float | None = None, steps: int = 10,
-                 norm: str = "inf", **kwargs) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float = 0.3,
+        alpha: float | None = None,
+        steps: int = 10,
+        norm: str = "inf",
+        **kwargs,
+    ) -> None:
         super().__init__(model, eps, alpha, steps, random_start=True, norm=norm, early_stop=False, **kwargs)
         if self.target is not None or self.restarts != 1:
             raise ValueError("TradesPGD is untargeted with one restart (target=None, restarts=1)")
@@ -76,8 +83,9 @@ class TradesPGD(PGD):
         finally:
             self._clean = None
 
-    def objective(self, x: Tensor, goal: Tensor, targeted: bool,
-                  generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    def objective(
+        self, x: Tensor, goal: Tensor, targeted: bool, generator: torch.Generator | None
+    ) -> tuple[Tensor, Tensor]:
         logits = self.logits(x)
         return logits, trades_kl(self._clean, logits.float()) * x.shape[0]
 
@@ -97,9 +105,18 @@ class AdversarialTraining:
     Errors name the classifier trainer's option (``name_prefix``: "option " for ``-o eps=...``).
     """
 
-    def __init__(self, defense: str = "at", attack: str = "pgd", eps: float = 0.2, steps: int = 10,
-                 alpha: float | None = None, lam: float | None = None, eps_warmup: float = 0.0, *,
-                 name_prefix: str = "") -> None:
+    def __init__(
+        self,
+        defense: str = "at",
+        attack: str = "pgd",
+        eps: float = 0.2,
+        steps: int = 10,
+        alpha: float | None = None,
+        lam: float | None = None,
+        eps_warmup: float = 0.0,
+        *,
+        name_prefix: str = "",
+    ) -> None:
         if defense not in DEFENSES:
             raise ValueError(f"{name_prefix}defense must be one of {', '.join(DEFENSES)}, got {defense!r}")
         if attack not in TRAINING_ATTACKS:
@@ -108,15 +125,22 @@ class AdversarialTraining:
         self.eps = check_finite_float(eps, f"{name_prefix}eps", minimum=0)
         self.steps = check_positive_int(steps, f"{name_prefix}adv_steps")
         self.alpha = None if alpha is None else check_finite_float(alpha, f"{name_prefix}adv_alpha", minimum=0)
-        self.lam = (6.0 if defense == "trades" else 1.0) if lam is None else check_finite_float(lam, f"{name_prefix}adv_lambda", minimum=0)
+        self.lam = (
+            (6.0 if defense == "trades" else 1.0)
+            if lam is None
+            else check_finite_float(lam, f"{name_prefix}adv_lambda", minimum=0)
+        )
         self.eps_warmup = check_finite_float(eps_warmup, f"{name_prefix}eps_warmup", minimum=0)
 
     def __repr__(self) -> str:
-        return (f"AdversarialTraining(defense={self.defense!r}, attack={self.attack_name!r}, eps={self.eps:.4g}, "
-                f"steps={self.steps}, alpha={self.alpha}, lam={self.lam:.4g}, eps_warmup={self.eps_warmup:.4g})")
+        return (
+            f"AdversarialTraining(defense={self.defense!r}, attack={self.attack_name!r}, eps={self.eps:.4g}, "
+            f"steps={self.steps}, alpha={self.alpha}, lam={self.lam:.4g}, eps_warmup={self.eps_warmup:.4g})"
+        )
 
-    def make_attack(self, model: nn.Module, seed: int | None = None, amp: str | None = None,
-                    evaluation: bool = False) -> Attack:
+    def make_attack(
+        self, model: nn.Module, seed: int | None = None, amp: str | None = None, evaluation: bool = False
+    ) -> Attack:
         """The attack that makes the training examples for ``model`` (every sample every step); with
         ``evaluation``, the one that measures held-out robust accuracy: the same attack with early stop,
         and for "trades" PGD on the cross-entropy (TRADES' KL ascent is no misclassification test), as
@@ -127,7 +151,9 @@ class AdversarialTraining:
             return TradesPGD(model, self.eps, alpha, steps, seed=seed, amp=amp)
         if self.attack_name == "fgsm":
             return FGSM(model, self.eps, early_stop=evaluation, seed=seed, amp=amp)
-        return PGD(model, self.eps, self.alpha, self.steps, random_start=True, early_stop=evaluation, seed=seed, amp=amp)
+        return PGD(
+            model, self.eps, self.alpha, self.steps, random_start=True, early_stop=evaluation, seed=seed, amp=amp
+        )
 
     def warmup_scale(self, epochs: float) -> float:
         """s = min(1, epochs / eps_warmup) (1 without warm-up): after ``epochs`` epochs of training the

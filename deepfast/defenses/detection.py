@@ -64,13 +64,17 @@ class ActivationDetector(nn.Module):
         self.__dict__["module"] = find_layer(classifier, layer)
         self.layer = layer
         if mean.dim() != 1 or std.shape != mean.shape:
-            raise ValueError(f"mean and std must be (D,) tensors of one shape, got {tuple(mean.shape)}, {tuple(std.shape)}")
+            raise ValueError(
+                f"mean and std must be (D,) tensors of one shape, got {tuple(mean.shape)}, {tuple(std.shape)}"
+            )
         self.register_buffer("mean", mean.detach().float().clone())
         self.register_buffer("std", std.detach().float().clamp_min(1e-6))
         d = mean.numel()
         if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 0:
             raise ValueError(f"hidden must be an int >= 0 (0: logistic regression), got {hidden!r}")
-        self.head = nn.Linear(d, 1) if hidden == 0 else nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        self.head = (
+            nn.Linear(d, 1) if hidden == 0 else nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        )
 
     def recording(self) -> contextlib.AbstractContextManager[list[Tensor]]:
         """``recording(layer)`` of the detector's layer."""
@@ -99,8 +103,18 @@ def _activations(classifier: nn.Module, layer: str, images: Tensor, batch_size: 
     return torch.cat([o.flatten(1).float() for o in outputs])
 
 
-def fit_detector(classifier: nn.Module, layer: str, clean: Tensor, adversarial: Tensor, *, hidden: int = 64,
-                 epochs: int = 300, lr: float = 1e-2, weight_decay: float = 1e-4, seed: int = 0) -> ActivationDetector:
+def fit_detector(
+    classifier: nn.Module,
+    layer: str,
+    clean: Tensor,
+    adversarial: Tensor,
+    *,
+    hidden: int = 64,
+    epochs: int = 300,
+    lr: float = 1e-2,
+    weight_decay: float = 1e-4,
+    seed: int = 0,
+) -> ActivationDetector:
     """An ``ActivationDetector`` trained to tell ``adversarial`` (N_a, C, H, W) from ``clean`` (N_c, C, H, W)
     images (in [0, 1]): full-batch Adam on the binary cross-entropy of the logits, the classes weighted
     equally (positive weight N_c / N_a), standardisation from the training activations. The head's
@@ -131,7 +145,9 @@ def detection_auc(detector: ActivationDetector, clean: Tensor, adversarial: Tens
     if clean.shape[0] == 0 or adversarial.shape[0] == 0:
         raise ValueError("detection_auc needs at least one clean and one adversarial image")
     with torch.no_grad():
-        scores = [detector.score(_activations(detector.classifier, detector.layer, t)).cpu() for t in (clean, adversarial)]
+        scores = [
+            detector.score(_activations(detector.classifier, detector.layer, t)).cpu() for t in (clean, adversarial)
+        ]
     labels = [0] * len(scores[0]) + [1] * len(scores[1])
     from sklearn.metrics import roc_auc_score  # (scikit-learn: imported when a score is computed)
 
@@ -154,9 +170,19 @@ class AdaptivePGD(PGD):
 
     supports_cuda_graph = False  # the objective records a layer's output with hooks set per forward
 
-    def __init__(self, model: nn.Module, detector: ActivationDetector, eps: float = 0.3, alpha: float | None = None,
-                 steps: int = 40, c: float = 1.0, norm: str = "inf", *, detector_loss: str = "softplus",
-                 **kwargs) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        detector: ActivationDetector,
+        eps: float = 0.3,
+        alpha: float | None = None,
+        steps: int = 40,
+        c: float = 1.0,
+        norm: str = "inf",
+        *,
+        detector_loss: str = "softplus",
+        **kwargs,
+    ) -> None:
         super().__init__(model, eps, alpha, steps, random_start=True, norm=norm, early_stop=False, **kwargs)
         if detector.classifier is not model:
             raise ValueError("detector must be an ActivationDetector on this model (detector.classifier is not model)")
@@ -166,8 +192,9 @@ class AdaptivePGD(PGD):
         self.c = check_finite_float(c, "c", minimum=0)
         self.detector_loss = detector_loss
 
-    def objective(self, x: Tensor, goal: Tensor, targeted: bool,
-                  generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    def objective(
+        self, x: Tensor, goal: Tensor, targeted: bool, generator: torch.Generator | None
+    ) -> tuple[Tensor, Tensor]:
         with self.detector.recording() as outputs:
             logits = self.logits(x)
         d = self.detector.score(outputs[-1])
@@ -197,15 +224,21 @@ class DetectionReport:
     rows: list[DetectionRow]
 
     def table(self) -> str:
-        lines = [f"detector on {self.layer!r}, trained on {self.n_train} clean + FGSM + PGD images; "
-                 f"{self.n_test} held-out images, eps {self.eps:.4g}",
-                 f"{'attack':<34} {'fooled':>7} {'ROC-AUC':>8} {'flagged':>8} {'evaded':>7}"]
-        lines += [f"{r.attack:<34} {100 * r.fooled:6.1f}% {r.auc:8.3f} {100 * r.flagged:7.1f}% {100 * r.evaded:6.1f}%"
-                  for r in self.rows]
+        lines = [
+            f"detector on {self.layer!r}, trained on {self.n_train} clean + FGSM + PGD images; "
+            f"{self.n_test} held-out images, eps {self.eps:.4g}",
+            f"{'attack':<34} {'fooled':>7} {'ROC-AUC':>8} {'flagged':>8} {'evaded':>7}",
+        ]
+        lines += [
+            f"{r.attack:<34} {100 * r.fooled:6.1f}% {r.auc:8.3f} {100 * r.flagged:7.1f}% {100 * r.evaded:6.1f}%"
+            for r in self.rows
+        ]
         return "\n".join(lines)
 
 
-def _fooling(classifier: nn.Module, attack: Attack, images: Tensor, labels: Tensor, batch_size: int) -> tuple[Tensor, float]:
+def _fooling(
+    classifier: nn.Module, attack: Attack, images: Tensor, labels: Tensor, batch_size: int
+) -> tuple[Tensor, float]:
     """(the adversarial examples that fool the classifier, the share of images they are)."""
     advs = torch.cat([attack(x, y) for x, y in zip(images.split(batch_size), labels.split(batch_size))])
     device = model_device(classifier)
@@ -215,25 +248,44 @@ def _fooling(classifier: nn.Module, attack: Attack, images: Tensor, labels: Tens
     return advs[fooled], float(fooled.float().mean())
 
 
-def detection_report(classifier: nn.Module, layer: str, train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor],
-                     eps: float, *, steps: int = 40, c: Sequence[float] = (1.0, 10.0),
-                     detector_losses: Sequence[str] = ADAPTIVE_LOSSES, hidden: int = 64, batch_size: int = 256,
-                     seed: int = 0) -> DetectionReport:
+def detection_report(
+    classifier: nn.Module,
+    layer: str,
+    train: tuple[Tensor, Tensor],
+    test: tuple[Tensor, Tensor],
+    eps: float,
+    *,
+    steps: int = 40,
+    c: Sequence[float] = (1.0, 10.0),
+    detector_losses: Sequence[str] = ADAPTIVE_LOSSES,
+    hidden: int = 64,
+    batch_size: int = 256,
+    seed: int = 0,
+) -> DetectionReport:
     """Trains a detector on ``layer`` with the clean ``train`` images and their FGSM and PGD-``steps``
     examples at ``eps`` (Linf), then measures it on the ``test`` images against FGSM, PGD and
     ``AdaptivePGD`` (one row per value of ``c`` and per ``detector_losses``). train, test: (images
     (N, C, H, W) in [0, 1], labels (N,)).
     Attacks are seeded with ``seed``."""
     eps = check_finite_float(eps, "eps", minimum=0)
-    attacks: list[tuple[str, Attack]] = [("FGSM", FGSM(classifier, eps, early_stop=False, seed=seed)),
-                                         (f"PGD-{steps}", PGD(classifier, eps, steps=steps, early_stop=False, seed=seed))]
+    attacks: list[tuple[str, Attack]] = [
+        ("FGSM", FGSM(classifier, eps, early_stop=False, seed=seed)),
+        (f"PGD-{steps}", PGD(classifier, eps, steps=steps, early_stop=False, seed=seed)),
+    ]
     x_train, y_train = train
-    adv_train = [torch.cat([atk(x, y) for x, y in zip(x_train.split(batch_size), y_train.split(batch_size))])
-                 for _, atk in attacks]
+    adv_train = [
+        torch.cat([atk(x, y) for x, y in zip(x_train.split(batch_size), y_train.split(batch_size))])
+        for _, atk in attacks
+    ]
     detector = fit_detector(classifier, layer, x_train, torch.cat(adv_train), hidden=hidden, seed=seed)
-    attacks += [(f"adaptive PGD-{steps} {h} c={ci:g}",
-                 AdaptivePGD(classifier, detector, eps, steps=steps, c=ci, detector_loss=h, seed=seed))
-                for h in detector_losses for ci in c]
+    attacks += [
+        (
+            f"adaptive PGD-{steps} {h} c={ci:g}",
+            AdaptivePGD(classifier, detector, eps, steps=steps, c=ci, detector_loss=h, seed=seed),
+        )
+        for h in detector_losses
+        for ci in c
+    ]
     x_test, y_test = test
     rows = []
     for name, atk in attacks:

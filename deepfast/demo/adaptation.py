@@ -58,37 +58,59 @@ def adaptation_section(demo: Demo, section: Section) -> None:
         options = dict(CYCLEGAN)
         if options["semantic"] > 0:  # the source-only classifier of this seed judges the translations
             options["semantic_classifier"] = str(demo.out / "runs" / f"adapt_source_only_{seed}" / "last.pt")
-        cyclegan = demo.train(f"adapt_cyclegan_{seed}", model="cyclegan", data=f"unpaired:{root / 'unpaired'}",
-                              epochs=epochs, batch_size=8, image_size=32, seed=seed, options=options)
+        cyclegan = demo.train(
+            f"adapt_cyclegan_{seed}",
+            model="cyclegan",
+            data=f"unpaired:{root / 'unpaired'}",
+            epochs=epochs,
+            batch_size=8,
+            image_size=32,
+            seed=seed,
+            options=options,
+        )
         translated = root / f"translated_{seed}"
         if not (translated / "done").exists():
             with torch.no_grad():
                 fake = torch.cat([cyclegan.g_a(x * 2 - 1) for x in src_x.split(256)])
             export((fake + 1) / 2, src_y, translated)
             (translated / "done").touch()
-        adapted = demo.train(f"adapt_translated_{seed}", data=f"folder:{translated}", seed=seed,
-                             **{**clf, "options": {**clf["options"], "colour_jitter": COLOUR_JITTER}})
+        adapted = demo.train(
+            f"adapt_translated_{seed}",
+            data=f"folder:{translated}",
+            seed=seed,
+            **{**clf, "options": {**clf["options"], "colour_jitter": COLOUR_JITTER}},
+        )
         before, after = target_accuracy(source_only), target_accuracy(adapted)
-        rows.append({"seed": seed, "trained on source digits": before, "trained on their translations": after,
-                     "gain (points)": 100 * (after - before)})
+        rows.append(
+            {
+                "seed": seed,
+                "trained on source digits": before,
+                "trained on their translations": after,
+                "gain (points)": 100 * (after - before),
+            }
+        )
         with torch.no_grad():
             examples.append((cyclegan.g_a(src_x[:10] * 2 - 1) + 1) / 2)
     gains = sorted(r["gain (points)"] for r in rows)
     median = gains[len(gains) // 2]
-    section.text(f"Source: {half} labelled digits (gray). Target: Digits-M (deepfast.data.digits_m: digits blended "
-                 "onto coloured texture patches of bundled pictures), whose labels are used only to score; the "
-                 f"target training digits are other digits than the source ones. CycleGAN ({epochs} epochs, 32x32, "
-                 f"batch 8, ngf {CYCLEGAN['ngf']}, {CYCLEGAN['n_blocks']} blocks, resize-convolution upsampling) "
-                 "learns source <-> target from unpaired images (CyCADA's semantic consistency, option semantic of the "
-                 "cyclegan trainer, is left off: it lowered the gain on seed 0 from +5.3 to -3.3 points). The "
-                 "same LeNet is then trained on the source images and on their translations (the latter through colour "
-                 f"jitter of strength {COLOUR_JITTER}: channels shuffled, random per-channel gains and shifts), and "
-                 "scored on the "
-                 f"{len(val_y)} held-out target digits; {len(seeds)} seeds (each seed: its own classifiers and "
-                 f"CycleGAN), median gain {median:+.1f} points.")
+    section.text(
+        f"Source: {half} labelled digits (gray). Target: Digits-M (deepfast.data.digits_m: digits blended "
+        "onto coloured texture patches of bundled pictures), whose labels are used only to score; the "
+        f"target training digits are other digits than the source ones. CycleGAN ({epochs} epochs, 32x32, "
+        f"batch 8, ngf {CYCLEGAN['ngf']}, {CYCLEGAN['n_blocks']} blocks, resize-convolution upsampling) "
+        "learns source <-> target from unpaired images (CyCADA's semantic consistency, option semantic of the "
+        "cyclegan trainer, is left off: it lowered the gain on seed 0 from +5.3 to -3.3 points). The "
+        "same LeNet is then trained on the source images and on their translations (the latter through colour "
+        f"jitter of strength {COLOUR_JITTER}: channels shuffled, random per-channel gains and shifts), and "
+        "scored on the "
+        f"{len(val_y)} held-out target digits; {len(seeds)} seeds (each seed: its own classifiers and "
+        f"CycleGAN), median gain {median:+.1f} points."
+    )
     section.table(rows, "held-out target accuracy")
-    section.image(demo.save("adaptation", torch.cat([src_x[:10], *examples, val_x[:10]]), nrow=10, scale=2),
-                  "rows: source digits, their CycleGAN translations (one row per seed), real target digits")
+    section.image(
+        demo.save("adaptation", torch.cat([src_x[:10], *examples, val_x[:10]]), nrow=10, scale=2),
+        "rows: source digits, their CycleGAN translations (one row per seed), real target digits",
+    )
     demo.results["adaptation"] = {"seeds": rows, "median gain (points)": median}
     demo.target("adaptation gain, median of seeds (points)", median, 15)
     demo.target("adaptation gain, worst seed (points)", gains[0], 10)

@@ -32,9 +32,16 @@ def conditional_section(demo: Demo, section: Section) -> None:
         (root / "done").touch()
     # 100 digits, batch 16: 6 steps an epoch
     epochs = demo.epochs(150, 500)
-    trainer = demo.train("cdcgan", model="cdcgan", data=f"folder:{root / 'real'}", epochs=epochs, batch_size=16,
-                         image_size=32, sample_every=50,
-                         options={"ngf": 32, "ndf": 32, **GAN_OPTIONS})
+    trainer = demo.train(
+        "cdcgan",
+        model="cdcgan",
+        data=f"folder:{root / 'real'}",
+        epochs=epochs,
+        batch_size=16,
+        image_size=32,
+        sample_every=50,
+        options={"ngf": 32, "ndf": 32, **GAN_OPTIONS},
+    )
     g = trainer.generator
     torch.manual_seed(2)
     labels = torch.arange(10).repeat_interleave(GENERATED_PER_CLASS)
@@ -47,25 +54,35 @@ def conditional_section(demo: Demo, section: Section) -> None:
         (root / "generated_done").touch()
     clf = {"model": "classifier", "options": {"arch": "lenet"}, "batch_size": 16}
     accuracy = {}
-    for name, folder, n_epochs in (("real only", "real", demo.epochs(60, 100)),
-                                   ("real + generated", "augmented", demo.epochs(6, 10))):
+    for name, folder, n_epochs in (
+        ("real only", "real", demo.epochs(60, 100)),
+        ("real + generated", "augmented", demo.epochs(6, 10)),
+    ):
         run = demo.train(f"cdcgan_classifier_{folder}", data=f"folder:{root / folder}", epochs=n_epochs, **clf)
         accuracy[name] = (predict_proba(run.model, val_x).argmax(1) == val_y).double().mean().item()
     n_real, n_gen = len(y), len(labels)
-    section.text(f"deepfast.models.ConditionalGenerator (z and a learned class embedding) and "
-                 "ConditionalDiscriminator (a projection discriminator), trainer cdcgan (`deepfast train cdcgan`), "
-                 f"trained {epochs} epochs of batch 16 on only {n_real} labelled digits ({PER_CLASS} a class; "
-                 "DiffAugment on every image D sees: without it D learns the 100 digits by heart, D(x) 0.99 and "
-                 f"D(G(z)) 0.02 by epoch 16). It then generates {GENERATED_PER_CLASS} "
-                 f"digits of each class; the judge gives {agree:.1%} of them the class they were generated for. The "
-                 f"same LeNet is trained on the {n_real} real digits alone ({demo.epochs(60, 100)} epochs of batch 16) "
-                 f"and on them with the {n_gen} generated ones ({demo.epochs(6, 10)} epochs, about as many steps), "
-                 f"and scored on the {len(val_y)} held-out digits. No digit outside the {n_real} is used by either.")
-    rows = [{"classifier trained on": f"{n_real} real labelled digits", "held-out accuracy": accuracy["real only"]},
-            {"classifier trained on": f"the same + {n_gen} generated labelled digits",
-             "held-out accuracy": accuracy["real + generated"]},
-            {"classifier trained on": "gain (points)",
-             "held-out accuracy": 100 * (accuracy["real + generated"] - accuracy["real only"])}]
+    section.text(
+        f"deepfast.models.ConditionalGenerator (z and a learned class embedding) and "
+        "ConditionalDiscriminator (a projection discriminator), trainer cdcgan (`deepfast train cdcgan`), "
+        f"trained {epochs} epochs of batch 16 on only {n_real} labelled digits ({PER_CLASS} a class; "
+        "DiffAugment on every image D sees: without it D learns the 100 digits by heart, D(x) 0.99 and "
+        f"D(G(z)) 0.02 by epoch 16). It then generates {GENERATED_PER_CLASS} "
+        f"digits of each class; the judge gives {agree:.1%} of them the class they were generated for. The "
+        f"same LeNet is trained on the {n_real} real digits alone ({demo.epochs(60, 100)} epochs of batch 16) "
+        f"and on them with the {n_gen} generated ones ({demo.epochs(6, 10)} epochs, about as many steps), "
+        f"and scored on the {len(val_y)} held-out digits. No digit outside the {n_real} is used by either."
+    )
+    rows = [
+        {"classifier trained on": f"{n_real} real labelled digits", "held-out accuracy": accuracy["real only"]},
+        {
+            "classifier trained on": f"the same + {n_gen} generated labelled digits",
+            "held-out accuracy": accuracy["real + generated"],
+        },
+        {
+            "classifier trained on": "gain (points)",
+            "held-out accuracy": 100 * (accuracy["real + generated"] - accuracy["real only"]),
+        },
+    ]
     section.table(rows)
     section.table([judge_row(demo, "generated digits", generated)], "the judge on the generated digits")
     with torch.no_grad():

@@ -23,7 +23,9 @@ def export(images: Tensor, labels: Tensor | None, folder: Path) -> None:
         sub = folder / str(int(labels[i])) if labels is not None else folder
         sub.mkdir(parents=True, exist_ok=True)
         array = (x.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-        Image.fromarray(np.ascontiguousarray(array[..., 0] if array.shape[-1] == 1 else array)).save(sub / f"{i:04d}.png")
+        Image.fromarray(np.ascontiguousarray(array[..., 0] if array.shape[-1] == 1 else array)).save(
+            sub / f"{i:04d}.png"
+        )
 
 
 def stack(data, n: int | None = None) -> tuple[Tensor, Tensor]:

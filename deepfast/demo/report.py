@@ -44,31 +44,37 @@ class Section:
             return
         columns = list(dict.fromkeys(k for row in rows for k in row))
         head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(cell(row.get(c, '')))}</td>" for c in columns) + "</tr>"
-                       for row in rows)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(cell(row.get(c, '')))}</td>" for c in columns) + "</tr>" for row in rows
+        )
         cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
         self.blocks.append(f"<table>{cap}<tr>{head}</tr>{body}</table>")
 
     def image(self, path: str | Path, caption: str) -> None:
         """An image file (inside the report's folder), linked relatively."""
-        self.blocks.append(("<figure><img src=\"{src}\" alt=\"{alt}\"><figcaption>{alt}</figcaption></figure>")
-                           .format(src=html.escape(Path(path).as_posix()), alt=html.escape(caption)))
+        self.blocks.append(
+            ('<figure><img src="{src}" alt="{alt}"><figcaption>{alt}</figcaption></figure>').format(
+                src=html.escape(Path(path).as_posix()), alt=html.escape(caption)
+            )
+        )
 
     def error(self, message: str) -> None:
-        self.blocks.append(f"<p class=\"error\">{html.escape(message)}</p>")
+        self.blocks.append(f'<p class="error">{html.escape(message)}</p>')
 
 
 def write_report(path: str | Path, title: str, meta: list[str], sections: list[Section]) -> Path:
     """Writes the page to ``path`` (atomically); image paths in the sections are relative to its folder."""
     path = Path(path)
-    parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>",
-             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"]
-    parts += [f"<p class=\"meta\">{html.escape(line)}</p>" for line in meta]
-    toc = "".join(f"<li><a href=\"#s{i}\">{html.escape(s.title)}</a></li>" for i, s in enumerate(sections))
+    parts = [
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>',
+        f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
+    ]
+    parts += [f'<p class="meta">{html.escape(line)}</p>' for line in meta]
+    toc = "".join(f'<li><a href="#s{i}">{html.escape(s.title)}</a></li>' for i, s in enumerate(sections))
     parts.append(f"<ul>{toc}</ul>")
     for i, s in enumerate(sections):
-        took = f" <span class=\"meta\">({s.seconds:.0f} s)</span>" if s.seconds is not None else ""
-        parts.append(f"<h2 id=\"s{i}\">{html.escape(s.title)}{took}</h2>")
+        took = f' <span class="meta">({s.seconds:.0f} s)</span>' if s.seconds is not None else ""
+        parts.append(f'<h2 id="s{i}">{html.escape(s.title)}{took}</h2>')
         parts += s.blocks
     parts.append("</body></html>\n")
     path.parent.mkdir(parents=True, exist_ok=True)

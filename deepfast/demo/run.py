@@ -51,33 +51,41 @@ def add_curves(demo: Demo, section: Section) -> None:
 # What was tried for the targets this demo misses (measured in the runs named; see docs/demo.md).
 TRIED = {
     "VAE": "samples of N(0, I): 55% confident, Frechet 53 (batch 32 and 8 latents; 60 epochs 57%); of a mixture of "
-           "10 / 20 / 80 Gaussians fitted to the training latents: 87% / 90% / 92%, Frechet 19 / 15 / 14",
+    "10 / 20 / 80 Gaussians fitted to the training latents: 87% / 90% / 92%, Frechet 19 / 15 / 14",
     "DCGAN": "at 32x32: an EMA generator 41%, resize-convolution 45%, DiffAugment 52% (Frechet 31); at 16x16 with "
-             "DiffAugment 39% (79); at 8x8, the digits' own size, with 2 extra layers: ngf 64 54% with DiffAugment "
-             "and 65% (Frechet 27) without, ngf 128 70% (Frechet 20); from there hinge loss 65%, LSGAN 64%, one-sided "
-             "label smoothing 68%, spectral norm in D 69% (Frechet 10), top-k G steps 68%, D's lr doubled 66%, lr "
-             "decay 66%, EMA generators 62-69% (BatchNorm statistics recomputed: Frechet 10-16); 43 epochs (the time "
-             "budget) 75% (Frechet 8)",
+    "DiffAugment 39% (79); at 8x8, the digits' own size, with 2 extra layers: ngf 64 54% with DiffAugment "
+    "and 65% (Frechet 27) without, ngf 128 70% (Frechet 20); from there hinge loss 65%, LSGAN 64%, one-sided "
+    "label smoothing 68%, spectral norm in D 69% (Frechet 10), top-k G steps 68%, D's lr doubled 66%, lr "
+    "decay 66%, EMA generators 62-69% (BatchNorm statistics recomputed: Frechet 10-16); 43 epochs (the time "
+    "budget) 75% (Frechet 8)",
     "staining": "per-pixel generators (no texture, no checkerboard), no identity loss, Adam 1e-3; cycle weight 10: "
-                "SSIM 0.86, PSNR 21.7 dB on the balanced domains, cycle 3: 0.95 / 28.5 dB; the saliency constraint at "
-                "weight 10 / 1 / 0.3 there: 19.0 / 22.6 / 25.5 dB; on stain_skewed at most 0.73 / 17.2 dB",
+    "SSIM 0.86, PSNR 21.7 dB on the balanced domains, cycle 3: 0.95 / 28.5 dB; the saliency constraint at "
+    "weight 10 / 1 / 0.3 there: 19.0 / 22.6 / 25.5 dB; on stain_skewed at most 0.73 / 17.2 dB",
     "adaptation": "a smaller CycleGAN (ngf 16, 3 blocks, batch 8, 3 epochs) to fit 3 seeds; CyCADA's semantic "
-                  "consistency lowered seed 0's gain from +5.3 to -3.3 points (+1.1 with ngf 32, 4 epochs); the "
-                  "previous ngf 32, 6 blocks, 6 epochs gained +10 to +14.5 points in 3-4x the time; colour jitter "
-                  "on the translations (seeds +1.9 / +4.2 / +12.8 -> +21.2 / +17.5 / +15.6 on the same CycleGANs); "
-                  "then self-training on class-balanced pseudo-labels of the target +25.9 / +16.2 / +16.2, "
-                  "source + translations +22.0 / +17.0 (seeds 0 / 1), neither kept",
+    "consistency lowered seed 0's gain from +5.3 to -3.3 points (+1.1 with ngf 32, 4 epochs); the "
+    "previous ngf 32, 6 blocks, 6 epochs gained +10 to +14.5 points in 3-4x the time; colour jitter "
+    "on the translations (seeds +1.9 / +4.2 / +12.8 -> +21.2 / +17.5 / +15.6 on the same CycleGANs); "
+    "then self-training on class-balanced pseudo-labels of the target +25.9 / +16.2 / +16.2, "
+    "source + translations +22.0 / +17.0 (seeds 0 / 1), neither kept",
 }
 
 
 def targets_section(demo: Demo) -> Section:
     section = Section("Targets")
-    rows = [{"result": name, "value": t.value, "target": t.to_dict()["target"], "met": "yes" if t.met else "NO",
-             "tried": "" if t.met else next((v for k, v in TRIED.items() if name.lower().startswith(k.lower())), "")}
-            for name, t in demo.targets.items()]
+    rows = [
+        {
+            "result": name,
+            "value": t.value,
+            "target": t.to_dict()["target"],
+            "met": "yes" if t.met else "NO",
+            "tried": "" if t.met else next((v for k, v in TRIED.items() if name.lower().startswith(k.lower())), ""),
+        }
+        for name, t in demo.targets.items()
+    ]
     missed = [name for name, t in demo.targets.items() if not t.met]
-    section.text(f"{len(rows) - len(missed)} of {len(rows)} targets met" + (f"; missed: {', '.join(missed)}." if missed
-                                                                              else "."))
+    section.text(
+        f"{len(rows) - len(missed)} of {len(rows)} targets met" + (f"; missed: {', '.join(missed)}." if missed else ".")
+    )
     section.table(rows)
     return section
 
@@ -99,15 +107,22 @@ def thread_count(threads: int | None) -> str:
     else:
         default, busy, cpus = torch.get_num_threads(), hardware.busy_cpus(), len(os.sched_getaffinity(0))
         threads = max(1, min(default, round(cpus - busy)))
-        source = f"torch's default {default}" + ("" if threads == default else
-                                                f", cut to the CPUs free with {busy:.1f} of {cpus} busy")
+        source = f"torch's default {default}" + (
+            "" if threads == default else f", cut to the CPUs free with {busy:.1f} of {cpus} busy"
+        )
     torch.set_num_threads(threads)
     return f"{threads} torch thread{'s' if threads != 1 else ''} ({source})"
 
 
-def run_demo(out: str | Path = "runs/demo", full: bool = False, device: str | None = None,
-             progress: bool = True, only: list[str] | None = None, smoke: bool = False,
-             threads: int | None = None) -> tuple[Path, list[str]]:
+def run_demo(
+    out: str | Path = "runs/demo",
+    full: bool = False,
+    device: str | None = None,
+    progress: bool = True,
+    only: list[str] | None = None,
+    smoke: bool = False,
+    threads: int | None = None,
+) -> tuple[Path, list[str]]:
     """Runs the sections (those whose title contains one of ``only``, default all) into ``out`` and
     writes out/report.html and out/results.json (every number, the targets, section times, the CPU,
     the torch threads). ``threads``: torch's CPU threads for the run (None: OMP_NUM_THREADS, else
@@ -122,8 +137,9 @@ def run_demo(out: str | Path = "runs/demo", full: bool = False, device: str | No
         torch.set_num_threads(previous)
 
 
-def _run(out: Path, full: bool, device: str | None, progress: bool, only: list[str] | None, smoke: bool,
-         threading: str) -> tuple[Path, list[str]]:
+def _run(
+    out: Path, full: bool, device: str | None, progress: bool, only: list[str] | None, smoke: bool, threading: str
+) -> tuple[Path, list[str]]:
     demo = Demo(out, full=full, smoke=smoke, device=device, progress=progress)
     start, load = time.time(), os.getloadavg()[0]  # before the run: the other work on the CPUs
     sections, failed, seconds = [], [], {}
@@ -145,22 +161,34 @@ def _run(out: Path, full: bool, device: str | None, progress: bool, only: list[s
     wall = time.time() - start
     cpu = hardware.describe()
     settings = "smoke-test" if smoke else "full" if full else "quick"
-    meta = [f"CPU: {cpu}",
-            f"deepfast {deepfast.__version__}, torch {torch.__version__}, python {platform.python_version()}, "
-            f"{platform.machine()}, {threading}, backends "
-            f"{', '.join(name for name, s in backends.status().items() if s.available)}; load average "
-            f"{load:.1f} at the start (other work on the CPUs)",
-            f"{settings} settings, {wall:.0f} s in all ("
-            + ", ".join(f"{title.split(':')[0]} {s:.0f} s" for title, s in seconds.items()) + "), "
-            f"{time.strftime('%Y-%m-%d %H:%M')}"]
+    meta = [
+        f"CPU: {cpu}",
+        f"deepfast {deepfast.__version__}, torch {torch.__version__}, python {platform.python_version()}, "
+        f"{platform.machine()}, {threading}, backends "
+        f"{', '.join(name for name, s in backends.status().items() if s.available)}; load average "
+        f"{load:.1f} at the start (other work on the CPUs)",
+        f"{settings} settings, {wall:.0f} s in all ("
+        + ", ".join(f"{title.split(':')[0]} {s:.0f} s" for title, s in seconds.items())
+        + "), "
+        f"{time.strftime('%Y-%m-%d %H:%M')}",
+    ]
     if demo.targets:
         sections.insert(0, targets_section(demo))
     path = write_report(demo.out / "report.html", "deepfast demo", meta, sections)
-    results = {"cpu": cpu, "torch": torch.__version__, "threads": torch.get_num_threads(), "threading": threading,
-               "load_average_at_start": load, "settings": settings,
-               "wall_seconds": wall, "section_seconds": seconds, "failed": failed,
-               "targets": {name: t.to_dict() for name, t in demo.targets.items()}, "results": demo.results,
-               "date": time.strftime("%Y-%m-%d %H:%M")}
+    results = {
+        "cpu": cpu,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "threading": threading,
+        "load_average_at_start": load,
+        "settings": settings,
+        "wall_seconds": wall,
+        "section_seconds": seconds,
+        "failed": failed,
+        "targets": {name: t.to_dict() for name, t in demo.targets.items()},
+        "results": demo.results,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
     tmp = demo.out / ".results.json.tmp"
     tmp.write_text(json.dumps(results, indent=1, default=float) + "\n")
     os.replace(tmp, demo.out / "results.json")

@@ -24,8 +24,9 @@ def trained(out: Path, progress: bool = True, device: str | None = None, **field
         except CheckpointError as err:
             print(f"{err}\ntraining {out} again")
         else:
-            same = all(ckpt["config"].get(k) == getattr(wanted, k) for k in (*RESUME_KEYS, "impl", "epochs",
-                                                                              "max_batches"))
+            same = all(
+                ckpt["config"].get(k) == getattr(wanted, k) for k in (*RESUME_KEYS, "impl", "epochs", "max_batches")
+            )
             if same and ckpt["epoch"] == wanted.epochs and ckpt["batch"] == 0:
                 return load_trainer(str(path), device=device)
             resume = same

@@ -35,18 +35,26 @@ def speed_section(demo: Demo, section: Section) -> None:
     sizes = {"size": 32} if demo.smoke else {}
     rows = []
     for model, batch in STEPS:
-        steps = {impl: make_step(model, impl, batch, device=demo.device or "cpu", **sizes)
-                 for impl in ("reference", "fused")}
+        steps = {
+            impl: make_step(model, impl, batch, device=demo.device or "cpu", **sizes) for impl in ("reference", "fused")
+        }
         ms = {impl: step_ms(step, repeats) for impl, step in steps.items()}
         images = steps["fused"].batch
         c, h, w = (images[0] if isinstance(images, tuple) else images).shape[1:]
-        rows.append({"training step": f"{model}, batch {batch}, {c}x{h}x{w}",
-                     "reference ms": ms["reference"], "fused ms": ms["fused"],
-                     "speedup": ms["reference"] / ms["fused"]})
-    section.text(f"One training step (forward, losses, backward, optimizer) of the library's trainers, median of "
-                 f"{repeats} after 2 warm-up steps, eager, on this machine in this run: impl=\"fused\" (deepfast's "
-                 "fused norm + activation layers, fused reparameterization + KL, fused cycle L1) against "
-                 "impl=\"reference\" (the same models from plain torch layers, the same weights). "
-                 "`python benchmarks/run.py -k train_step` adds torch.compile and activation memory.")
+        rows.append(
+            {
+                "training step": f"{model}, batch {batch}, {c}x{h}x{w}",
+                "reference ms": ms["reference"],
+                "fused ms": ms["fused"],
+                "speedup": ms["reference"] / ms["fused"],
+            }
+        )
+    section.text(
+        f"One training step (forward, losses, backward, optimizer) of the library's trainers, median of "
+        f'{repeats} after 2 warm-up steps, eager, on this machine in this run: impl="fused" (deepfast\'s '
+        "fused norm + activation layers, fused reparameterization + KL, fused cycle L1) against "
+        'impl="reference" (the same models from plain torch layers, the same weights). '
+        "`python benchmarks/run.py -k train_step` adds torch.compile and activation memory."
+    )
     section.table(rows)
     demo.results["speed"] = rows

@@ -7,5 +7,15 @@ from deepfast.losses.robust import adversarial_training_loss, logit_pairing_loss
 from deepfast.losses.saliency import SaliencyLoss
 from deepfast.losses.vae import VAELoss
 
-__all__ = ["CycleConsistencyLoss", "GANLoss", "GAN_MODES", "ImagePool", "SaliencyLoss", "VAELoss",
-           "adversarial_training_loss", "logit_pairing_loss", "trades_kl", "trades_loss"]
+__all__ = [
+    "CycleConsistencyLoss",
+    "GANLoss",
+    "GAN_MODES",
+    "ImagePool",
+    "SaliencyLoss",
+    "VAELoss",
+    "adversarial_training_loss",
+    "logit_pairing_loss",
+    "trades_kl",
+    "trades_loss",
+]

@@ -28,7 +28,9 @@ def _checked(logits: Tensor, logits_adv: Tensor, labels: Tensor) -> tuple[Tensor
             got = f"{t.dtype} {tuple(t.shape)}" if isinstance(t, Tensor) else type(t).__name__
             raise ValueError(f"{name} must be a floating-point (N, K) tensor, got {got}")
     if logits_adv.shape != logits.shape:
-        raise ValueError(f"logits_adv must have the shape of logits {tuple(logits.shape)}, got {tuple(logits_adv.shape)}")
+        raise ValueError(
+            f"logits_adv must have the shape of logits {tuple(logits.shape)}, got {tuple(logits_adv.shape)}"
+        )
     if not isinstance(labels, Tensor) or tuple(labels.shape) != (logits.shape[0],) or labels.dtype.is_floating_point:
         got = f"{labels.dtype} {tuple(labels.shape)}" if isinstance(labels, Tensor) else type(labels).__name__
         raise ValueError(f"labels must be an integer tensor of shape (N,) = ({logits.shape[0]},), got {got}")
@@ -37,8 +39,9 @@ def _checked(logits: Tensor, logits_adv: Tensor, labels: Tensor) -> tuple[Tensor
     return logits.float(), logits_adv.float()
 
 
-def adversarial_training_loss(logits: Tensor, logits_adv: Tensor, labels: Tensor, lam: float = 1.0,
-                              clean: bool = True) -> Tensor:
+def adversarial_training_loss(
+    logits: Tensor, logits_adv: Tensor, labels: Tensor, lam: float = 1.0, clean: bool = True
+) -> Tensor:
     """clean * CE(f(x), y) + lam * CE(f(x_adv), y). clean=False, lam=1: Madry et al. (2018);
     clean=True: Goodfellow et al.'s (2015) mix of clean and adversarial loss (their weights 1/2, 1/2 up to scale)."""
     lam = check_finite_float(lam, "lam", minimum=0)
@@ -47,8 +50,9 @@ def adversarial_training_loss(logits: Tensor, logits_adv: Tensor, labels: Tensor
     return loss + F.cross_entropy(logits, labels) if clean else loss
 
 
-def logit_pairing_loss(logits: Tensor, logits_adv: Tensor, labels: Tensor, lam: float = 1.0,
-                       mixed: bool = False) -> Tensor:
+def logit_pairing_loss(
+    logits: Tensor, logits_adv: Tensor, labels: Tensor, lam: float = 1.0, mixed: bool = False
+) -> Tensor:
     """Adversarial logit pairing (Kannan et al. 2018): CE(f(x), y) + lam * mean_i ||f(x_i) - f(x_adv_i)||^2.
     mixed=True is the paper's form: the cross-entropy of a mixed minibatch of clean and adversarial
     examples, (CE(f(x), y) + CE(f(x_adv), y)) / 2 here (the batch and all its adversarial examples), plus

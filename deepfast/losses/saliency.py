@@ -46,8 +46,9 @@ class SaliencyLoss(nn.Module):
         for t in taus:
             check_finite_float(t, "tau")
         check_finite_float(weight, "weight", minimum=0)
-        if decay_epochs is not None and (isinstance(decay_epochs, bool) or not isinstance(decay_epochs, int)
-                                         or decay_epochs < 1):
+        if decay_epochs is not None and (
+            isinstance(decay_epochs, bool) or not isinstance(decay_epochs, int) or decay_epochs < 1
+        ):
             raise ValueError(f"decay_epochs must be a positive int or None, got {decay_epochs!r}")
         self.k = float(k)
         self.tau_real, self.tau_translated = (float(t) for t in taus)
@@ -91,6 +92,7 @@ class SaliencyLoss(nn.Module):
         return diff * self.current_weight
 
     def extra_repr(self) -> str:
-        return (f"k={self.k}, tau=({self.tau_real}, {self.tau_translated}), weight={self.weight}, "
-                f"decay_epochs={self.decay_epochs}, value_range={self.value_range}, epoch={self.epoch}")
-
+        return (
+            f"k={self.k}, tau=({self.tau_real}, {self.tau_translated}), weight={self.weight}, "
+            f"decay_epochs={self.decay_epochs}, value_range={self.value_range}, epoch={self.epoch}"
+        )

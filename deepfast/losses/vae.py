@@ -34,8 +34,10 @@ class VAELoss(nn.Module):
         check_float(recon, "recon")
         check_float(x, "x")
         if x.shape != recon.shape or x.device != recon.device:
-            raise ValueError(f"x must have the shape and device of recon {tuple(recon.shape)} on {recon.device}, "
-                             f"got {tuple(x.shape)} on {x.device}")
+            raise ValueError(
+                f"x must have the shape and device of recon {tuple(recon.shape)} on {recon.device}, "
+                f"got {tuple(x.shape)} on {x.device}"
+            )
         check_float(kl, "kl")
         if kl.dim() != 0:
             raise ValueError(f"kl must be 0-dim (the batch-mean KL), got shape {tuple(kl.shape)}")
@@ -45,8 +47,10 @@ class VAELoss(nn.Module):
                 total = F.binary_cross_entropy(recon, x, reduction="sum")
             except RuntimeError as err:  # torch names its arguments input (recon) and target (x)
                 name = "recon" if "input" in str(err) else "x"
-                raise ValueError(f'{name} must hold values in [0, 1] for reconstruction="bce" (a Bernoulli decoder\'s '
-                                 f'probabilities and images in [0, 1]; NaN is not): {err}') from None
+                raise ValueError(
+                    f'{name} must hold values in [0, 1] for reconstruction="bce" (a Bernoulli decoder\'s '
+                    f"probabilities and images in [0, 1]; NaN is not): {err}"
+                ) from None
         else:
             total = F.mse_loss(recon, x, reduction="sum")
         rec = total / recon.shape[0]

@@ -7,5 +7,17 @@ from deepfast.models.cyclegan import PatchDiscriminator, PixelGenerator, ResnetG
 from deepfast.models.dcgan import ConditionalDiscriminator, ConditionalGenerator, Discriminator, Generator
 from deepfast.models.vae import VAE
 
-__all__ = ["VAE", "Generator", "Discriminator", "ConditionalGenerator", "ConditionalDiscriminator", "ResnetGenerator", "PixelGenerator", "PatchDiscriminator", "Autoencoder", "UNet",
-           "LeNet", "ResNet18"]
+__all__ = [
+    "VAE",
+    "Generator",
+    "Discriminator",
+    "ConditionalGenerator",
+    "ConditionalDiscriminator",
+    "ResnetGenerator",
+    "PixelGenerator",
+    "PatchDiscriminator",
+    "Autoencoder",
+    "UNet",
+    "LeNet",
+    "ResNet18",
+]

@@ -43,8 +43,9 @@ class ReferenceConvNormAct(ConvNormAct):
     """ConvNormAct with the norm + activation as plain torch layers (children ``conv`` and ``act``, so
     the state_dict keys of ConvNormAct); norm=None is ConvNormAct itself (conv + nn.LeakyReLU / nn.ReLU)."""
 
-    def __init__(self, in_ch: int, out_ch: int, *args, norm: str | None = "batch", negative_slope: float = 0.2,
-                 **kwargs) -> None:
+    def __init__(
+        self, in_ch: int, out_ch: int, *args, norm: str | None = "batch", negative_slope: float = 0.2, **kwargs
+    ) -> None:
         super().__init__(in_ch, out_ch, *args, norm=norm, negative_slope=negative_slope, **kwargs)
         if norm == "batch":
             self.act = ReferenceBatchNormLeakyReLU2d(out_ch, negative_slope)
@@ -68,8 +69,9 @@ def check_impl(impl: str) -> None:
     check_choice(impl, "impl", IMPLS)
 
 
-def conv_norm_act(impl: str, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1, padding: int = 0,
-                  **kwargs) -> ConvNormAct:
+def conv_norm_act(
+    impl: str, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1, padding: int = 0, **kwargs
+) -> ConvNormAct:
     """Conv -> norm -> LeakyReLU block (ReLU: negative_slope=0), kwargs as deepfast.nn.ConvNormAct.
     (N, in_ch, H, W) -> (N, out_ch, H', W')."""
     check_impl(impl)
@@ -77,8 +79,9 @@ def conv_norm_act(impl: str, in_ch: int, out_ch: int, kernel_size: int, stride: 
     return cls(in_ch, out_ch, kernel_size, stride, padding, **kwargs)
 
 
-def upsample_block(impl: str, in_ch: int, out_ch: int, mode: str, kernel_size: int = 4, padding_mode: str = "zeros",
-                   **kwargs) -> nn.Module:
+def upsample_block(
+    impl: str, in_ch: int, out_ch: int, mode: str, kernel_size: int = 4, padding_mode: str = "zeros", **kwargs
+) -> nn.Module:
     """2x upsampling by a conv -> norm -> activation block (kwargs as ``conv_norm_act``):
     (N, in_ch, H, W) -> (N, out_ch, 2H, 2W).
 
@@ -88,10 +91,13 @@ def upsample_block(impl: str, in_ch: int, out_ch: int, mode: str, kernel_size: i
     resize-convolution of Odena et al. 2016, which has no such pattern."""
     check_choice(mode, "upsample", UPSAMPLINGS)
     if mode == "transposed":
-        return conv_norm_act(impl, in_ch, out_ch, kernel_size, 2, 1, transposed=True, output_padding=4 - kernel_size,
-                             **kwargs)
-    return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
-                         conv_norm_act(impl, in_ch, out_ch, 3, 1, 1, padding_mode=padding_mode, **kwargs))
+        return conv_norm_act(
+            impl, in_ch, out_ch, kernel_size, 2, 1, transposed=True, output_padding=4 - kernel_size, **kwargs
+        )
+    return nn.Sequential(
+        nn.Upsample(scale_factor=2, mode="nearest"),
+        conv_norm_act(impl, in_ch, out_ch, 3, 1, 1, padding_mode=padding_mode, **kwargs),
+    )
 
 
 def norm_act(impl: str, num_features: int, negative_slope: float, norm: str = "batch") -> nn.Module:

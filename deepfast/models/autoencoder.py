@@ -12,8 +12,9 @@ from deepfast.models.vae import ConvDecoder, ConvEncoder
 class Autoencoder(nn.Module):
     """x (N, C, S, S) -> reconstruction (N, C, S, S) in (0, 1) through a code (N, latent_dim); S = 32 or 64."""
 
-    def __init__(self, channels: int = 1, image_size: int = 32, latent_dim: int = 32, width: int = 32,
-                 impl: str = "fused") -> None:
+    def __init__(
+        self, channels: int = 1, image_size: int = 32, latent_dim: int = 32, width: int = 32, impl: str = "fused"
+    ) -> None:
         super().__init__()
         check_impl(impl)
         self.encoder = ConvEncoder(channels, image_size, width, impl)
@@ -36,8 +37,10 @@ class DoubleConv(nn.Sequential):
     """Two 3x3 conv + BatchNorm + ReLU. (N, in_ch, H, W) -> (N, out_ch, H, W)."""
 
     def __init__(self, in_ch: int, out_ch: int, impl: str) -> None:
-        super().__init__(conv_norm_act(impl, in_ch, out_ch, 3, 1, 1, norm="batch", negative_slope=0.0),
-                         conv_norm_act(impl, out_ch, out_ch, 3, 1, 1, norm="batch", negative_slope=0.0))
+        super().__init__(
+            conv_norm_act(impl, in_ch, out_ch, 3, 1, 1, norm="batch", negative_slope=0.0),
+            conv_norm_act(impl, out_ch, out_ch, 3, 1, 1, norm="batch", negative_slope=0.0),
+        )
 
 
 class UNet(nn.Module):
@@ -46,8 +49,9 @@ class UNet(nn.Module):
     size by max pooling and doubles the width; the decoder upsamples by 2x2 transposed convs and
     concatenates the encoder features of the same size (skip connections)."""
 
-    def __init__(self, in_channels: int = 1, out_channels: int = 1, width: int = 32, depth: int = 3,
-                 impl: str = "fused") -> None:
+    def __init__(
+        self, in_channels: int = 1, out_channels: int = 1, width: int = 32, depth: int = 3, impl: str = "fused"
+    ) -> None:
         super().__init__()
         check_impl(impl)
         widths = [width * 2**i for i in range(depth + 1)]

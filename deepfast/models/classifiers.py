@@ -17,10 +17,15 @@ class LeNet(nn.Module):
         super().__init__()
         check_impl(impl)
         self.features = nn.Sequential(
-            conv_norm_act(impl, in_channels, 6, 5, norm="batch", negative_slope=0.0), nn.MaxPool2d(2),
-            conv_norm_act(impl, 6, 16, 5, norm="batch", negative_slope=0.0), nn.MaxPool2d(2), nn.Flatten())
-        self.classifier = nn.Sequential(nn.Linear(16 * 5 * 5, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
-                                        nn.Linear(84, num_classes))
+            conv_norm_act(impl, in_channels, 6, 5, norm="batch", negative_slope=0.0),
+            nn.MaxPool2d(2),
+            conv_norm_act(impl, 6, 16, 5, norm="batch", negative_slope=0.0),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+        )
+        self.classifier = nn.Sequential(
+            nn.Linear(16 * 5 * 5, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, num_classes)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.features(x))

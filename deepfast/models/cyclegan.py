@@ -16,8 +16,9 @@ class ResnetBlock(nn.Module):
 
     def __init__(self, dim: int, impl: str) -> None:
         super().__init__()
-        self.block = conv_norm_act(impl, dim, dim, 3, 1, 1, norm="instance", negative_slope=0.0, bias=True,
-                                   padding_mode="reflect")
+        self.block = conv_norm_act(
+            impl, dim, dim, 3, 1, 1, norm="instance", negative_slope=0.0, bias=True, padding_mode="reflect"
+        )
         self.conv = nn.Conv2d(dim, dim, 3, 1, 1, padding_mode="reflect")
         self.norm = nn.InstanceNorm2d(dim)
 
@@ -36,16 +37,28 @@ class ResnetGenerator(nn.Module):
     7,837,699 (6 blocks) / 11,378,179 (9) parameters.
     """
 
-    def __init__(self, input_nc: int = 3, output_nc: int = 3, ngf: int = 64, n_blocks: int = 9,
-                 impl: str = "fused", upsample: str = "transposed", skip: bool = False) -> None:
+    def __init__(
+        self,
+        input_nc: int = 3,
+        output_nc: int = 3,
+        ngf: int = 64,
+        n_blocks: int = 9,
+        impl: str = "fused",
+        upsample: str = "transposed",
+        skip: bool = False,
+    ) -> None:
         super().__init__()
         check_impl(impl)
         kw = dict(norm="instance", negative_slope=0.0, bias=True)
         layers: list[nn.Module] = [conv_norm_act(impl, input_nc, ngf, 7, 1, 3, padding_mode="reflect", **kw)]
         layers += [conv_norm_act(impl, ngf * 2**i, ngf * 2 ** (i + 1), 3, 2, 1, **kw) for i in range(2)]
         layers += [ResnetBlock(ngf * 4, impl) for _ in range(n_blocks)]
-        layers += [upsample_block(impl, ngf * 2 ** (2 - i), ngf * 2 ** (1 - i), upsample, kernel_size=3,
-                                  padding_mode="reflect", **kw) for i in range(2)]
+        layers += [
+            upsample_block(
+                impl, ngf * 2 ** (2 - i), ngf * 2 ** (1 - i), upsample, kernel_size=3, padding_mode="reflect", **kw
+            )
+            for i in range(2)
+        ]
         layers.append(nn.Conv2d(ngf, output_nc, 7, 1, 3, padding_mode="reflect"))
         self.model = nn.Sequential(*layers)
         self.skip = skip and input_nc == output_nc
@@ -68,15 +81,23 @@ class PixelGenerator(nn.Module):
     + (width + 1) output_nc parameters.
     """
 
-    def __init__(self, input_nc: int = 3, output_nc: int = 3, width: int = 64, depth: int = 3, impl: str = "fused",
-                 skip: bool = False) -> None:
+    def __init__(
+        self,
+        input_nc: int = 3,
+        output_nc: int = 3,
+        width: int = 64,
+        depth: int = 3,
+        impl: str = "fused",
+        skip: bool = False,
+    ) -> None:
         super().__init__()
         check_impl(impl)
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 2:
             raise ValueError(f"depth must be an int >= 2 (1x1 convs), got {depth!r}")
         widths = [input_nc] + [width] * (depth - 1)
-        layers: list[nn.Module] = [conv_norm_act(impl, a, b, 1, norm=None, negative_slope=0.2)
-                                   for a, b in zip(widths, widths[1:])]
+        layers: list[nn.Module] = [
+            conv_norm_act(impl, a, b, 1, norm=None, negative_slope=0.2) for a, b in zip(widths, widths[1:])
+        ]
         layers.append(init_normal_(nn.Conv2d(width, output_nc, 1)))
         self.model = nn.Sequential(*layers)
         self.skip = skip and input_nc == output_nc
@@ -98,9 +119,12 @@ class PatchDiscriminator(nn.Module):
         check_impl(impl)
         widths = [ndf * min(2**i, 8) for i in range(n_layers + 1)]
         layers: list[nn.Module] = [conv_norm_act(impl, input_nc, ndf, 4, 2, 1, norm=None, negative_slope=0.2)]
-        layers += [conv_norm_act(impl, a, b, 4, 2 if i < n_layers - 1 else 1, 1, norm="instance",
-                                 negative_slope=0.2, bias=True)
-                   for i, (a, b) in enumerate(zip(widths, widths[1:]))]
+        layers += [
+            conv_norm_act(
+                impl, a, b, 4, 2 if i < n_layers - 1 else 1, 1, norm="instance", negative_slope=0.2, bias=True
+            )
+            for i, (a, b) in enumerate(zip(widths, widths[1:]))
+        ]
         layers += [nn.Conv2d(widths[-1], 1, 4, 1, 1)]
         self.model = nn.Sequential(*layers)
         init_normal_(self)

@@ -28,20 +28,32 @@ class Generator(nn.Module):
     N(0, 0.02) init. At S=64, nz=100, ngf=64, nc=3: 3,576,704 parameters (transposed).
     """
 
-    def __init__(self, nz: int = 100, ngf: int = 64, nc: int = 3, image_size: int = 64, impl: str = "fused",
-                 upsample: str = "transposed", extra_layers: int = 0) -> None:
+    def __init__(
+        self,
+        nz: int = 100,
+        ngf: int = 64,
+        nc: int = 3,
+        image_size: int = 64,
+        impl: str = "fused",
+        upsample: str = "transposed",
+        extra_layers: int = 0,
+    ) -> None:
         super().__init__()
         check_impl(impl)
         check_choice(upsample, "upsample", UPSAMPLINGS)
         check_extra_layers(extra_layers)
         n = num_halvings(image_size, GAN_SIZES) - 3
         widths = [ngf * 2**i for i in reversed(range(n + 1))]
-        layers: list[nn.Module] = [conv_norm_act(impl, nz, widths[0], 4, 1, 0, transposed=True, norm="batch",
-                                                 negative_slope=0.0)]
-        layers += [upsample_block(impl, a, b, upsample, norm="batch", negative_slope=0.0)
-                   for a, b in zip(widths, widths[1:])]
-        layers += [conv_norm_act(impl, widths[-1], widths[-1], 3, 1, 1, norm="batch", negative_slope=0.0)
-                   for _ in range(extra_layers)]
+        layers: list[nn.Module] = [
+            conv_norm_act(impl, nz, widths[0], 4, 1, 0, transposed=True, norm="batch", negative_slope=0.0)
+        ]
+        layers += [
+            upsample_block(impl, a, b, upsample, norm="batch", negative_slope=0.0) for a, b in zip(widths, widths[1:])
+        ]
+        layers += [
+            conv_norm_act(impl, widths[-1], widths[-1], 3, 1, 1, norm="batch", negative_slope=0.0)
+            for _ in range(extra_layers)
+        ]
         if upsample == "transposed":
             layers.append(nn.ConvTranspose2d(widths[-1], nc, 4, 2, 1, bias=False))
         else:
@@ -66,18 +78,27 @@ class Discriminator(nn.Module):
     parameter is then conv.parametrizations.weight.original).
     """
 
-    def __init__(self, ndf: int = 64, nc: int = 3, image_size: int = 64, impl: str = "fused",
-                 extra_layers: int = 0, spectral_norm: bool = False) -> None:
+    def __init__(
+        self,
+        ndf: int = 64,
+        nc: int = 3,
+        image_size: int = 64,
+        impl: str = "fused",
+        extra_layers: int = 0,
+        spectral_norm: bool = False,
+    ) -> None:
         super().__init__()
         check_impl(impl)
         check_extra_layers(extra_layers)
         n = num_halvings(image_size, GAN_SIZES) - 3
         widths = [ndf * 2**i for i in range(n + 1)]
         layers: list[nn.Module] = [conv_norm_act(impl, nc, ndf, 4, 2, 1, norm=None, bias=False, negative_slope=0.2)]
-        layers += [conv_norm_act(impl, ndf, ndf, 3, 1, 1, norm="batch", negative_slope=0.2)
-                   for _ in range(extra_layers)]
-        layers += [conv_norm_act(impl, a, b, 4, 2, 1, norm="batch", negative_slope=0.2)
-                   for a, b in zip(widths, widths[1:])]
+        layers += [
+            conv_norm_act(impl, ndf, ndf, 3, 1, 1, norm="batch", negative_slope=0.2) for _ in range(extra_layers)
+        ]
+        layers += [
+            conv_norm_act(impl, a, b, 4, 2, 1, norm="batch", negative_slope=0.2) for a, b in zip(widths, widths[1:])
+        ]
         layers += [nn.Conv2d(widths[-1], 1, 4, 1, 0, bias=False), nn.Flatten(0)]
         self.main = nn.Sequential(*layers)
         init_normal_(self)
@@ -98,8 +119,9 @@ def check_labels(labels: object, n: int, num_classes: int) -> None:
         dtype = labels.dtype if isinstance(labels, Tensor) else ""
         raise ValueError(f"labels must be an int64 tensor of shape ({n},), got {dtype} {shape}")
     if n and not (0 <= int(labels.min()) and int(labels.max()) < num_classes):
-        raise ValueError(f"labels must be in [0, {num_classes}), got values in [{int(labels.min())}, "
-                         f"{int(labels.max())}]")
+        raise ValueError(
+            f"labels must be in [0, {num_classes}), got values in [{int(labels.min())}, {int(labels.max())}]"
+        )
 
 
 class ConditionalGenerator(Generator):
@@ -109,9 +131,18 @@ class ConditionalGenerator(Generator):
     embedding (num_classes, embed_dim), embed_dim = num_classes by default; other arguments as Generator's.
     """
 
-    def __init__(self, num_classes: int = 10, nz: int = 100, ngf: int = 64, nc: int = 3, image_size: int = 64,
-                 impl: str = "fused", upsample: str = "transposed", embed_dim: int | None = None,
-                 extra_layers: int = 0) -> None:
+    def __init__(
+        self,
+        num_classes: int = 10,
+        nz: int = 100,
+        ngf: int = 64,
+        nc: int = 3,
+        image_size: int = 64,
+        impl: str = "fused",
+        upsample: str = "transposed",
+        embed_dim: int | None = None,
+        extra_layers: int = 0,
+    ) -> None:
         embed_dim = embed_dim or num_classes
         super().__init__(nz + embed_dim, ngf, nc, image_size, impl, upsample, extra_layers)
         self.nz, self.num_classes = nz, num_classes
@@ -134,8 +165,16 @@ class ConditionalDiscriminator(Discriminator):
     ``spectral_norm`` as Discriminator's (the convs; E is not normalized).
     """
 
-    def __init__(self, num_classes: int = 10, ndf: int = 64, nc: int = 3, image_size: int = 64,
-                 impl: str = "fused", extra_layers: int = 0, spectral_norm: bool = False) -> None:
+    def __init__(
+        self,
+        num_classes: int = 10,
+        ndf: int = 64,
+        nc: int = 3,
+        image_size: int = 64,
+        impl: str = "fused",
+        extra_layers: int = 0,
+        spectral_norm: bool = False,
+    ) -> None:
         super().__init__(ndf, nc, image_size, impl, extra_layers, spectral_norm)
         self.num_classes = num_classes
         self.embed = nn.Embedding(num_classes, self.main[-2].in_channels)

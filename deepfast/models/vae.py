@@ -15,8 +15,10 @@ class ConvEncoder(nn.Sequential):
     def __init__(self, channels: int, image_size: int, width: int, impl: str) -> None:
         n = num_halvings(image_size) - 2
         widths = [channels] + [width * 2**i for i in range(n)]
-        super().__init__(*(conv_norm_act(impl, a, b, 4, 2, 1, norm="batch", negative_slope=0.2)
-                           for a, b in zip(widths, widths[1:])), nn.Flatten())
+        super().__init__(
+            *(conv_norm_act(impl, a, b, 4, 2, 1, norm="batch", negative_slope=0.2) for a, b in zip(widths, widths[1:])),
+            nn.Flatten(),
+        )
         self.out_features = widths[-1] * 16
 
 
@@ -27,10 +29,15 @@ class ConvDecoder(nn.Sequential):
     def __init__(self, latent_dim: int, channels: int, image_size: int, width: int, impl: str) -> None:
         n = num_halvings(image_size) - 2
         widths = [width * 2**i for i in reversed(range(n))]
-        layers: list[nn.Module] = [nn.Linear(latent_dim, widths[0] * 16), nn.Unflatten(1, (widths[0], 4, 4)),
-                                   norm_act(impl, widths[0], 0.0)]
-        layers += [conv_norm_act(impl, a, b, 4, 2, 1, transposed=True, norm="batch", negative_slope=0.0)
-                   for a, b in zip(widths, widths[1:])]
+        layers: list[nn.Module] = [
+            nn.Linear(latent_dim, widths[0] * 16),
+            nn.Unflatten(1, (widths[0], 4, 4)),
+            norm_act(impl, widths[0], 0.0),
+        ]
+        layers += [
+            conv_norm_act(impl, a, b, 4, 2, 1, transposed=True, norm="batch", negative_slope=0.0)
+            for a, b in zip(widths, widths[1:])
+        ]
         layers += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1), nn.Sigmoid()]
         super().__init__(*layers)
 
@@ -43,8 +50,9 @@ class VAE(nn.Module):
     In eval mode z = mu. impl: "fused" (deepfast layers) or "reference" (plain torch), same state_dict.
     """
 
-    def __init__(self, channels: int = 1, image_size: int = 32, latent_dim: int = 32, width: int = 32,
-                 impl: str = "fused") -> None:
+    def __init__(
+        self, channels: int = 1, image_size: int = 32, latent_dim: int = 32, width: int = 32, impl: str = "fused"
+    ) -> None:
         super().__init__()
         check_impl(impl)
         self.latent_dim = latent_dim

@@ -33,8 +33,9 @@ def _slope(act: nn.Module) -> float | None:
 def _fused(norm: nn.Module, slope: float) -> nn.Module | None:
     """The fused layer equivalent to norm followed by LeakyReLU(slope), its state copied; None if none is."""
     if type(norm) is nn.BatchNorm2d:
-        layer = BatchNormLeakyReLU2d(norm.num_features, slope, norm.eps, norm.momentum, norm.affine,
-                                     norm.track_running_stats)
+        layer = BatchNormLeakyReLU2d(
+            norm.num_features, slope, norm.eps, norm.momentum, norm.affine, norm.track_running_stats
+        )
     elif type(norm) is nn.InstanceNorm2d and not norm.track_running_stats:
         layer = InstanceNormLeakyReLU2d(norm.num_features, slope, norm.eps, norm.affine)
     else:
@@ -139,8 +140,10 @@ def fuse_conv_bn(model: nn.Module) -> nn.Module:
     """
     if model.training:
         raise ValueError("fuse_conv_bn folds the running statistics: call model.eval() first")
-    tests = (lambda m: isinstance(m, _CONVS),
-             lambda m: type(m) in (nn.BatchNorm2d, BatchNormLeakyReLU2d) and m.running_mean is not None)
+    tests = (
+        lambda m: isinstance(m, _CONVS),
+        lambda m: type(m) in (nn.BatchNorm2d, BatchNormLeakyReLU2d) and m.running_mean is not None,
+    )
     for conv_link, bn_link in _chains(model, tests):
         conv, bn = _get(conv_link), _get(bn_link)
         scale = torch.rsqrt(bn.running_var + bn.eps)

@@ -99,8 +99,9 @@ class InstanceNormLeakyReLU2d(_InstanceNorm):
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_input_dim(x)
-        return instance_norm_leaky_relu(x, self.weight, self.bias, eps=self.eps, negative_slope=self.negative_slope,
-                                        inplace=self.inplace)
+        return instance_norm_leaky_relu(
+            x, self.weight, self.bias, eps=self.eps, negative_slope=self.negative_slope, inplace=self.inplace
+        )
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, negative_slope={self.negative_slope}, inplace={self.inplace}"
@@ -135,8 +136,9 @@ class ConvNormAct(nn.Module):
         check_choice(norm, "norm", ("batch", "instance", None))
         bias = norm is None if bias is None else bias
         if transposed:
-            self.conv = nn.ConvTranspose2d(in_ch, out_ch, kernel_size, stride, padding, output_padding, bias=bias,
-                                           padding_mode=padding_mode)
+            self.conv = nn.ConvTranspose2d(
+                in_ch, out_ch, kernel_size, stride, padding, output_padding, bias=bias, padding_mode=padding_mode
+            )
         else:
             self.conv = nn.Conv2d(in_ch, out_ch, kernel_size, stride, padding, bias=bias, padding_mode=padding_mode)
         if norm == "batch":

@@ -38,8 +38,9 @@ class SyncBatchNormLeakyReLU2d(nn.BatchNorm2d):
     state_dict keys as nn.BatchNorm2d. (N, C, H, W) -> (N, C, H, W); every process must call it.
     """
 
-    def __init__(self, num_features: int, negative_slope: float = 1.0, eps: float = 1e-5,
-                 momentum: float | None = 0.1) -> None:
+    def __init__(
+        self, num_features: int, negative_slope: float = 1.0, eps: float = 1e-5, momentum: float | None = 0.1
+    ) -> None:
         super().__init__(num_features, eps=eps, momentum=momentum)
         self.negative_slope = negative_slope
 
@@ -81,8 +82,9 @@ def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
     if isinstance(module, _BatchNorm) and not isinstance(module, SyncBatchNormLeakyReLU2d):
         if module.running_mean is None or not module.affine:
             raise ValueError(f"convert_sync_batchnorm needs affine batch norms with running stats, got {module}")
-        sync = SyncBatchNormLeakyReLU2d(module.num_features, getattr(module, "negative_slope", 1.0), module.eps,
-                                  module.momentum)
+        sync = SyncBatchNormLeakyReLU2d(
+            module.num_features, getattr(module, "negative_slope", 1.0), module.eps, module.momentum
+        )
         sync.load_state_dict(module.state_dict())
         sync.train(module.training)
         return sync.to(module.weight.device, module.weight.dtype)

@@ -113,5 +113,6 @@ def _backward(ctx, backward_op, grad: Tensor):
     return grad_rec, grad_orig, None
 
 
-register_op_pair("cycle_l1", "cycle_l1_backward", fakes=(_fake_forward, _fake_backward),
-                 autograd=(_setup_context, _backward))
+register_op_pair(
+    "cycle_l1", "cycle_l1_backward", fakes=(_fake_forward, _fake_backward), autograd=(_setup_context, _backward)
+)

@@ -148,9 +148,18 @@ def batch_norm_leaky_relu(
         return _empty(x, negative_slope)
     backend = backends.select(x.device)
     if backend == "torch":
-        return batch_norm_leaky_relu_reference(x, weight, bias, running_mean, running_var, training=training,
-                                               momentum=momentum, eps=eps, negative_slope=negative_slope,
-                                               inplace=inplace)
+        return batch_norm_leaky_relu_reference(
+            x,
+            weight,
+            bias,
+            running_mean,
+            running_var,
+            training=training,
+            momentum=momentum,
+            eps=eps,
+            negative_slope=negative_slope,
+            inplace=inplace,
+        )
     stats = (None, None) if training else (running_mean, running_var)
     y, mean, var = _op(backend)(x, weight, bias, *stats, False, eps, negative_slope, inplace)
     if training and running_mean is not None and running_var is not None:
@@ -192,8 +201,9 @@ def instance_norm_leaky_relu(
         return _empty(x, negative_slope)
     backend = backends.select(x.device)
     if backend == "torch":
-        return instance_norm_leaky_relu_reference(x, weight, bias, eps=eps, negative_slope=negative_slope,
-                                                  inplace=inplace)
+        return instance_norm_leaky_relu_reference(
+            x, weight, bias, eps=eps, negative_slope=negative_slope, inplace=inplace
+        )
     return _op(backend)(x, weight, bias, None, None, True, eps, negative_slope, inplace)[0]
 
 
@@ -211,8 +221,9 @@ def _op(backend: str):
 def _check_channels(t: object, name: str, x: Tensor) -> None:
     check_float(t, name)
     if t.shape != (x.shape[1],):
-        raise ValueError(f"{name} must have shape (C,) = ({x.shape[1]},) for x of shape {tuple(x.shape)}, "
-                         f"got {tuple(t.shape)}")
+        raise ValueError(
+            f"{name} must have shape (C,) = ({x.shape[1]},) for x of shape {tuple(x.shape)}, got {tuple(t.shape)}"
+        )
     if t.device != x.device:
         raise ValueError(f"{name} must be on the device of x ({x.device}), got {t.device}")
 
@@ -267,27 +278,52 @@ def _dense(*tensors: Tensor | None) -> list[Tensor | None]:
 
 @torch.library.custom_op("deepfast_triton::norm_leaky_relu", mutates_args=())
 def _triton_forward(
-    x: Tensor, weight: Tensor | None, bias: Tensor | None, mean: Tensor | None, var: Tensor | None,
-    instance: bool, eps: float, slope: float, inplace: bool,
+    x: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    mean: Tensor | None,
+    var: Tensor | None,
+    instance: bool,
+    eps: float,
+    slope: float,
+    inplace: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
     from deepfast.kernels import norm_leaky_relu as kernels
 
     lay = layout(x, instance)
-    return kernels.forward(x.contiguous(memory_format=lay.memory_format), *_dense(weight, bias, mean, var),
-                            lay[:4], eps, slope, inplace)
+    return kernels.forward(
+        x.contiguous(memory_format=lay.memory_format), *_dense(weight, bias, mean, var), lay[:4], eps, slope, inplace
+    )
 
 
 @torch.library.custom_op("deepfast_triton::norm_leaky_relu_backward", mutates_args=())
 def _triton_backward(
-    grad_y: Tensor, saved: Tensor, weight: Tensor | None, bias: Tensor | None, mean: Tensor, var: Tensor,
-    batch_stats: bool, instance: bool, eps: float, slope: float, inplace: bool,
+    grad_y: Tensor,
+    saved: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    mean: Tensor,
+    var: Tensor,
+    batch_stats: bool,
+    instance: bool,
+    eps: float,
+    slope: float,
+    inplace: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
     from deepfast.kernels import norm_leaky_relu as kernels
 
     lay = layout(saved, instance)
     fmt = lay.memory_format
-    return kernels.backward(grad_y.contiguous(memory_format=fmt), saved.contiguous(memory_format=fmt),
-                             *_dense(weight, bias, mean, var), lay[:4], batch_stats, eps, slope, inplace)
+    return kernels.backward(
+        grad_y.contiguous(memory_format=fmt),
+        saved.contiguous(memory_format=fmt),
+        *_dense(weight, bias, mean, var),
+        lay[:4],
+        batch_stats,
+        eps,
+        slope,
+        inplace,
+    )
 
 
 # --- fake kernels and autograd, shared by the compiled (cpp/cuda) and Triton ops ---------------------
@@ -321,5 +357,9 @@ def _backward(ctx, backward_op, grad_y: Tensor, _grad_mean: Tensor, _grad_var: T
     return dx, dweight, dbias, None, None, None, None, None, None
 
 
-register_op_pair("norm_leaky_relu", "norm_leaky_relu_backward", fakes=(_fake_forward, _fake_backward),
-                 autograd=(_setup_context, _backward))
+register_op_pair(
+    "norm_leaky_relu",
+    "norm_leaky_relu_backward",
+    fakes=(_fake_forward, _fake_backward),
+    autograd=(_setup_context, _backward),
+)

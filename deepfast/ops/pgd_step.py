@@ -182,8 +182,10 @@ def _check_amount(value: object, name: str, x: Tensor, x_name: str) -> None:
             raise TypeError(f"{name} must be a Python float or a tensor of shape (N,), got {type(value).__name__}")
         check_finite_float(value, name, minimum=0)
         if value > largest:
-            raise ValueError(f"{name} must be at most {largest:.6g} (the largest {acc_dtype(x)}, the dtype the "
-                             f"step of {x_name} of dtype {x.dtype} is computed in), got {value:g}")
+            raise ValueError(
+                f"{name} must be at most {largest:.6g} (the largest {acc_dtype(x)}, the dtype the "
+                f"step of {x_name} of dtype {x.dtype} is computed in), got {value:g}"
+            )
         return
     check_float(value, name)
     if tuple(value.shape) != (x.shape[0],):
@@ -218,8 +220,10 @@ def _check_writable(x_adv: Tensor, others: dict[str, Tensor]) -> None:
     elements share memory (an expanded tensor) and inputs that overlap it in part (the very same
     tensor is fine: each element is read before it is written)."""
     if any(stride == 0 and size > 1 for stride, size in zip(x_adv.stride(), x_adv.shape)):
-        raise ValueError("x_adv has elements that share memory (an expanded tensor): pgd_step_ cannot write it in "
-                         "place; pass x_adv.clone() or use pgd_step")
+        raise ValueError(
+            "x_adv has elements that share memory (an expanded tensor): pgd_step_ cannot write it in "
+            "place; pass x_adv.clone() or use pgd_step"
+        )
 
     def span(t: Tensor) -> tuple[int, int]:
         extent = sum((size - 1) * abs(stride) for size, stride in zip(t.shape, t.stride())) + 1
@@ -232,8 +236,9 @@ def _check_writable(x_adv: Tensor, others: dict[str, Tensor]) -> None:
             continue  # the same elements
         (a0, a1), (b0, b1) = span(x_adv), span(t)
         if a0 < b1 and b0 < a1:
-            raise ValueError(f"{name} overlaps x_adv in memory: pgd_step_ writes x_adv while it reads {name}; "
-                             f"pass {name}.clone()")
+            raise ValueError(
+                f"{name} overlaps x_adv in memory: pgd_step_ writes x_adv while it reads {name}; pass {name}.clone()"
+            )
 
 
 def _step(x_adv, grad, x_orig, step_size, eps, norm, clamp, inplace: bool) -> Tensor:
@@ -253,11 +258,11 @@ def _step(x_adv, grad, x_orig, step_size, eps, norm, clamp, inplace: bool) -> Te
     backend = backends.select(x_adv.device)
     if backend == "torch":
         step_size, eps = (v.to(acc) if isinstance(v, Tensor) else v for v in (step_size, eps))
-        out = in_float32(pgd_step_reference, x_adv, grad, x_orig, step_size=step_size, eps=eps, norm=norm,
-                         clamp=bounds)
+        out = in_float32(pgd_step_reference, x_adv, grad, x_orig, step_size=step_size, eps=eps, norm=norm, clamp=bounds)
         return x_adv.copy_(out) if inplace else out
-    step_size, eps = (v if isinstance(v, Tensor) else x_adv.new_full((x_adv.shape[0],), v, dtype=acc)
-                      for v in (step_size, eps))
+    step_size, eps = (
+        v if isinstance(v, Tensor) else x_adv.new_full((x_adv.shape[0],), v, dtype=acc) for v in (step_size, eps)
+    )
     lo, hi = bounds if bounds is not None else (-math.inf, math.inf)
     ops = torch.ops.deepfast_triton if backend == "triton" else torch.ops.deepfast
     if inplace:
@@ -278,8 +283,9 @@ def _triton_step(x_adv: Tensor, *args) -> Tensor:
     return kernels.step(x_adv, *args, inplace=False)
 
 
-@torch.library.custom_op("deepfast_triton::pgd_step_", mutates_args=["x_adv"],
-                         schema=f"(Tensor(a!) x_adv, {_ARGS}) -> ()")
+@torch.library.custom_op(
+    "deepfast_triton::pgd_step_", mutates_args=["x_adv"], schema=f"(Tensor(a!) x_adv, {_ARGS}) -> ()"
+)
 def _triton_step_(x_adv: Tensor, *args) -> None:
     from deepfast.kernels import pgd_step as kernels
 

@@ -135,5 +135,9 @@ def _backward(ctx, backward_op, grad_z: Tensor, grad_kl: Tensor):
     return grad_mu, grad_logvar, None, None, None
 
 
-register_op_pair("reparameterize_kl", "reparameterize_kl_backward", fakes=(_fake_forward, _fake_backward),
-                 autograd=(_setup_context, _backward))
+register_op_pair(
+    "reparameterize_kl",
+    "reparameterize_kl_backward",
+    fakes=(_fake_forward, _fake_backward),
+    autograd=(_setup_context, _backward),
+)

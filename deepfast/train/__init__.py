@@ -7,5 +7,15 @@ from deepfast.train.config import TrainConfig
 from deepfast.train.registry import TRAINERS, load_trainer, make_trainer, train
 from deepfast.train.trainer import RunResult, Trainer, TrainingDiverged
 
-__all__ = ["TRAINERS", "RunResult", "TrainConfig", "Trainer", "TrainingDiverged", "atomic_save", "load_checkpoint",
-           "load_trainer", "make_trainer", "train"]
+__all__ = [
+    "TRAINERS",
+    "RunResult",
+    "TrainConfig",
+    "Trainer",
+    "TrainingDiverged",
+    "atomic_save",
+    "load_checkpoint",
+    "load_trainer",
+    "make_trainer",
+    "train",
+]

@@ -72,8 +72,9 @@ class AutoencoderTrainer(_ImageToImage):
 
     def build(self, channels: int) -> None:
         o = self.options
-        self.model = self.add_model("model", Autoencoder(channels, self.config.image_size, o.latent_dim,
-                                                         o.width, impl=self.config.impl))
+        self.model = self.add_model(
+            "model", Autoencoder(channels, self.config.image_size, o.latent_dim, o.width, impl=self.config.impl)
+        )
         self.optimizers["model"] = self.adam(self.model)
 
     def output(self, inp: Tensor, net: nn.Module) -> Tensor:

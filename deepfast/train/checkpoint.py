@@ -26,11 +26,26 @@ from deepfast.files import atomic_file
 FORMAT = 2
 # What a training checkpoint holds, and of which type (run_checkpoint.save_run writes them; every loader may
 # read them).
-KEYS = {"format": int, "trainer": str, "config": dict, "channels": int, "epoch": int, "batch": int, "sums": dict,
-        "models": dict, "optimizers": dict, "schedulers": dict, "scaler": dict, "ranks": list, "world_size": int}
-TRUST_HINT = ("only Python's full unpickler loads it, and that runs whatever code the file holds; if you "
-              "trust where the file came from, load it with trusted=True (on the command line: "
-              "--trust-checkpoint), and a save of the run rewrites it in the safe format")
+KEYS = {
+    "format": int,
+    "trainer": str,
+    "config": dict,
+    "channels": int,
+    "epoch": int,
+    "batch": int,
+    "sums": dict,
+    "models": dict,
+    "optimizers": dict,
+    "schedulers": dict,
+    "scaler": dict,
+    "ranks": list,
+    "world_size": int,
+}
+TRUST_HINT = (
+    "only Python's full unpickler loads it, and that runs whatever code the file holds; if you "
+    "trust where the file came from, load it with trusted=True (on the command line: "
+    "--trust-checkpoint), and a save of the run rewrites it in the safe format"
+)
 
 
 class CheckpointError(ValueError):
@@ -105,7 +120,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
         if not unsafe:
             raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
         if not trusted:
-            raise CheckpointError(f"checkpoint {path} holds objects ({', '.join(unsafe[:5])}) that {TRUST_HINT}") from None
+            raise CheckpointError(
+                f"checkpoint {path} holds objects ({', '.join(unsafe[:5])}) that {TRUST_HINT}"
+            ) from None
         ckpt = torch.load(path, map_location=map_location, weights_only=False)
     if not isinstance(ckpt, dict) or "config" not in ckpt or "models" not in ckpt:
         raise CheckpointError(f"{path} is not a deepfast training checkpoint")
@@ -116,14 +133,18 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
         except TypeError as err:
             raise CheckpointError(f"checkpoint {path} is damaged: {err}") from None
         if stored != actual:
-            raise CheckpointError(f"checkpoint {path} is damaged: its contents do not match the SHA-256 digest "
-                                  "stored in it (a corrupted or altered file); it is refused")
+            raise CheckpointError(
+                f"checkpoint {path} is damaged: its contents do not match the SHA-256 digest "
+                "stored in it (a corrupted or altered file); it is refused"
+            )
     elif not trusted:
         raise CheckpointError(f"checkpoint {path} has no digest (written by an older deepfast, format 1): {TRUST_HINT}")
     missing = [k for k in KEYS if k not in ckpt]
     if missing:
         raise CheckpointError(f"checkpoint {path} is incomplete: it lacks {', '.join(map(repr, missing))}")
-    wrong = [f"{k} is a {type(ckpt[k]).__name__}, not a {t.__name__}" for k, t in KEYS.items() if not isinstance(ckpt[k], t)]
+    wrong = [
+        f"{k} is a {type(ckpt[k]).__name__}, not a {t.__name__}" for k, t in KEYS.items() if not isinstance(ckpt[k], t)
+    ]
     if wrong:
         raise CheckpointError(f"checkpoint {path} is not one deepfast wrote: {'; '.join(wrong)}")
     return ckpt
@@ -139,13 +160,21 @@ def load_state(obj: torch.nn.Module | object, state: object, what: str, path: st
         own = obj.state_dict()
         missing = [k for k in own if k not in state]
         unexpected = [k for k in state if k not in own]
-        reshaped = [f"{k} {tuple(state[k].shape)} there, {tuple(v.shape)} here" for k, v in own.items()
-                    if isinstance(state.get(k), torch.Tensor) and state[k].shape != v.shape]
-        differences = [f"{label}: {_some(names)}" for label, names in
-                       (("missing", missing), ("unexpected", unexpected), ("shapes differ", reshaped)) if names]
+        reshaped = [
+            f"{k} {tuple(state[k].shape)} there, {tuple(v.shape)} here"
+            for k, v in own.items()
+            if isinstance(state.get(k), torch.Tensor) and state[k].shape != v.shape
+        ]
+        differences = [
+            f"{label}: {_some(names)}"
+            for label, names in (("missing", missing), ("unexpected", unexpected), ("shapes differ", reshaped))
+            if names
+        ]
         if differences:
-            raise CheckpointError(f"checkpoint {path}: the weights of {what} do not fit the model its settings build "
-                                  f"({'; '.join(differences)}); was it written by another version of deepfast?")
+            raise CheckpointError(
+                f"checkpoint {path}: the weights of {what} do not fit the model its settings build "
+                f"({'; '.join(differences)}); was it written by another version of deepfast?"
+            )
     try:
         obj.load_state_dict(state)
     except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as err:
@@ -170,10 +199,17 @@ def rng_state() -> dict:
     """The states of Python's, NumPy's, torch's CPU and (when there is one) current CUDA generators, as
     tensors and plain values (NumPy's keys as an int64 tensor)."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"python": random.getstate(),
-             "numpy": {"bit_generator": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-             "torch": torch.get_rng_state()}
+    state = {
+        "python": random.getstate(),
+        "numpy": {
+            "bit_generator": name,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state()
     return state
@@ -185,8 +221,13 @@ def set_rng_state(state: dict) -> None:
     random.setstate((py[0], tuple(py[1]), py[2]))
     numpy = state["numpy"]
     if isinstance(numpy, dict):
-        numpy = (numpy["bit_generator"], numpy["keys"].numpy().astype(np.uint32), numpy["pos"], numpy["has_gauss"],
-                 numpy["cached_gaussian"])
+        numpy = (
+            numpy["bit_generator"],
+            numpy["keys"].numpy().astype(np.uint32),
+            numpy["pos"],
+            numpy["has_gauss"],
+            numpy["cached_gaussian"],
+        )
     np.random.set_state(numpy)
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():

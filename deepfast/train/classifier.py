@@ -68,8 +68,16 @@ class ClassifierTrainer(Trainer):
         self.optimizers["model"] = self.adam(self.model)
         self.defense = None
         if o.adversarial is not None:
-            self.defense = AdversarialTraining(o.defense, o.adversarial, o.eps, o.adv_steps,
-                                               o.adv_alpha, o.adv_lambda, o.eps_warmup, name_prefix="option ")
+            self.defense = AdversarialTraining(
+                o.defense,
+                o.adversarial,
+                o.eps,
+                o.adv_steps,
+                o.adv_alpha,
+                o.adv_lambda,
+                o.eps_warmup,
+                name_prefix="option ",
+            )
             # the raw model (eval mode, no DDP, no compile), under the run's --amp
             self.attack = self.defense.make_attack(self.model, amp=self.config.amp)
             self.full_radius = (self.attack.eps, self.attack.alpha)
@@ -99,8 +107,11 @@ class ClassifierTrainer(Trainer):
 
     def evaluate(self) -> dict[str, float]:
         loss, correct, robust, n = 0.0, 0, 0, 0
-        attack = None if self.defense is None else self.defense.make_attack(
-            self.model, seed=self.config.seed, amp=self.config.amp, evaluation=True)
+        attack = (
+            None
+            if self.defense is None
+            else self.defense.make_attack(self.model, seed=self.config.seed, amp=self.config.amp, evaluation=True)
+        )
         with self.evaluating(self.model):
             for x, y in self.held_out_batches():
                 logits = self.model(x).float()

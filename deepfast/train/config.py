@@ -78,10 +78,12 @@ def check_option(name: str, value: object, annotation: str, default: object) -> 
     if value is None and "None" in types:
         return
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    ok, kind = {"bool": (isinstance(value, bool), "True or False"),
-                "int": (number and isinstance(value, int), "an int"),
-                "float": (number, "a number"),
-                "str": (isinstance(value, str), "a string")}[types[0]]
+    ok, kind = {
+        "bool": (isinstance(value, bool), "True or False"),
+        "int": (number and isinstance(value, int), "an int"),
+        "float": (number, "a number"),
+        "str": (isinstance(value, str), "a string"),
+    }[types[0]]
     if not ok:
         kind += " or None" if "None" in types else ""
         raise ValueError(f"option {name} must be {kind} (default {default!r}), got {value!r}")
@@ -94,8 +96,9 @@ def options_from_dict(cls: type, given: dict, trainer: str):
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = set(given) - set(fields)
     if unknown:
-        raise ValueError(f"unknown option(s) for {trainer}: {', '.join(sorted(unknown))} "
-                         f"(known: {', '.join(fields) or 'none'})")
+        raise ValueError(
+            f"unknown option(s) for {trainer}: {', '.join(sorted(unknown))} (known: {', '.join(fields) or 'none'})"
+        )
     for key, value in given.items():
         check_option(key, value, str(fields[key].type), fields[key].default)
     return cls(**given)

@@ -97,13 +97,17 @@ class CycleGANTrainer(Trainer):
             tau_a = o.saliency_tau
             tau_b = tau_a if o.saliency_tau_b is None else o.saliency_tau_b
             # (A -> B on (a, G_A(a)), B -> A on (b, G_B(b)))
-            self.saliency = [SaliencyLoss(o.saliency_k, taus, o.saliency, epochs, self.value_range)
-                             for taus in ((tau_a, tau_b), (tau_b, tau_a))]
+            self.saliency = [
+                SaliencyLoss(o.saliency_k, taus, o.saliency, epochs, self.value_range)
+                for taus in ((tau_a, tau_b), (tau_b, tau_a))
+            ]
         self.semantic = None
         if o.semantic > 0:
             if not o.semantic_classifier:
-                raise ValueError("option semantic needs option semantic_classifier: the checkpoint of a classifier "
-                                 "trained on domain A")
+                raise ValueError(
+                    "option semantic needs option semantic_classifier: the checkpoint of a classifier "
+                    "trained on domain A"
+                )
             from deepfast.train.registry import load_trainer
 
             self.semantic = load_trainer(o.semantic_classifier, device=str(self.device)).model.requires_grad_(False)
@@ -114,13 +118,13 @@ class CycleGANTrainer(Trainer):
         check_choice(o.generator, "option generator", ("resnet", "pixel"))
         if o.generator == "pixel":
             return PixelGenerator(channels, channels, o.ngf, impl=impl, skip=o.skip)
-        return ResnetGenerator(channels, channels, o.ngf, o.n_blocks, impl=impl, upsample=o.upsample,
-                               skip=o.skip)
+        return ResnetGenerator(channels, channels, o.ngf, o.n_blocks, impl=impl, upsample=o.upsample, skip=o.skip)
 
     def train_step(self, batch: object) -> dict[str, Tensor]:
         if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-            raise ValueError(f"cyclegan needs data of pairs (a, b), such as unpaired:PATH; {self.config.data!r} "
-                             "gives single images")
+            raise ValueError(
+                f"cyclegan needs data of pairs (a, b), such as unpaired:PATH; {self.config.data!r} gives single images"
+            )
         real_a, real_b = batch
         g_a, g_b = self.nets["g_a"], self.nets["g_b"]
         identity = self.options.lambda_identity > 0
@@ -146,9 +150,13 @@ class CycleGANTrainer(Trainer):
             d_b = 0.5 * self.gan.discriminator(self.nets["d_b"](real_a), self.nets["d_b"](self.pool_a.query(fake_a)))
         self.backward(d_a + d_b, self.optimizers["d"])
         terms = self.cycle.terms
-        losses = {"g_gan": g_gan, "cycle": terms["cycle_a"] + terms["cycle_b"],
-                  "idt": terms["idt_a"] + terms["idt_b"] if identity else torch.zeros((), device=self.device),
-                  "d_a": d_a, "d_b": d_b}
+        losses = {
+            "g_gan": g_gan,
+            "cycle": terms["cycle_a"] + terms["cycle_b"],
+            "idt": terms["idt_a"] + terms["idt_b"] if identity else torch.zeros((), device=self.device),
+            "d_a": d_a,
+            "d_b": d_b,
+        }
         if self.saliency is not None:
             losses["saliency"] = saliency
         if self.semantic is not None:

@@ -71,8 +71,7 @@ class ShardSampler(Sampler[int]):
 def make_loader(dataset: Dataset, sampler: ShardSampler) -> DataLoader:
     """Batches of ``sampler.batch`` items, the last incomplete one dropped; a generator of its own so
     that iterating takes nothing from the global RNG (a resumed run draws the same numbers)."""
-    return DataLoader(dataset, batch_size=sampler.batch, sampler=sampler, drop_last=True,
-                      generator=torch.Generator())
+    return DataLoader(dataset, batch_size=sampler.batch, sampler=sampler, drop_last=True, generator=torch.Generator())
 
 
 def to_device(batch: object, device: torch.device, channels_last: bool) -> object:

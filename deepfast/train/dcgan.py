@@ -69,10 +69,10 @@ class DCGANTrainer(Trainer):
     def networks(self, channels: int) -> tuple[nn.Module, nn.Module]:
         """The generator and the discriminator for images of ``channels``."""
         o, size, impl = self.options, self.config.image_size, self.config.impl
-        return (Generator(o.nz, o.ngf, channels, size, impl=impl, upsample=o.upsample,
-                          extra_layers=o.extra_layers),
-                Discriminator(o.ndf, channels, size, impl=impl, extra_layers=o.extra_layers,
-                              spectral_norm=o.spectral_norm))
+        return (
+            Generator(o.nz, o.ngf, channels, size, impl=impl, upsample=o.upsample, extra_layers=o.extra_layers),
+            Discriminator(o.ndf, channels, size, impl=impl, extra_layers=o.extra_layers, spectral_norm=o.spectral_norm),
+        )
 
     def conditions(self, batch: object) -> tuple[Tensor, ...]:
         """What G and D take besides z and images: nothing here, the labels in the conditional trainer."""
@@ -169,10 +169,20 @@ class CDCGANTrainer(DCGANTrainer):
 
     def networks(self, channels: int) -> tuple[nn.Module, nn.Module]:
         o, size, impl = self.options, self.config.image_size, self.config.impl
-        return (ConditionalGenerator(o.num_classes, o.nz, o.ngf, channels, size, impl=impl,
-                                     upsample=o.upsample, extra_layers=o.extra_layers),
-                ConditionalDiscriminator(o.num_classes, o.ndf, channels, size, impl=impl,
-                                         extra_layers=o.extra_layers, spectral_norm=o.spectral_norm))
+        return (
+            ConditionalGenerator(
+                o.num_classes, o.nz, o.ngf, channels, size, impl=impl, upsample=o.upsample, extra_layers=o.extra_layers
+            ),
+            ConditionalDiscriminator(
+                o.num_classes,
+                o.ndf,
+                channels,
+                size,
+                impl=impl,
+                extra_layers=o.extra_layers,
+                spectral_norm=o.spectral_norm,
+            ),
+        )
 
     def conditions(self, batch: object) -> tuple[Tensor, ...]:
         if not isinstance(batch, (tuple, list)):

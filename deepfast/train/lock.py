@@ -33,8 +33,10 @@ def run_lock(folder: str | Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
-            raise RunFolderError(f"run folder {folder} is in use by another training (pid {holder}); wait for it to "
-                                 "finish, or choose another --out") from None
+            raise RunFolderError(
+                f"run folder {folder} is in use by another training (pid {holder}); wait for it to "
+                "finish, or choose another --out"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()} on {socket.gethostname()}\n".encode(), 0)
         yield

@@ -15,8 +15,15 @@ from deepfast.train.vae import VAETrainer
 
 TRAINERS: dict[str, type[Trainer]] = {
     cls.name: cls
-    for cls in (AutoencoderTrainer, UNetTrainer, VAETrainer, DCGANTrainer, CDCGANTrainer, CycleGANTrainer,
-                ClassifierTrainer)
+    for cls in (
+        AutoencoderTrainer,
+        UNetTrainer,
+        VAETrainer,
+        DCGANTrainer,
+        CDCGANTrainer,
+        CycleGANTrainer,
+        ClassifierTrainer,
+    )
 }
 
 
@@ -39,8 +46,9 @@ def load_trainer(path: str, device: str | None = None, trusted: bool = False, **
     (default: the CPU); ``overrides`` replace config fields (e.g. samples=16). The file is loaded
     without running code from it (``load_checkpoint``; ``trusted``: see there)."""
     ckpt = load_checkpoint(path, trusted=trusted)
-    config = TrainConfig.from_dict({**ckpt["config"], "compile": False, "sync_bn": False, "device": device,
-                                    **overrides})
+    config = TrainConfig.from_dict(
+        {**ckpt["config"], "compile": False, "sync_bn": False, "device": device, **overrides}
+    )
     trainer = make_trainer(config)
     trainer.device = torch.device(device or "cpu")
     trainer.setup(ckpt["channels"])

@@ -27,21 +27,24 @@ def save_run(trainer: Trainer, epoch: int, batch: int, sums: dict) -> None:
     0 = its start). Every process sends its RNG and rank state; rank 0 writes."""
     ranks = gather_objects({"rng": rng_state(), **trainer.rank_state()}, trainer.world)
     if trainer.world.main:
-        atomic_save({
-            "format": FORMAT,
-            "trainer": trainer.name,
-            "config": trainer.config.to_dict(),
-            "channels": trainer.channels,
-            "epoch": epoch,
-            "batch": batch,
-            "sums": sums,
-            "models": {k: m.state_dict() for k, m in trainer.models.items()},
-            "optimizers": {k: o.state_dict() for k, o in trainer.optimizers.items()},
-            "schedulers": {k: s.state_dict() for k, s in trainer.schedulers.items()},
-            "scaler": trainer.scaler.state_dict(),
-            "ranks": ranks,
-            "world_size": trainer.world.size,
-        }, trainer.out / CHECKPOINT)
+        atomic_save(
+            {
+                "format": FORMAT,
+                "trainer": trainer.name,
+                "config": trainer.config.to_dict(),
+                "channels": trainer.channels,
+                "epoch": epoch,
+                "batch": batch,
+                "sums": sums,
+                "models": {k: m.state_dict() for k, m in trainer.models.items()},
+                "optimizers": {k: o.state_dict() for k, o in trainer.optimizers.items()},
+                "schedulers": {k: s.state_dict() for k, s in trainer.schedulers.items()},
+                "scaler": trainer.scaler.state_dict(),
+                "ranks": ranks,
+                "world_size": trainer.world.size,
+            },
+            trainer.out / CHECKPOINT,
+        )
     barrier(trainer.world)
 
 
@@ -53,18 +56,28 @@ def resume_run(trainer: Trainer, log: MetricsLog | None, trusted: bool) -> tuple
     path = trainer.out / CHECKPOINT
     ckpt = load_checkpoint(path, map_location=trainer.device, trusted=trusted)
     saved = ckpt["config"]
-    mismatch = [f"{k}: {saved.get(k)!r} there, {getattr(trainer.config, k)!r} here" for k in RESUME_KEYS
-                if saved.get(k) != getattr(trainer.config, k)]
+    mismatch = [
+        f"{k}: {saved.get(k)!r} there, {getattr(trainer.config, k)!r} here"
+        for k in RESUME_KEYS
+        if saved.get(k) != getattr(trainer.config, k)
+    ]
     if mismatch:
-        raise ValueError(f"cannot resume from {path}: settings differ ({'; '.join(mismatch)}); these are fixed "
-                         "for a run: start a new one (another --out, or --overwrite) to change them")
+        raise ValueError(
+            f"cannot resume from {path}: settings differ ({'; '.join(mismatch)}); these are fixed "
+            "for a run: start a new one (another --out, or --overwrite) to change them"
+        )
     begun = ckpt["epoch"] + (ckpt["batch"] > 0)  # epochs trained, the unfinished one counted
     if trainer.config.epochs < begun:
         partial = f" and {ckpt['batch']} batches of epoch {begun}" if ckpt["batch"] else ""
-        raise ValueError(f"cannot resume from {path} with epochs={trainer.config.epochs}: the run has trained "
-                         f"{ckpt['epoch']} epochs{partial} already; give --epochs {begun} or more")
-    for kind, objects in (("models", trainer.models), ("optimizers", trainer.optimizers),
-                          ("schedulers", trainer.schedulers)):
+        raise ValueError(
+            f"cannot resume from {path} with epochs={trainer.config.epochs}: the run has trained "
+            f"{ckpt['epoch']} epochs{partial} already; give --epochs {begun} or more"
+        )
+    for kind, objects in (
+        ("models", trainer.models),
+        ("optimizers", trainer.optimizers),
+        ("schedulers", trainer.schedulers),
+    ):
         for k, obj in objects.items():
             load_state(obj, ckpt[kind].get(k), f"{kind[:-1]} {k!r}", path)
     load_state(trainer.scaler, ckpt["scaler"], "the AMP scaler", path)

@@ -55,10 +55,31 @@ def _take(dataset, start: int, count: int) -> Tensor:
 class TrainStep:
     """A trainer's ``train_step`` on a fixed batch; ``models`` holds its networks (uncompiled)."""
 
-    def __init__(self, model: str, impl: str, batch: int, *, compile: bool, channels_last: bool,
-                 device: torch.device | str, seed: int, size: int, **options) -> None:
-        config = TrainConfig(model=model, impl=impl, batch_size=batch, compile=compile, channels_last=channels_last,
-                             device=str(device), seed=seed, image_size=size, progress=False, options=options)
+    def __init__(
+        self,
+        model: str,
+        impl: str,
+        batch: int,
+        *,
+        compile: bool,
+        channels_last: bool,
+        device: torch.device | str,
+        seed: int,
+        size: int,
+        **options,
+    ) -> None:
+        config = TrainConfig(
+            model=model,
+            impl=impl,
+            batch_size=batch,
+            compile=compile,
+            channels_last=channels_last,
+            device=str(device),
+            seed=seed,
+            image_size=size,
+            progress=False,
+            options=options,
+        )
         self.trainer = make_trainer(config)
         self.trainer.device = torch.device(device)
         if model == "cyclegan":
@@ -76,13 +97,30 @@ class TrainStep:
         return tuple(v.detach().float() for v in losses.values())
 
 
-def make_step(model: str, impl: str, batch: int, compile: bool = False, *, channels_last: bool = False,
-              device: torch.device | str = "cpu", seed: int = 0, **sizes) -> TrainStep:
+def make_step(
+    model: str,
+    impl: str,
+    batch: int,
+    compile: bool = False,
+    *,
+    channels_last: bool = False,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    **sizes,
+) -> TrainStep:
     """The training step of ``model`` ("vae", "dcgan", "cyclegan") with impl "fused" or "reference",
     on a fixed batch of ``batch`` images, weights drawn under ``torch.manual_seed(seed)``. ``sizes``
     override SIZES (vae: width, latent_dim; dcgan: nz, ngf, ndf; cyclegan: size, ngf, ndf, n_blocks),
     for small tests."""
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
-    return TrainStep(model, impl, batch, compile=compile, channels_last=channels_last, device=device, seed=seed,
-                     **{**SIZES[model], **sizes})
+    return TrainStep(
+        model,
+        impl,
+        batch,
+        compile=compile,
+        channels_last=channels_last,
+        device=device,
+        seed=seed,
+        **{**SIZES[model], **sizes},
+    )

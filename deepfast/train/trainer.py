@@ -82,8 +82,9 @@ class Trainer:
         self.options = options_from_dict(self.Options, config.options, self.name)
         defaults = self.defaults
         resolved = {k: (defaults[k] if v is None and k in defaults else v) for k, v in config.to_dict().items()}
-        resolved.update(model=self.name, options=dataclasses.asdict(self.options),
-                        out=resolved["out"] or f"runs/{self.name}")
+        resolved.update(
+            model=self.name, options=dataclasses.asdict(self.options), out=resolved["out"] or f"runs/{self.name}"
+        )
         self.config = TrainConfig.from_dict(resolved)
         self.config.check()
         self.out = Path(self.config.out)
@@ -240,8 +241,10 @@ class Trainer:
             return
         held = [name for name in HOLDS_A_RUN if (self.out / name).exists()]
         if held and not overwrite:
-            raise RunFolderError(f"run folder {self.out} holds a run already ({', '.join(held)}): continue it with "
-                                 "--resume, replace it with --overwrite, or choose another --out")
+            raise RunFolderError(
+                f"run folder {self.out} holds a run already ({', '.join(held)}): continue it with "
+                "--resume, replace it with --overwrite, or choose another --out"
+            )
         for p in sorted({p for pattern in RUN_FILES for p in self.out.glob(pattern)}):
             p.unlink()
 
@@ -265,8 +268,10 @@ class Trainer:
             start_epoch, skip, sums = resume_run(self, log, trusted)
             if start_epoch == cfg.epochs and skip == 0:
                 if world.main:  # said even without progress: the command did nothing
-                    progress.write(f"{self.out / CHECKPOINT} has trained all {cfg.epochs} epochs already: nothing to do "
-                               "(give --epochs with a larger total to train more)")
+                    progress.write(
+                        f"{self.out / CHECKPOINT} has trained all {cfg.epochs} epochs already: nothing to do "
+                        "(give --epochs with a larger total to train more)"
+                    )
                 return RunResult(cfg.epochs, False, self.out / CHECKPOINT, log.rows if log else [], world.main)
         else:
             seed_everything(cfg.seed + world.rank)  # noise differs between processes
@@ -294,16 +299,25 @@ class Trainer:
         image = item[0] if isinstance(item, (tuple, list)) else item
         size = self.config.image_size
         if size is not None and tuple(image.shape[-2:]) != (size, size):
-            raise ValueError(f"data {self.config.data!r} gives {tuple(image.shape[-2:])} images but image_size is "
-                             f"{size}; pass --image-size {image.shape[-1]} or data of that size")
+            raise ValueError(
+                f"data {self.config.data!r} gives {tuple(image.shape[-2:])} images but image_size is "
+                f"{size}; pass --image-size {image.shape[-1]} or data of that size"
+            )
         return image.shape[0]
 
     def _run_epoch(self, loader, epoch: int, skip: int, n_batches: int, sums: dict) -> tuple[bool, dict]:
         cfg, world = self.config, self.world
         for model in self.models.values():
             model.train()
-        bar = progress.bar(total=n_batches, initial=skip, desc=f"{self.name} {epoch + 1}/{cfg.epochs}", unit="batch",
-                   disable=not (cfg.progress and world.main), dynamic_ncols=True, leave=True)
+        bar = progress.bar(
+            total=n_batches,
+            initial=skip,
+            desc=f"{self.name} {epoch + 1}/{cfg.epochs}",
+            unit="batch",
+            disable=not (cfg.progress and world.main),
+            dynamic_ncols=True,
+            leave=True,
+        )
         batches = iter(loader)
         for k in range(skip, n_batches):
             batch = to_device(next(batches), self.device, cfg.channels_last)
@@ -325,8 +339,10 @@ class Trainer:
                 bar.close()
                 save_run(self, epoch, k + 1, sums)
                 if world.main:
-                    progress.write(f"stopped at epoch {epoch + 1}, batch {k + 1}; checkpoint {self.out / CHECKPOINT}; "
-                               "continue with --resume")
+                    progress.write(
+                        f"stopped at epoch {epoch + 1}, batch {k + 1}; checkpoint {self.out / CHECKPOINT}; "
+                        "continue with --resume"
+                    )
                 return True, sums
         bar.close()
         return False, sums
@@ -350,8 +366,10 @@ class Trainer:
             if cfg.sample_every and (epoch + 1) % cfg.sample_every == 0:
                 self.save_samples(self.out / "samples" / f"epoch_{epoch + 1:03d}.png")
             if cfg.progress:
-                progress.write(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items()
-                                                             if k not in ("epoch", "time")))
+                progress.write(
+                    f"epoch {epoch + 1}: "
+                    + ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k not in ("epoch", "time"))
+                )
         save_run(self, epoch + 1, 0, {})
 
     def save_samples(self, path: Path) -> Path | None:
@@ -371,8 +389,10 @@ class Trainer:
         path = self.out / CHECKPOINT
         kept = f"the last good checkpoint is {path}" if path.exists() else "no checkpoint was written yet"
         bad = ", ".join(f"{k}={v}" for k, v in losses.items())
-        raise TrainingDiverged(f"{self.name} diverged at epoch {epoch + 1}, batch {batch + 1} ({bad}); {kept}. "
-                               "Try a lower --lr, or --amp bf16 instead of fp16.")
+        raise TrainingDiverged(
+            f"{self.name} diverged at epoch {epoch + 1}, batch {batch + 1} ({bad}); {kept}. "
+            "Try a lower --lr, or --amp bf16 instead of fp16."
+        )
 
     @contextlib.contextmanager
     def _sigint_stops(self) -> Iterator[None]:

@@ -37,8 +37,9 @@ class VAETrainer(Trainer):
 
     def build(self, channels: int) -> None:
         o = self.options
-        self.vae = self.add_model("vae", VAE(channels, self.config.image_size, o.latent_dim, o.width,
-                                             impl=self.config.impl))
+        self.vae = self.add_model(
+            "vae", VAE(channels, self.config.image_size, o.latent_dim, o.width, impl=self.config.impl)
+        )
         self.optimizers["vae"] = self.adam(self.vae)
         self.loss = VAELoss(o.beta, o.reconstruction)
         self.z = self.fixed_noise(self.num_samples(64), o.latent_dim)
