@@ -167,11 +167,17 @@ def test_every_torch_load_in_deepfast_is_restricted():
 
 
 def _trusted_line() -> int:
-    """The line of load_checkpoint's weights_only=False call (under ``if not trusted: raise`` above it)."""
-    lines = Path(__file__).parents[1].joinpath("deepfast/train/checkpoint.py").read_text().splitlines()
-    (line,) = [i + 1 for i, text in enumerate(lines) if "weights_only=False" in text and "torch.load" in text]
-    assert "if not trusted:" in lines[line - 3] and "raise CheckpointError" in lines[line - 2]
-    return line
+    """The line of load_checkpoint's weights_only=False call: the statement right after an
+    ``if not trusted: raise CheckpointError(...)``."""
+    tree = ast.parse(Path(__file__).parents[1].joinpath("deepfast/train/checkpoint.py").read_text())
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        for guard, statement in zip(body, body[1:]) if isinstance(body, list) else ():
+            code = ast.unparse(statement) if isinstance(statement, (ast.Assign, ast.Expr)) else ""
+            if "torch.load" in code and "weights_only=False" in code:
+                assert ast.unparse(guard).startswith("if not trusted:\n    raise CheckpointError("), ast.unparse(guard)
+                return statement.lineno
+    raise AssertionError("checkpoint.py has no torch.load(..., weights_only=False)")
 
 
 def test_format_2_loads_with_plain_torch_weights_only(runs):
