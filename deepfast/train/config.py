@@ -89,7 +89,7 @@ def check_option(name: str, value: object, annotation: str, default: object) -> 
         raise ValueError(f"option {name} must be {kind} (default {default!r}), got {value!r}")
 
 
-def options_from_dict(cls: type, given: dict, trainer: str):
+def options_from_dict(cls: type, given: dict, trainer: str) -> object:
     """The options dataclass ``cls`` of ``trainer`` with the values of ``given`` ({option: value}, as
     TrainConfig.options holds them) over its defaults. ValueError naming an unknown option or one of the
     wrong type (see check_option)."""
